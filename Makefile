@@ -1,0 +1,31 @@
+# Set-up and entry points. `make run` trains and evaluates the default model; `make test` runs the
+# tests. Both create the virtual environment in .venv on first use and are safe to run again.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(if $(DIGITNET_DATA_DIR),$(DIGITNET_DATA_DIR),../shared/datasets/mnist)
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> creating virtual environment in $(VENV) and installing digitnet (CPU build of torch)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+run: install
+	@echo "==> verifying MNIST in $(DATA_DIR)"
+	$(BIN)/digitnet data verify --data-dir $(DATA_DIR)
+	@echo "==> exploring the data (reports/explore)"
+	$(BIN)/digitnet data explore --data-dir $(DATA_DIR) --out reports/explore
+
+test: install
+	@echo "==> running the test suite against MNIST in $(DATA_DIR)"
+	DIGITNET_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m digitnet` runs the command line interface."""
+
+from digitnet.cli import main
+
+raise SystemExit(main())

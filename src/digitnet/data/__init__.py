@@ -1,0 +1,1 @@
+"""Data layer: IDX files, MNIST sources and splits, exploration and new-image preprocessing."""

@@ -1,0 +1,268 @@
+"""MNIST from its four IDX files: where they come from, downloading, verification and loading.
+
+The data directory is chosen in this order: an explicit `data_dir` (the `--data-dir` option),
+the `DIGITNET_DATA_DIR` environment variable, then a user cache directory that is filled once by
+a checksum-verified download.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from digitnet.constants import IMAGE_SIZE, NUM_CLASSES
+from digitnet.data.idx import IdxError, parse_idx, read_idx_bytes
+from digitnet.errors import DigitnetError
+from digitnet.fileio import atomic_write_bytes, sha256_bytes
+
+ENV_DATA_DIR = "DIGITNET_DATA_DIR"
+
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+
+@dataclass(frozen=True)
+class MnistFile:
+    name: str  # standard file name, without .gz
+    split: str  # "train" or "test"
+    kind: str  # "images" or "labels"
+    count: int  # number of examples
+    content_sha256: str  # sha256 of the decompressed IDX bytes
+    gzip_sha256: str  # sha256 of the .gz file on the public mirrors
+
+
+MNIST_FILES = (
+    MnistFile("train-images-idx3-ubyte", "train", "images", 60_000,
+              "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+              "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    MnistFile("train-labels-idx1-ubyte", "train", "labels", 60_000,
+              "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+              "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    MnistFile("t10k-images-idx3-ubyte", "test", "images", 10_000,
+              "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+              "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    MnistFile("t10k-labels-idx1-ubyte", "test", "labels", 10_000,
+              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+              "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+)
+
+
+class ChecksumError(DigitnetError):
+    """A file whose bytes are not the published MNIST bytes."""
+
+
+def default_cache_dir() -> Path:
+    """The user cache for downloaded MNIST: $XDG_CACHE_HOME/digitnet/mnist or ~/.cache/..."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "digitnet" / "mnist"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Choose the MNIST folder: `data_dir`, then $DIGITNET_DATA_DIR, then the user cache.
+
+    Returns:
+        The folder and where the choice came from ("--data-dir", "DIGITNET_DATA_DIR" or "cache").
+    """
+    if data_dir:
+        return Path(data_dir).expanduser(), "--data-dir"
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR]).expanduser(), ENV_DATA_DIR
+    return default_cache_dir(), "cache"
+
+
+def find_file(data_dir: Path, f: MnistFile) -> Path | None:
+    """The file for `f` in `data_dir`, gzip-compressed or raw, or None."""
+    for name in (f.name + ".gz", f.name):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    return None
+
+
+def verify_checksum(path: Path, f: MnistFile, content: bytes, raw: bytes | None = None) -> str:
+    """Accept the mirror's gzip sha256 or the sha256 of the decompressed content.
+
+    Args:
+        path: the file, named in errors (and read for the gzip hash when `raw` is None).
+        content: the decompressed IDX bytes.
+        raw: the file's bytes as stored, if already in memory.
+
+    Returns:
+        Which checksum matched ("content" or "gzip").
+
+    Raises:
+        ChecksumError: neither matches.
+    """
+    if sha256_bytes(content) == f.content_sha256:
+        return "content"
+    if raw is None and path.suffix == ".gz" and path.is_file():
+        raw = path.read_bytes()
+    if raw is not None and sha256_bytes(raw) == f.gzip_sha256:
+        return "gzip"
+    raise ChecksumError(
+        f"{path}: checksum mismatch: content sha256 {sha256_bytes(content)[:16]}... is not the "
+        f"published MNIST {f.name} ({f.content_sha256[:16]}...); the file is corrupt or not MNIST"
+    )
+
+
+def download_file(f: MnistFile, dest_dir: Path, mirrors=MIRRORS, timeout: float = 30.0) -> Path:
+    """Download `f` from the first mirror that answers, verify it, and write it atomically.
+
+    Raises:
+        DigitnetError: no mirror could be reached (with how to point digitnet at local files),
+            or every download failed its checksum.
+    """
+    errors = []
+    for mirror in mirrors:
+        url = mirror + f.name + ".gz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                chunks = []
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {f.name}.gz") as bar:
+                    for chunk in iter(lambda: response.read(1 << 16), b""):
+                        chunks.append(chunk)
+                        bar.update(len(chunk))
+            raw = b"".join(chunks)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            errors.append(f"{url}: {getattr(e, 'reason', e)}")
+            continue
+        dest = dest_dir / (f.name + ".gz")
+        try:
+            content = gzip.decompress(raw)
+            verify_checksum(dest, f, content, raw=raw)
+        except (OSError, EOFError, zlib.error, DigitnetError) as e:
+            errors.append(f"{url}: {e}")
+            continue
+        atomic_write_bytes(dest, raw)
+        return dest
+    raise DigitnetError(
+        f"could not download {f.name}.gz into {dest_dir}:\n  " + "\n  ".join(errors) + "\n"
+        f"If this machine is offline, copy the four MNIST IDX files into a folder and point "
+        f"digitnet at it with --data-dir DIR or the {ENV_DATA_DIR} environment variable."
+    )
+
+
+def ensure_files(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Paths of the four MNIST files; downloads them into the cache when it is the source.
+
+    Raises:
+        DigitnetError: a file is missing from an explicit folder, or cannot be downloaded.
+    """
+    folder, source = resolve_data_dir(data_dir)
+    paths = {}
+    for f in MNIST_FILES:
+        path = find_file(folder, f)
+        if path is None:
+            if source != "cache":
+                raise DigitnetError(
+                    f"{folder / (f.name + '.gz')}: MNIST file not found (data directory chosen by "
+                    f"{source}); expected {f.name}.gz or {f.name} there"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+            print(f"MNIST cache {folder} is missing {f.name}; downloading it")
+            path = download_file(f, folder)
+        paths[f.name] = path
+    return paths
+
+
+@dataclass
+class Mnist:
+    """MNIST in memory as uint8 tensors: images (N, 28, 28), labels (N,) as int64."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    data_dir: Path
+    sha256: dict[str, str]  # content sha256 of each file, recorded with every trained model
+
+
+def _check_array(array: np.ndarray, path: Path, f: MnistFile) -> None:
+    if f.kind == "images":
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise IdxError(
+                f"{path}: expected uint8 images of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}), "
+                f"got {array.dtype} {array.shape}"
+            )
+    else:
+        if array.dtype != np.uint8 or array.ndim != 1:
+            raise IdxError(f"{path}: expected uint8 labels of shape (N,), got {array.dtype} {array.shape}")
+        if array.size and array.max() >= NUM_CLASSES:
+            raise IdxError(f"{path}: label {int(array.max())} out of range 0-{NUM_CLASSES - 1}")
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, verify: bool = False) -> Mnist:
+    """Load all of MNIST into memory (about a second) with format and count checks.
+
+    Args:
+        data_dir: folder with the four files; None follows $DIGITNET_DATA_DIR, then the cache.
+        verify: also require the published checksums (always done for downloaded files).
+
+    Raises:
+        IdxError, ChecksumError, DigitnetError: with the file and what is wrong.
+    """
+    paths = ensure_files(data_dir)
+    arrays, sha = {}, {}
+    for f in MNIST_FILES:
+        path = paths[f.name]
+        content = read_idx_bytes(path)
+        sha[f.name] = sha256_bytes(content)
+        if verify:
+            verify_checksum(path, f, content)
+        array = parse_idx(content, name=str(path))
+        _check_array(array, path, f)
+        arrays[f.split, f.kind] = (array, path)
+    for split in ("train", "test"):
+        (images, ipath), (labels, lpath) = arrays[split, "images"], arrays[split, "labels"]
+        if len(images) != len(labels):
+            raise IdxError(
+                f"{ipath} has {len(images)} images but {lpath} has {len(labels)} labels; they must agree"
+            )
+    return Mnist(
+        train_images=torch.from_numpy(arrays["train", "images"][0].copy()),
+        train_labels=torch.from_numpy(arrays["train", "labels"][0].astype(np.int64)),
+        test_images=torch.from_numpy(arrays["test", "images"][0].copy()),
+        test_labels=torch.from_numpy(arrays["test", "labels"][0].astype(np.int64)),
+        data_dir=paths[MNIST_FILES[0].name].parent,
+        sha256=sha,
+    )
+
+
+def verify_mnist(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Check every MNIST file: format, example count, and checksum.
+
+    Returns:
+        One row per file with `file`, `ok`, and `detail` (what matched or what is wrong).
+    """
+    folder, source = resolve_data_dir(data_dir)
+    rows = []
+    for f in MNIST_FILES:
+        path = find_file(folder, f)
+        if path is None:
+            rows.append(dict(file=str(folder / (f.name + ".gz")), ok=False, detail="missing"))
+            continue
+        try:
+            content = read_idx_bytes(path)
+            array = parse_idx(content, name=str(path))
+            _check_array(array, path, f)
+            if len(array) != f.count:
+                raise IdxError(f"{path}: {len(array)} examples, expected {f.count}")
+            matched = verify_checksum(path, f, content)
+        except DigitnetError as e:
+            rows.append(dict(file=str(path), ok=False, detail=str(e)))
+            continue
+        shape = "x".join(str(d) for d in array.shape)
+        rows.append(dict(file=str(path), ok=True, detail=f"{shape} {array.dtype}, sha256 ({matched}) ok"))
+    return rows
