@@ -92,8 +92,15 @@ def load_splits(
     from digitnet.data.mnist import load_mnist
 
     mnist = load_mnist(data_dir)
+    if not 0 <= val_size < len(mnist.train_labels):
+        raise DigitnetError(
+            f"validation size {val_size} must be between 0 and the {len(mnist.train_labels)} "
+            f"training images in {mnist.data_dir}; change --val-size"
+        )
     train, val = train_val_split(mnist.train_images, mnist.train_labels, val_size)
     if subset is not None:
+        if subset > len(train):
+            raise DigitnetError(f"--subset {subset} exceeds the {len(train)} training images")
         train = train.subset(stratified_indices(train.labels, subset))
     test = TensorDataset("mnist-test", mnist.test_images, mnist.test_labels)
     return {"train": train, "val": val, "test": test, "mnist": mnist}

@@ -1,0 +1,27 @@
+"""Model architectures. Importing this package registers every family file.
+
+To add an architecture, or a new version of one, register a builder in a family file:
+
+    @register_model("cnn", 2, "one-line description")
+    def cnn_v2(**kwargs):
+        return SmallCNN(**dict(stages=[[32, 32], [64, 64], [128]], dropout=0.1, **kwargs))
+"""
+
+from digitnet.models import cnn, lenet, mlp  # noqa: F401  (registers the models)
+from digitnet.models._registry import (
+    ModelSpec,
+    count_flops,
+    count_parameters,
+    create_model,
+    get_spec,
+    list_specs,
+    parse_arch,
+    register_model,
+)
+
+DEFAULT_ARCH = "cnn"
+
+__all__ = [
+    "DEFAULT_ARCH", "ModelSpec", "count_flops", "count_parameters", "create_model", "get_spec",
+    "list_specs", "parse_arch", "register_model",
+]

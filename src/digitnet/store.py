@@ -1,0 +1,245 @@
+"""The model store: one folder per trained model, references to them, and loading any of them.
+
+    models/cnn-v1/20261125-120000/
+        config.json          architecture, hyperparameters, data checksums, library versions
+        metrics.jsonl        one line per finished epoch
+        model.safetensors    final weights (written when training finishes)
+        summary.json         final metrics
+        checkpoints/         one folder per epoch, plus pointers to the best and the last
+
+A reference is `ARCH-vN/RUN`, `ARCH-vN/latest`, either of them with `@last`, `@best` or
+`@epoch-N`, or a path to a model folder or a checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from digitnet.constants import IMAGE_SIZE, LABEL_NAMES, MNIST_MEAN, MNIST_STD
+from digitnet.errors import DigitnetError
+from digitnet.training.checkpoint import (
+    META_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_state_dict,
+    resolve_checkpoint,
+)
+
+ENV_MODELS_DIR = "DIGITNET_MODELS_DIR"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINTS_DIR = "checkpoints"
+FORMAT_VERSION = 1
+
+
+def models_root(models_dir: str | os.PathLike | None = None) -> Path:
+    """`models_dir`, else $DIGITNET_MODELS_DIR, else ./models."""
+    return Path(models_dir or os.environ.get(ENV_MODELS_DIR) or "models")
+
+
+def default_data_config() -> dict:
+    """How images must look before they enter a model (saved with every model)."""
+    return dict(input_size=[1, IMAGE_SIZE, IMAGE_SIZE], mean=MNIST_MEAN, std=MNIST_STD,
+                label_names=list(LABEL_NAMES), polarity="white digit on black, 0-255")
+
+
+def architecture_signature(model: nn.Module) -> list[list]:
+    """Parameter and buffer names with shapes: what a frozen version must keep."""
+    return [[k, list(v.shape)] for k, v in model.state_dict().items()]
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DigitnetError(f"{path}: not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DigitnetError(f"{path}: unreadable JSON ({e})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Per-epoch metrics of a run (a torn last line from a crash is ignored)."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+# ---------------------------------------------------------------------------------- references
+@dataclass(frozen=True)
+class ModelRef:
+    run_dir: Path
+    checkpoint: str | None  # None: the final weights (or the last checkpoint while training)
+
+    @property
+    def label(self) -> str:
+        base = f"{self.run_dir.parent.name}/{self.run_dir.name}"
+        return base if self.checkpoint is None else f"{base}@{self.checkpoint}"
+
+
+def list_runs(models_dir: str | os.PathLike | None = None, arch_id: str | None = None) -> list[Path]:
+    """Model folders in the store, oldest first (by the time recorded in config.json)."""
+    root = models_root(models_dir)
+    if not root.is_dir():
+        return []
+    runs = []
+    for arch_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if arch_id and arch_dir.name != arch_id:
+            continue
+        for run in arch_dir.iterdir():
+            if (run / CONFIG_FILE).is_file():
+                runs.append(run)
+
+    def created(run: Path) -> str:
+        try:
+            return json.loads((run / CONFIG_FILE).read_text()).get("created", "")
+        except (OSError, json.JSONDecodeError):
+            return ""
+
+    return sorted(runs, key=lambda r: (created(r), r.name))
+
+
+def resolve_ref(ref: str, models_dir: str | os.PathLike | None = None) -> ModelRef:
+    """Turn a reference into a model folder and a checkpoint name.
+
+    Raises:
+        DigitnetError: nothing matches; says what exists.
+    """
+    base, _, checkpoint = ref.partition("@")
+    checkpoint = checkpoint or None
+    path = Path(base).expanduser()
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            return ModelRef(path.resolve(), checkpoint)
+        if (path / META_FILE).is_file() and path.parent.name == CHECKPOINTS_DIR:
+            return ModelRef(path.parent.parent.resolve(), path.name)
+        raise DigitnetError(f"{path}: not a model folder (no {CONFIG_FILE}) or checkpoint folder")
+    root = models_root(models_dir)
+    arch_id, sep, run = base.partition("/")
+    if not sep or not re.fullmatch(r"[\w.-]+-v\d+", arch_id):
+        raise DigitnetError(
+            f"model reference {ref!r}: expected ARCH-vN/RUN, ARCH-vN/latest (optionally with "
+            f"@last, @best or @epoch-N) or the path to a model folder"
+        )
+    if run == "latest":
+        runs = [r for r in list_runs(root, arch_id)
+                if (r / WEIGHTS_FILE).is_file() or list_checkpoints(r / CHECKPOINTS_DIR)]
+        if not runs:
+            raise DigitnetError(f"model reference {ref!r}: no trained {arch_id} model in {root}")
+        return ModelRef(runs[-1].resolve(), checkpoint)
+    run_dir = root / arch_id / run
+    if not (run_dir / CONFIG_FILE).is_file():
+        known = [r.name for r in list_runs(root, arch_id)]
+        hint = f"; {arch_id} models: {', '.join(known[-10:])}" if known else f"; no {arch_id} models in {root}"
+        raise DigitnetError(f"model reference {ref!r}: {run_dir} not found{hint}")
+    return ModelRef(run_dir.resolve(), checkpoint)
+
+
+# ------------------------------------------------------------------------------------- loading
+@dataclass
+class LoadedModel:
+    """An eval-mode model with everything needed to feed it and to describe it."""
+
+    model: nn.Module
+    data_config: dict  # input_size, mean, std, label_names
+    config: dict  # the run's config.json
+    ref: ModelRef
+    epoch: int | None  # finished epochs of the weights; None for final weights without metadata
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """uint8 images (N, 28, 28), white on black -> float logits (N, 10)."""
+        from digitnet.data.datasets import to_model_input
+
+        mean, std = self.data_config["mean"], self.data_config["std"]
+        out = [self.model(to_model_input(images[i : i + batch_size], mean, std))
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, len(self.data_config["label_names"]))
+
+
+def build_frozen_model(arch: dict, source: Path) -> nn.Module:
+    """Rebuild the architecture recorded in a config, refusing one whose definition changed.
+
+    Raises:
+        DigitnetError: the version is unknown, or its hyperparameters or parameter shapes are no
+            longer those the model was trained with.
+    """
+    from digitnet.models import create_model
+
+    model = create_model(arch["name"], arch["version"])
+    arch_id = f"{arch['name']}-v{arch['version']}"
+    advice = (f"the definition of {arch_id} changed after {source} was trained with it; restore it "
+              f"and register the change under a new version number")
+    if model.model_args != arch["model_args"]:
+        changed = sorted(k for k in set(model.model_args) | set(arch["model_args"])
+                         if model.model_args.get(k) != arch["model_args"].get(k))
+        details = "; ".join(f"{k}: trained with {arch['model_args'].get(k)!r}, now "
+                            f"{model.model_args.get(k)!r}" for k in changed)
+        raise DigitnetError(f"{advice} ({details})")
+    if "signature" in arch and architecture_signature(model) != arch["signature"]:
+        raise DigitnetError(f"{advice} (parameter names or shapes differ)")
+    return model
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path, arch_id: str) -> None:
+    """Strict load with a clear error instead of PyTorch's size-mismatch traceback."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))[:5]
+        extra = sorted(set(got) - set(expected))[:5]
+        shape = [k for k in expected if k in got and expected[k] != got[k]][:5]
+        raise DigitnetError(
+            f"{source}: weights do not fit {arch_id} (missing {missing}, unexpected {extra}, "
+            f"shape differs {shape}); if {arch_id} was changed, register the change as a new version"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(ref: str | ModelRef, models_dir: str | os.PathLike | None = None) -> LoadedModel:
+    """Load any trained model or checkpoint for evaluation, prediction or export (eval mode).
+
+    Raises:
+        DigitnetError: unknown reference, changed architecture, corrupt or unsafe files.
+    """
+    if isinstance(ref, str) and ref.startswith("hf://"):
+        from digitnet.deploy.hub import load_from_hub  # type: ignore[import-not-found]
+
+        return load_from_hub(ref)
+    mref = resolve_ref(ref, models_dir) if isinstance(ref, str) else ref
+    config = read_json(mref.run_dir / CONFIG_FILE)
+    arch = config["arch"]
+    model = build_frozen_model(arch, mref.run_dir)
+    final = mref.run_dir / WEIGHTS_FILE
+    if mref.checkpoint is None and final.is_file():
+        state, epoch, source = load_state_dict(final), None, final
+        summary = mref.run_dir / SUMMARY_FILE
+        if summary.is_file():
+            epoch = read_json(summary).get("epochs_done", epoch)
+    else:
+        ckpt_dir = mref.run_dir / CHECKPOINTS_DIR
+        if not list_checkpoints(ckpt_dir):
+            raise CheckpointError(f"{mref.run_dir}: no final weights and no checkpoints yet")
+        path = resolve_checkpoint(ckpt_dir, mref.checkpoint or "last")
+        ckpt = load_checkpoint(path, with_training_state=False)
+        state, epoch, source = ckpt.model_state, ckpt.epoch, path
+        mref = ModelRef(mref.run_dir, path.name)
+    load_weights(model, state, source, arch["id"])
+    model.eval()
+    return LoadedModel(model, config["data_config"], config, mref, epoch)

@@ -1,0 +1,224 @@
+"""Checkpoints: one folder per finished epoch, written atomically, loaded without pickle.
+
+    checkpoints/epoch-003/model.safetensors   weights (safetensors)
+    checkpoints/epoch-003/state.pt            optimizer, scheduler, RNG states (torch.load weights_only)
+    checkpoints/epoch-003/meta.json           epoch, metrics, sha256 of both files
+    checkpoints/pointers.json                 {"last": "epoch-003", "best": "epoch-002", ...}
+
+A folder is written under a temporary name and renamed into place only when complete, and the
+pointers are replaced atomically afterwards: a crash at any moment leaves the previous checkpoint
+intact and findable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import safetensors
+import torch
+from safetensors.torch import load_file, save_file
+
+from digitnet.errors import DigitnetError
+from digitnet.fileio import atomic_write_json, sha256_file
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+POINTERS_FILE = "pointers.json"
+_EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+
+
+class CheckpointError(DigitnetError):
+    """A checkpoint that is missing, corrupt, tampered with, or unsafe to load."""
+
+
+def epoch_dir_name(epoch: int) -> str:
+    return f"epoch-{epoch:03d}"
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Save weights as safetensors (contiguous CPU tensors), atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load safetensors weights; a corrupt or missing file raises CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path))
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a valid safetensors weights file ({e})") from None
+
+
+def save_checkpoint(
+    checkpoints_dir: Path,
+    epoch: int,
+    model_state: dict[str, torch.Tensor],
+    training_state: dict,
+    meta: dict,
+) -> Path:
+    """Write the checkpoint of a finished epoch (1-based) and point `last` at it.
+
+    Args:
+        training_state: optimizer and scheduler state dicts, RNG states, counters; only tensors
+            and Python primitives, so that it loads with `weights_only=True`.
+        meta: JSON-able facts (metrics, config digest) stored in meta.json.
+    """
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / epoch_dir_name(epoch)
+    tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{final.name}."))
+    try:
+        save_state_dict(model_state, tmp / WEIGHTS_FILE)
+        torch.save({"format_version": FORMAT_VERSION, "epoch": epoch, **training_state}, tmp / STATE_FILE)
+        sha = {name: sha256_file(tmp / name) for name in (WEIGHTS_FILE, STATE_FILE)}
+        atomic_write_json(tmp / META_FILE, {"format_version": FORMAT_VERSION, "epoch": epoch,
+                                            "sha256": sha, **meta})
+        if final.exists():  # a stale checkpoint of a run resumed from an earlier epoch
+            stale = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".stale-{final.name}."))
+            os.replace(final, stale / final.name)
+            shutil.rmtree(stale)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_pointers(checkpoints_dir: Path) -> dict:
+    path = checkpoints_dir / POINTERS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}  # rebuilt from the epoch folders by `list_checkpoints`
+
+
+def write_pointers(checkpoints_dir: Path, **pointers) -> None:
+    current = read_pointers(checkpoints_dir)
+    current.update(pointers)
+    atomic_write_json(checkpoints_dir / POINTERS_FILE, current)
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[int]:
+    """Epochs with a complete checkpoint folder, ascending."""
+    if not checkpoints_dir.is_dir():
+        return []
+    epochs = []
+    for p in checkpoints_dir.iterdir():
+        m = _EPOCH_DIR.match(p.name)
+        if m and p.is_dir() and (p / META_FILE).is_file():
+            epochs.append(int(m.group(1)))
+    return sorted(epochs)
+
+
+def resolve_checkpoint(checkpoints_dir: Path, which: str = "last") -> Path:
+    """The folder for "last", "best", "epoch-N" or "N".
+
+    Raises:
+        CheckpointError: nothing matches, listing what exists.
+    """
+    epochs = list_checkpoints(checkpoints_dir)
+    if not epochs:
+        raise CheckpointError(f"{checkpoints_dir}: no checkpoints")
+    pointers = read_pointers(checkpoints_dir)
+    if which in ("last", "best"):
+        name = pointers.get(which) or (epoch_dir_name(epochs[-1]) if which == "last" else None)
+        if name is None or not (checkpoints_dir / name).is_dir():
+            raise CheckpointError(f"{checkpoints_dir}: no '{which}' checkpoint recorded")
+        return checkpoints_dir / name
+    m = re.fullmatch(r"(?:epoch-?)?(\d+)", which)
+    if m and int(m.group(1)) in epochs:
+        return checkpoints_dir / epoch_dir_name(int(m.group(1)))
+    available = ", ".join(epoch_dir_name(e) for e in epochs)
+    raise CheckpointError(f"{checkpoints_dir}: no checkpoint {which!r}; available: last, best, {available}")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    epoch: int  # the number of finished epochs
+    model_state: dict[str, torch.Tensor]
+    training_state: dict
+    meta: dict
+
+
+def verify_checkpoint(path: Path) -> dict:
+    """Check a checkpoint folder's files against the sha256 in its meta.json; return the meta.
+
+    Raises:
+        CheckpointError: a file is missing or its content changed since it was written.
+    """
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: incomplete checkpoint, {META_FILE} missing") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path / META_FILE}: unreadable ({e})") from None
+    for name, expected in meta.get("sha256", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing from checkpoint")
+        if sha256_file(file) != expected:
+            raise CheckpointError(f"{file}: corrupt or tampered (sha256 differs from {META_FILE})")
+    return meta
+
+
+def load_training_state(path: Path) -> dict:
+    """torch.load with weights_only=True: a payload that would run code is refused, not run."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds objects other than tensors and plain data "
+            f"(possible code execution payload): {str(e).splitlines()[0]}"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt training state ({e})") from None
+
+
+def load_checkpoint(path: Path, with_training_state: bool = True) -> Checkpoint:
+    """Verify and load a checkpoint folder (weights, and optionally optimizer/RNG state)."""
+    meta = verify_checkpoint(path)
+    model_state = load_state_dict(path / WEIGHTS_FILE)
+    training_state = load_training_state(path / STATE_FILE) if with_training_state else {}
+    return Checkpoint(path, int(meta["epoch"]), model_state, training_state, meta)
+
+
+def load_latest_good(checkpoints_dir: Path, which: str = "last") -> tuple[Checkpoint, list[str]]:
+    """Load `which`; if it is corrupt, fall back to the newest earlier checkpoint that is good.
+
+    Returns:
+        The checkpoint and a list of warnings about the checkpoints that were skipped.
+    """
+    first = resolve_checkpoint(checkpoints_dir, which)
+    m = _EPOCH_DIR.match(first.name)
+    candidates = [first] + [
+        checkpoints_dir / epoch_dir_name(e)
+        for e in reversed(list_checkpoints(checkpoints_dir))
+        if m and e < int(m.group(1))
+    ]
+    warnings = []
+    for path in candidates:
+        try:
+            return load_checkpoint(path), warnings
+        except CheckpointError as e:
+            warnings.append(f"skipping bad checkpoint: {e}")
+    raise CheckpointError(f"{checkpoints_dir}: no loadable checkpoint:\n  " + "\n  ".join(warnings))

@@ -1,0 +1,376 @@
+"""Training: `train_one_epoch` and `evaluate` return metrics; `fit` runs a whole training run.
+
+Every epoch draws its randomness (shuffling, augmentation, dropout) from generators seeded by
+(seed, epoch), and a checkpoint is written after every epoch, so a resumed run ends with weights
+bit-identical to an uninterrupted one (same seed and thread count).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from digitnet import __version__
+from digitnet.config import TrainConfig, config_from_dict
+from digitnet.constants import NUM_CLASSES
+from digitnet.data.datasets import TensorDataset, iterate_batches, load_splits, to_model_input
+from digitnet.errors import DigitnetError
+from digitnet.fileio import atomic_write_json, atomic_write_text
+from digitnet.models import create_model, get_spec
+from digitnet.store import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    WEIGHTS_FILE,
+    ModelRef,
+    architecture_signature,
+    build_frozen_model,
+    default_data_config,
+    load_weights,
+    models_root,
+    read_json,
+    read_metrics,
+    resolve_ref,
+)
+from digitnet.training.checkpoint import (
+    epoch_dir_name,
+    load_latest_good,
+    save_checkpoint,
+    save_state_dict,
+    write_pointers,
+)
+
+
+# -------------------------------------------------------------------------------- one epoch
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def train_one_epoch(
+    model: nn.Module,
+    train: TensorDataset,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    cfg: TrainConfig,
+    data_config: dict,
+    generator: torch.Generator,
+    class_weights: torch.Tensor | None = None,
+    progress: tqdm | None = None,
+) -> dict:
+    """One pass over `train`; returns train_loss, train_acc, images, steps."""
+    aug = None
+    if cfg.augment:
+        from digitnet.data.augment import AugmentConfig, augment_batch
+
+        aug = AugmentConfig.for_severity(cfg.augment_severity)
+    model.train()
+    total_loss = torch.zeros((), dtype=torch.float64)
+    correct = seen = steps = 0
+    for images, labels in iterate_batches(train, cfg.batch_size, shuffle=True, generator=generator):
+        if aug is not None:
+            images = augment_batch(images, aug, generator)
+        x = to_model_input(images, data_config["mean"], data_config["std"])
+        x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x)  # (B, 10)
+        loss = F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if not math.isfinite(loss.item()):
+            raise DigitnetError(f"training diverged (loss {loss.item()}); lower --lr (now {cfg.lr})")
+        total_loss += loss.detach().double() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        steps += 1
+        if progress is not None:
+            progress.update(len(labels))
+            if steps % 20 == 0:
+                progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct / seen:.2%}")
+        if cfg.max_steps and steps >= cfg.max_steps:
+            break
+    return dict(train_loss=total_loss.item() / max(seen, 1), train_acc=correct / max(seen, 1),
+                images=seen, steps=steps)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: TensorDataset, data_config: dict, batch_size: int = 1000) -> dict:
+    """Mean cross-entropy loss and accuracy of `model` on `dataset` (eval mode)."""
+    model.eval()
+    total_loss = 0.0
+    correct = 0
+    for images, labels in iterate_batches(dataset, batch_size):
+        x = to_model_input(images, data_config["mean"], data_config["std"])
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += int((logits.argmax(1) == labels).sum())
+    n = max(len(dataset), 1)
+    return dict(loss=total_loss / n, acc=correct / n)
+
+
+# ------------------------------------------------------------------------------- set-up helpers
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on conv and linear weights only (not on batch norm and biases)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """One cycle: linear warm-up to `lr` over `warmup_frac` of the steps, then linear decay to 0."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = max(1, round(cfg.warmup_frac * total))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def steps_per_epoch(n_train: int, cfg: TrainConfig) -> int:
+    steps = math.ceil(n_train / cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def load_training_data(cfg: TrainConfig, data_dir) -> dict:
+    """Train/val/test splits of MNIST plus any ingested datasets named in `cfg.data`."""
+    splits = load_splits(data_dir, val_size=cfg.val_size, subset=cfg.subset)
+    extra = [name for name in cfg.data if name != "mnist"]
+    if "mnist" not in cfg.data or extra:
+        from digitnet.data.ingest import combine_training_data  # type: ignore[import-not-found]
+
+        splits["train"] = combine_training_data(splits["train"], cfg.data)
+    return splits
+
+
+def environment_info() -> dict:
+    info = dict(digitnet=__version__, torch=torch.__version__, numpy=np.__version__,
+                python=sys.version.split()[0], platform=platform.platform(),
+                threads=torch.get_num_threads())
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def class_weights_for(train: TensorDataset) -> torch.Tensor:
+    """Inverse class frequency, normalised to mean 1 (absent classes get weight 0)."""
+    counts = train.class_counts().double()
+    weights = torch.where(counts > 0, counts.sum() / (NUM_CLASSES * counts.clamp(min=1)), 0.0)
+    return weights.float()
+
+
+def new_run_dir(root: Path, arch_id: str, name: str | None) -> Path:
+    """A fresh folder for a run; a timestamp name gets a suffix if taken."""
+    base = name or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if name and (root / arch_id / name).exists():
+        raise DigitnetError(f"{root / arch_id / name} already exists; choose another --name or --resume it")
+    run_dir, i = root / arch_id / base, 2
+    while run_dir.exists():
+        run_dir, i = root / arch_id / f"{base}-{i}", i + 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def capture_rng() -> dict:
+    return dict(torch=torch.get_rng_state(), python=list(random.getstate()[1]))
+
+
+def restore_rng(state: dict) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+
+
+# ------------------------------------------------------------------------------------ the run
+@dataclass
+class RunState:
+    run_dir: Path
+    cfg: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    start_epoch: int  # first epoch to run, 1-based
+    best_val: float  # best validation accuracy so far
+    data_config: dict
+
+
+def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict) -> RunState:
+    model = create_model(cfg.arch, cfg.version).to(memory_format=torch.channels_last)
+    arch = dict(name=model.arch_name, version=model.arch_version,
+                id=f"{model.arch_name}-v{model.arch_version}", model_args=model.model_args,
+                signature=architecture_signature(model))
+    run_dir = new_run_dir(models_root(models_dir), arch["id"], cfg.name)
+    data_config = default_data_config()
+    config = dict(format_version=FORMAT_VERSION, arch=arch, data_config=data_config,
+                  train=cfg.to_dict(), data=data_info, env=environment_info(),
+                  created=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                  ref=f"{arch['id']}/{run_dir.name}")
+    atomic_write_json(run_dir / CONFIG_FILE, config)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
+    return RunState(run_dir, cfg, model, optimizer, scheduler, 1, -1.0, data_config)
+
+
+def _resume_run(ref: str, splits_for, models_dir, which: str | None) -> tuple[RunState, dict]:
+    mref = resolve_ref(ref, models_dir)
+    config = read_json(mref.run_dir / CONFIG_FILE)
+    cfg = config_from_dict(config["train"])
+    splits = splits_for(cfg)
+    if splits["mnist"].sha256 != config["data"].get("sha256"):
+        raise DigitnetError(f"cannot resume {mref.label}: the MNIST files differ from those it was trained on")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = build_frozen_model(config["arch"], mref.run_dir).to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
+    ckpt, warnings = load_latest_good(mref.run_dir / CHECKPOINTS_DIR, which or mref.checkpoint or "last")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if warnings:
+        print(f"resuming from the last good checkpoint instead: {ckpt.path.name}", file=sys.stderr)
+    load_weights(model, ckpt.model_state, ckpt.path, config["arch"]["id"])
+    try:
+        optimizer.load_state_dict(ckpt.training_state["optimizer"])
+        scheduler.load_state_dict(ckpt.training_state["scheduler"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise DigitnetError(f"{ckpt.path}: optimizer or scheduler state does not fit this run ({e})") from None
+    restore_rng(ckpt.training_state.get("rng", {}))
+    # forget metrics of epochs after the checkpoint (a killed run may have logged one more)
+    rows = [r for r in read_metrics(mref.run_dir) if r["epoch"] <= ckpt.epoch]
+    atomic_write_text(mref.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+    best_val = max((r.get("val_acc", -1.0) for r in rows), default=-1.0)
+    print(f"resuming {config['ref']} after epoch {ckpt.epoch} of {cfg.epochs}")
+    state = RunState(mref.run_dir, cfg, model, optimizer, scheduler, ckpt.epoch + 1, best_val,
+                     config["data_config"])
+    return state, splits
+
+
+def fit(
+    cfg: TrainConfig | None = None,
+    data_dir=None,
+    models_dir=None,
+    resume: str | None = None,
+    resume_checkpoint: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train a model (or resume one) and return its summary (ref, paths, final metrics).
+
+    Args:
+        cfg: the recipe; ignored when resuming (the run's own configuration is used).
+        data_dir: MNIST folder (None: $DIGITNET_DATA_DIR, then the user cache).
+        models_dir: the model store (None: $DIGITNET_MODELS_DIR, then ./models).
+        resume: a model reference to continue from its last checkpoint.
+        resume_checkpoint: "last", "best" or "epoch-N" to resume from instead.
+    """
+    def splits_for(c: TrainConfig) -> dict:
+        return load_training_data(c, data_dir)
+
+    if resume:
+        state, splits = _resume_run(resume, splits_for, models_dir, resume_checkpoint)
+    else:
+        cfg = cfg or TrainConfig()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        get_spec(cfg.arch, cfg.version)  # an unknown architecture fails before data loading
+        torch.manual_seed(cfg.seed)  # weight initialisation
+        splits = splits_for(cfg)
+        mnist = splits["mnist"]
+        data_info = dict(dir=str(mnist.data_dir), sha256=mnist.sha256, datasets=list(cfg.data),
+                         train_size=len(splits["train"]), val_size=len(splits["val"]),
+                         train_class_counts=splits["train"].class_counts().tolist())
+        state = _init_run(cfg, splits, models_dir, data_info)
+    return _run_epochs(state, splits, progress)
+
+
+def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
+    cfg, model, run_dir = state.cfg, state.model, state.run_dir
+    train, val = splits["train"], splits["val"]
+    weights = class_weights_for(train) if cfg.class_weighting else None
+    ref = f"{run_dir.parent.name}/{run_dir.name}"
+    print(f"training {ref}: {len(train):,} train / {len(val):,} val images, {cfg.epochs} epochs, "
+          f"batch {cfg.batch_size}, {torch.get_num_threads()} threads")
+    best_val = state.best_val
+    for epoch in range(state.start_epoch, cfg.epochs + 1):
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout
+        n_images = min(len(train), (cfg.max_steps or 10**12) * cfg.batch_size)
+        with tqdm(total=n_images, unit="img", desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                  disable=not progress, dynamic_ncols=True) as bar:
+            row = train_one_epoch(model, train, state.optimizer, state.scheduler, cfg,
+                                  state.data_config, generator, weights, bar)
+        train_seconds = time.perf_counter() - start
+        val_metrics = evaluate(model, val, state.data_config, cfg.eval_batch_size) if len(val) else {}
+        row = dict(epoch=epoch, train_loss=row["train_loss"], train_acc=row["train_acc"],
+                   val_loss=val_metrics.get("loss"), val_acc=val_metrics.get("acc"),
+                   lr=state.scheduler.get_last_lr()[0], seconds=time.perf_counter() - start,
+                   images_per_s=row["images"] / train_seconds)
+        is_best = (row["val_acc"] if row["val_acc"] is not None else epoch) > best_val
+        best_val = max(best_val, row["val_acc"] if row["val_acc"] is not None else epoch)
+        ckpt_dir = run_dir / CHECKPOINTS_DIR
+        save_checkpoint(
+            ckpt_dir, epoch, model.state_dict(),
+            dict(optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
+                 rng=capture_rng(), best_val=best_val),
+            dict(metrics=row),
+        )
+        with open(run_dir / METRICS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        write_pointers(ckpt_dir, last=epoch_dir_name(epoch),
+                       **({"best": epoch_dir_name(epoch)} if is_best else {}))
+        val_text = f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  " if val_metrics else ""
+        print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+              f"{row['train_acc']:.2%}  {val_text}lr {row['lr']:.4g}  {row['seconds']:.1f}s  "
+              f"{row['images_per_s']:,.0f} img/s", flush=True)
+    return finish_run(state, splits)
+
+
+def finish_run(state: RunState, splits: dict) -> dict:
+    """Write the final weights and summary (test metrics on MNIST test)."""
+    run_dir = state.run_dir
+    save_state_dict(state.model.state_dict(), run_dir / WEIGHTS_FILE)
+    test = evaluate(state.model, splits["test"], state.data_config, state.cfg.eval_batch_size)
+    rows = read_metrics(run_dir)
+    ref = f"{run_dir.parent.name}/{run_dir.name}"
+    summary = dict(ref=ref, path=str(run_dir), epochs_done=rows[-1]["epoch"] if rows else 0,
+                   final=rows[-1] if rows else {}, test_loss=test["loss"], test_acc=test["acc"],
+                   best_checkpoint=ModelRef(run_dir, "best").label,
+                   total_seconds=sum(r["seconds"] for r in rows))
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    print(f"test (MNIST test, 10,000 images): loss {test['loss']:.4f}  accuracy {test['acc']:.2%}")
+    return summary
+
+
+def training_done(run_dir: Path) -> bool:
+    return (run_dir / WEIGHTS_FILE).is_file() and (run_dir / SUMMARY_FILE).is_file()
+
+
+__all__ = ["evaluate", "fit", "train_one_epoch", "training_done"]
