@@ -365,7 +365,7 @@ def finish_run(state: RunState, splits: dict) -> dict:
                    best_checkpoint=ModelRef(run_dir, "best").label,
                    total_seconds=sum(r["seconds"] for r in rows))
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
-    print(f"test (MNIST test, 10,000 images): loss {test['loss']:.4f}  accuracy {test['acc']:.2%}")
+    print(f"test (MNIST test, {len(splits['test']):,} images): loss {test['loss']:.4f}  accuracy {test['acc']:.2%}")
     return summary
 
 

@@ -1,0 +1,82 @@
+"""Evaluate any saved model or checkpoint on one or more test datasets; write JSON, plots, report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from digitnet.data.datasets import DEFAULT_VAL_SIZE, TensorDataset
+from digitnet.evaluation.datasets import load_eval_dataset
+from digitnet.evaluation.metrics import compute_metrics, misclassified
+from digitnet.store import LoadedModel, load_model, read_metrics
+
+MAX_MISCLASSIFIED = 200  # listed per dataset in the JSON output, most confident mistakes first
+
+
+def predict_probs(loaded: LoadedModel, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Class probabilities (N, 10) in float64 for uint8 images (N, 28, 28)."""
+    return torch.softmax(loaded.logits(images, batch_size).double(), dim=1)
+
+
+def evaluate_on(loaded: LoadedModel, dataset: TensorDataset) -> tuple[dict, torch.Tensor]:
+    """All metrics of `loaded` on `dataset`; returns the result row and the probabilities."""
+    probs = predict_probs(loaded, dataset.images)
+    metrics = compute_metrics(dataset.labels.numpy(), probs.numpy())
+    wrong = misclassified(dataset.labels.numpy(), probs.numpy(), MAX_MISCLASSIFIED)
+    for row in wrong:
+        row["probabilities"] = [round(float(p), 6) for p in probs[row["index"]]]
+    result = dict(dataset=dataset.name, model=loaded.ref.label, epoch=loaded.epoch, **metrics,
+                  misclassified=wrong)
+    return result, probs
+
+
+def model_val_size(loaded: LoadedModel) -> int:
+    """The validation split size the model was trained with (defines its `mnist-val`)."""
+    return loaded.config.get("train", {}).get("val_size", DEFAULT_VAL_SIZE)
+
+
+def evaluate_model(
+    ref: str,
+    datasets: list[str],
+    data_dir: str | os.PathLike | None = None,
+    models_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Evaluate one model on each dataset; with `out_dir`, also write plots and a report.
+
+    Returns:
+        One result dict per dataset (see `evaluate_on`).
+    """
+    loaded = load_model(ref, models_dir)
+    results = []
+    for name in datasets:
+        dataset = load_eval_dataset(name, data_dir, model_val_size(loaded))
+        result, probs = evaluate_on(loaded, dataset)
+        results.append(result)
+        if out_dir is not None:
+            from digitnet.evaluation.report import write_dataset_plots
+
+            write_dataset_plots(Path(out_dir), result, dataset, probs)
+    if out_dir is not None:
+        from digitnet.evaluation.report import write_report
+
+        write_report(Path(out_dir), loaded, results, read_metrics(loaded.ref.run_dir))
+    return results
+
+
+def format_results(results: list[dict]) -> str:
+    """A short table: one line per dataset with the headline metrics."""
+    lines = [f"{'dataset':<28}{'n':>7}{'loss':>9}{'accuracy':>10}{'precision':>11}{'recall':>9}"
+             f"{'f1':>9}{'ece':>8}"]
+    for r in results:
+        lines.append(f"{r['dataset']:<28}{r['n']:>7}{r['loss']:>9.4f}{r['accuracy']:>10.2%}"
+                     f"{r['precision_macro']:>11.4f}{r['recall_macro']:>9.4f}{r['f1_macro']:>9.4f}"
+                     f"{r['ece']:>8.4f}")
+    for r in results:
+        pairs = ", ".join(f"{p['label']}->{p['pred']} ({p['count']})" for p in r["most_confused"][:5]
+                          if p["count"])
+        if pairs:
+            lines.append(f"most confused on {r['dataset']}: {pairs}")
+    return "\n".join(lines)

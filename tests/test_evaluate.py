@@ -1,0 +1,111 @@
+"""Evaluate and compare: JSON results, reports, datasets by name, models x checkpoints x datasets."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitnet.cli import main
+from digitnet.config import TrainConfig
+from digitnet.data.idx import write_idx
+from digitnet.errors import DigitnetError
+from digitnet.evaluation.compare import compare, expand_refs
+from digitnet.evaluation.datasets import load_eval_dataset
+from digitnet.training.loop import fit
+
+REQUIRED_KEYS = {"dataset", "n", "loss", "accuracy", "precision_macro", "recall_macro", "f1_macro",
+                 "per_class", "confusion_matrix"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two architectures trained briefly on synthetic MNIST (each class a distinct blob)."""
+    from conftest import make_synthetic_mnist
+
+    root = tmp_path_factory.mktemp("eval")
+    data = make_synthetic_mnist(root / "mnist")
+    models = root / "models"
+    common = dict(batch_size=32, val_size=50, threads=1, augment=False, lr=0.05)
+    fit(TrainConfig(arch="cnn", epochs=3, name="cnn", **common), data, models, progress=False)
+    fit(TrainConfig(arch="linear", epochs=2, name="lin", **common), data, models, progress=False)
+    return dict(data=data, models=models)
+
+
+def test_evaluate_json_and_report(trained, tmp_path, capsys):
+    out, js = tmp_path / "report", tmp_path / "r.json"
+    code = main(["evaluate", "cnn-v1/cnn", "--dataset", "mnist-test", "--dataset", "mnist-val",
+                 "--json", str(js), "--out", str(out), "--data-dir", str(trained["data"]),
+                 "--models-dir", str(trained["models"])])
+    assert code == 0
+    results = json.loads(js.read_text())
+    assert [r["dataset"] for r in results] == ["mnist-test", "mnist-val"]
+    for r in results:
+        assert REQUIRED_KEYS <= set(r)
+        assert len(r["per_class"]) == 10 and {"precision", "recall", "f1", "support"} <= set(r["per_class"][0])
+        assert np.array(r["confusion_matrix"]).sum() == r["n"]
+        assert r["accuracy"] == pytest.approx(np.trace(np.array(r["confusion_matrix"])) / r["n"])
+        for m in r["misclassified"]:
+            assert len(m["probabilities"]) == 10 and m["pred"] != m["label"]
+    assert results[0]["n"] == 50
+    report = (out / "report.md").read_text()
+    for png in ["training_curves.png", "mnist-test/confusion_matrix.png", "mnist-test/per_class.png",
+                "mnist-test/misclassified.png", "mnist-val/reliability.png"]:
+        assert (out / png).stat().st_size > 1000
+        assert png in report
+    assert "mnist-test" in capsys.readouterr().out
+
+
+def test_compare_across_architectures_and_checkpoints(trained, tmp_path):
+    refs = expand_refs(["cnn-v1/cnn@all"], trained["models"])
+    assert [r.rsplit("@", 1)[1] for r in refs] == ["epoch-001", "epoch-002", "epoch-003"]
+    rows = compare(["cnn-v1/cnn@all", "linear-v1/lin"], ["mnist-test", "mnist-test-augmented"],
+                   trained["data"], trained["models"])
+    assert len(rows) == 4 * 2
+    assert {r["arch"] for r in rows} == {"cnn-v1", "linear-v1"}
+    assert [r["epoch"] for r in rows if r["dataset"] == "mnist-test"][:3] == [1, 2, 3]
+    code = main(["compare", "cnn-v1/cnn@all", "linear-v1/lin", "--dataset", "mnist-test",
+                 "--out", str(tmp_path / "cmp"), "--data-dir", str(trained["data"]),
+                 "--models-dir", str(trained["models"])])
+    assert code == 0
+    assert (tmp_path / "cmp" / "comparison.csv").read_text().count("\n") == 1 + 4
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())[0]["dataset"] == "mnist-test"
+    for name in ("comparison.md", "comparison.png", "accuracy_by_epoch.png"):
+        assert (tmp_path / "cmp" / name).stat().st_size > 100
+
+
+def test_idx_pair_and_image_folder_datasets(trained, tmp_path):
+    images = np.zeros((4, 28, 28), np.uint8)
+    images[:, 10:18, 10:18] = 255
+    write_idx(tmp_path / "i.idx", images)
+    write_idx(tmp_path / "l.idx", np.array([1, 2, 3, 4], np.uint8))
+    ds = load_eval_dataset(f"{tmp_path / 'i.idx'},{tmp_path / 'l.idx'}")
+    assert len(ds) == 4 and ds.labels.tolist() == [1, 2, 3, 4]
+    write_idx(tmp_path / "l3.idx", np.array([1, 2, 3], np.uint8))
+    with pytest.raises(DigitnetError, match="4 images but .* 3 labels"):
+        load_eval_dataset(f"{tmp_path / 'i.idx'},{tmp_path / 'l3.idx'}")
+    folder = tmp_path / "mine"
+    for digit in (3, 7):
+        (folder / str(digit)).mkdir(parents=True)
+        canvas = Image.new("L", (120, 160), 255)
+        canvas.paste(0, (50, 30, 62, 130))  # a dark vertical stroke on white paper
+        canvas.save(folder / str(digit) / "a.png")
+    ds = load_eval_dataset(str(folder))
+    assert ds.labels.tolist() == [3, 7] and ds.images.shape == (2, 28, 28)
+    assert ds.images[0].max() == 255 and ds.images[0][0, 0] == 0  # white on black after preprocessing
+
+
+def test_augmented_test_set_is_fixed(trained):
+    a = load_eval_dataset("mnist-test-augmented", trained["data"])
+    b = load_eval_dataset("mnist-test-augmented", trained["data"])
+    clean = load_eval_dataset("mnist-test", trained["data"])
+    assert a.images.numpy().tobytes() == b.images.numpy().tobytes()
+    assert not np.array_equal(a.images.numpy(), clean.images.numpy())
+    assert a.labels.tolist() == clean.labels.tolist()
+
+
+def test_unknown_dataset_and_bad_ref_are_clear(trained, capsys):
+    with pytest.raises(DigitnetError, match="unknown dataset 'nope'"):
+        load_eval_dataset("nope", trained["data"])
+    code = main(["evaluate", "cnn-v9/x", "--models-dir", str(trained["models"])])
+    assert code == 1 and "not found" in capsys.readouterr().err
