@@ -32,6 +32,17 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_data_explore(args: argparse.Namespace) -> int:
+    from digitnet.data.explore import explore, format_summary
+
+    def log(message: str) -> None:
+        print(f"explore: {message}", file=sys.stderr)
+
+    stats = explore(args.data_dir, args.out, args.val_size, log=log)
+    print(format_summary(stats))
+    return 0
+
+
 def _add_data_commands(sub) -> None:
     data = sub.add_parser("data", help="MNIST files: verify, explore, ingest new data")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -39,6 +50,220 @@ def _add_data_commands(sub) -> None:
     p = data_sub.add_parser("verify", help="check the four MNIST files: format, counts, checksums")
     _add_data_dir(p)
     p.set_defaults(func=cmd_data_verify)
+
+    p = data_sub.add_parser(
+        "explore",
+        help="class balance, pixel stats, ink per class, mean images, samples, duplicates",
+    )
+    _add_data_dir(p)
+    p.add_argument(
+        "--out",
+        default="reports/explore",
+        help="folder for the PNG plots, report.md and stats.json (default: reports/explore)",
+    )
+    p.add_argument(
+        "--val-size",
+        type=int,
+        default=5000,  # the project's validation split, datasets.DEFAULT_VAL_SIZE
+        help="validation images held out of the 60,000 training images (default: 5000)",
+    )
+    p.set_defaults(func=cmd_data_explore)
+
+
+# ------------------------------------------------------------------------------- train, models
+def _add_models_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", default=None,
+                   help="the model store (default: $DIGITNET_MODELS_DIR, else ./models)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from digitnet.config import resolve_config
+    from digitnet.fileio import atomic_write_json
+    from digitnet.training.loop import fit
+
+    if args.resume:
+        ignored = [f"--{k.replace('_', '-')}" for k in _TRAIN_FIELDS if getattr(args, k) is not None]
+        if ignored or args.config:
+            raise DigitnetError(f"--resume continues a run with its own configuration; "
+                                f"drop {', '.join(ignored + (['--config'] if args.config else []))}")
+        summary = fit(None, args.data_dir, args.models_dir, resume=args.resume,
+                      progress=not args.no_progress)
+    else:
+        cfg = resolve_config(args.config, **{k: getattr(args, k) for k in _TRAIN_FIELDS})
+        summary = fit(cfg, args.data_dir, args.models_dir, progress=not args.no_progress)
+    if args.json:
+        atomic_write_json(args.json, summary)
+    print(summary["ref"])
+    return 0
+
+
+# CLI flags that map 1:1 onto TrainConfig fields (None = not given, keep the recipe's value)
+_TRAIN_FIELDS = ("arch", "version", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
+                 "label_smoothing", "augment", "augment_severity", "seed", "val_size", "subset",
+                 "data", "class_weighting", "threads", "name", "max_steps")
+
+
+def _add_train_command(sub) -> None:
+    from digitnet.config import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model (or --resume one) into the model store")
+    p.add_argument("--arch", help=f"architecture name, e.g. cnn or cnn-v1 (default: {d.arch}); "
+                   "see `digitnet models list`")
+    p.add_argument("--version", type=int, help="architecture version (default: the newest)")
+    p.add_argument("--epochs", type=int, help=f"epochs (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"batch size (default: {d.batch_size})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], help=f"optimizer (default: {d.optimizer})")
+    p.add_argument("--weight-decay", type=float, help=f"weight decay (default: {d.weight_decay})")
+    p.add_argument("--label-smoothing", type=float,
+                   help=f"label smoothing (default: {d.label_smoothing})")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"augment training batches (default: {d.augment})")
+    p.add_argument("--augment-severity", type=int,
+                   help=f"augmentation strength 1-5 (default: {d.augment_severity})")
+    p.add_argument("--seed", type=int, help=f"random seed (default: {d.seed})")
+    p.add_argument("--val-size", type=int, help=f"validation images (default: {d.val_size})")
+    p.add_argument("--subset", type=int, help="train on a stratified subset of N images (default: all)")
+    p.add_argument("--data", action="append", help="training dataset, repeatable: mnist or an "
+                   "ingested dataset name (default: mnist)")
+    p.add_argument("--class-weighting", action=argparse.BooleanOptionalAction, default=None,
+                   help="weight the loss by inverse class frequency (default: off)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--name", help="run name (default: a timestamp)")
+    p.add_argument("--max-steps", type=int, help="stop each epoch after N steps (smoke tests)")
+    p.add_argument("--config", help="YAML or JSON recipe; flags given here override it")
+    p.add_argument("--resume", metavar="REF",
+                   help="continue a run from its last checkpoint (or REF@epoch-N, REF@best)")
+    p.add_argument("--json", metavar="PATH", help="also write a summary (reference, metrics) here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_data_dir(p)
+    _add_models_dir(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from digitnet.models import DEFAULT_ARCH, count_flops, count_parameters, create_model, list_specs
+    from digitnet.store import list_runs, models_root, read_metrics
+
+    print(f"{'architecture':<14}{'params':>10}{'MFLOPs':>9}  description")
+    for spec in list_specs():
+        model = create_model(spec.name, spec.version)
+        default = " (default)" if spec.name == DEFAULT_ARCH else ""
+        print(f"{spec.arch_id:<14}{count_parameters(model):>10,}{count_flops(model) / 1e6:>9.2f}  "
+              f"{spec.description}{default}")
+    runs = list_runs(args.models_dir)
+    print(f"\ntrained models in {models_root(args.models_dir)}: {len(runs)}")
+    for run in runs:
+        rows = read_metrics(run)
+        summary = run / "summary.json"
+        status = "done" if summary.is_file() else f"{len(rows)} epochs, unfinished"
+        val = f"val acc {rows[-1]['val_acc']:.2%}" if rows and rows[-1].get("val_acc") else ""
+        print(f"  {run.parent.name}/{run.name:<24} {status:<22} {val}")
+    return 0
+
+
+def _add_models_commands(sub) -> None:
+    p = sub.add_parser("models", help="architectures and trained models")
+    models_sub = p.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    p = models_sub.add_parser("list", help="every architecture version and every trained model")
+    _add_models_dir(p)
+    p.set_defaults(func=cmd_models_list)
+
+
+# ---------------------------------------------------------------------------------- preprocess
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from digitnet.data.preprocess import ImageError, output_stems, preprocess, save_result
+
+    failed = []
+    for path, stem in zip(args.images, output_stems(args.images)):
+        try:
+            result = preprocess(path, debug=args.debug)
+        except ImageError as e:
+            failed.append(path)
+            print(f"FAIL   {e}", file=sys.stderr)
+            continue
+        written = save_result(result, args.out, stem)
+        if result.digit_found:
+            print(f"digit  {path} -> {written[0]} ({result.polarity})")
+        else:
+            print(f"blank  {path}: no digit found, nothing written ({result.reason})")
+    if args.debug:
+        print(f"stages of each image: {args.out}/debug/<name>/")
+    print(f"{len(args.images) - len(failed)} of {len(args.images)} images processed"
+          + (f"; {len(failed)} could not be read: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def _add_preprocess_command(sub) -> None:
+    p = sub.add_parser("preprocess", help="turn new images into 28x28 MNIST-format digits")
+    p.add_argument("images", nargs="+", metavar="IMG",
+                   help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP, any size)")
+    p.add_argument("--out", required=True, help="folder for the 28x28 <name>.png outputs")
+    p.add_argument("--debug", action="store_true",
+                   help="also write every stage as PNG into OUT/debug/<name>/ (default: off)")
+    p.set_defaults(func=cmd_preprocess)
+
+
+# ---------------------------------------------------------------------------- evaluate, compare
+def _add_datasets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", action="append", metavar="NAME",
+                   help="test dataset, repeatable: mnist-test (default), mnist-val, "
+                   "mnist-test-augmented[:SEVERITY], a folder DIR/<digit>/*.png, IMAGES,LABELS "
+                   "(two IDX files) or an ingested dataset name")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from digitnet.evaluation.datasets import DEFAULT_DATASET
+    from digitnet.evaluation.evaluate import evaluate_model, format_results
+    from digitnet.fileio import atomic_write_json
+
+    results = evaluate_model(args.ref, args.dataset or [DEFAULT_DATASET], args.data_dir,
+                             args.models_dir, args.out)
+    print(f"model {results[0]['model']}")
+    print(format_results(results))
+    if args.json:
+        atomic_write_json(args.json, results)
+        print(f"wrote {args.json}")
+    if args.out:
+        print(f"wrote plots and {args.out}/report.md")
+    return 0
+
+
+def _add_evaluate_command(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics, plots and a report for a saved model or checkpoint")
+    p.add_argument("ref", metavar="REF", help="model reference: ARCH-vN/RUN, ARCH-vN/latest, "
+                   "...@best, ...@epoch-N, or a path to a model or checkpoint folder")
+    _add_datasets(p)
+    p.add_argument("--json", metavar="PATH", help="write one result object per dataset here")
+    p.add_argument("--out", metavar="DIR", help="write plots and report.md into DIR")
+    _add_data_dir(p)
+    _add_models_dir(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from digitnet.evaluation.compare import compare, to_markdown, write_comparison
+    from digitnet.evaluation.datasets import DEFAULT_DATASET
+
+    rows = compare(args.refs, args.dataset or [DEFAULT_DATASET], args.data_dir, args.models_dir)
+    print(to_markdown(rows), end="")
+    for path in write_comparison(rows, args.out, args.metric):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_compare_command(sub) -> None:
+    p = sub.add_parser("compare", help="compare models and checkpoints across test datasets")
+    p.add_argument("refs", nargs="+", metavar="REF",
+                   help="model references; REF@all stands for every epoch checkpoint of a run")
+    _add_datasets(p)
+    p.add_argument("--out", default="reports/compare", metavar="DIR",
+                   help="folder for comparison.csv/.md/.json/.png (default: reports/compare)")
+    p.add_argument("--metric", default="accuracy", help="metric of the bar chart (default: accuracy)")
+    _add_data_dir(p)
+    _add_models_dir(p)
+    p.set_defaults(func=cmd_compare)
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -50,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"digitnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(sub)
+    _add_train_command(sub)
+    _add_models_commands(sub)
+    _add_evaluate_command(sub)
+    _add_compare_command(sub)
+    _add_preprocess_command(sub)
     return parser
 
 

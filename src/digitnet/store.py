@@ -7,8 +7,8 @@
         summary.json         final metrics
         checkpoints/         one folder per epoch, plus pointers to the best and the last
 
-A reference is `ARCH-vN/RUN`, `ARCH-vN/latest`, either of them with `@last`, `@best` or
-`@epoch-N`, or a path to a model folder or a checkpoint folder.
+A reference is `ARCH-vN/RUN`, `ARCH-vN/latest`, `latest` (the newest model of any architecture),
+any of them with `@last`, `@best` or `@epoch-N`, or a path to a model or checkpoint folder.
 """
 
 from __future__ import annotations
@@ -115,6 +115,16 @@ def list_runs(models_dir: str | os.PathLike | None = None, arch_id: str | None =
     return sorted(runs, key=lambda r: (created(r), r.name))
 
 
+def _newest_run(root: Path, arch_id: str | None, ref: str) -> Path:
+    """The most recent run (of `arch_id`, or of any architecture) that has weights."""
+    runs = [r for r in list_runs(root, arch_id)
+            if (r / WEIGHTS_FILE).is_file() or list_checkpoints(r / CHECKPOINTS_DIR)]
+    if not runs:
+        what = f"{arch_id} model" if arch_id else "model"
+        raise DigitnetError(f"model reference {ref!r}: no trained {what} in {root}")
+    return runs[-1]
+
+
 def resolve_ref(ref: str, models_dir: str | os.PathLike | None = None) -> ModelRef:
     """Turn a reference into a model folder and a checkpoint name.
 
@@ -131,6 +141,8 @@ def resolve_ref(ref: str, models_dir: str | os.PathLike | None = None) -> ModelR
             return ModelRef(path.parent.parent.resolve(), path.name)
         raise DigitnetError(f"{path}: not a model folder (no {CONFIG_FILE}) or checkpoint folder")
     root = models_root(models_dir)
+    if base == "latest":
+        base = "/".join(_newest_run(root, None, ref).parts[-2:])
     arch_id, sep, run = base.partition("/")
     if not sep or not re.fullmatch(r"[\w.-]+-v\d+", arch_id):
         raise DigitnetError(
@@ -138,11 +150,7 @@ def resolve_ref(ref: str, models_dir: str | os.PathLike | None = None) -> ModelR
             f"@last, @best or @epoch-N) or the path to a model folder"
         )
     if run == "latest":
-        runs = [r for r in list_runs(root, arch_id)
-                if (r / WEIGHTS_FILE).is_file() or list_checkpoints(r / CHECKPOINTS_DIR)]
-        if not runs:
-            raise DigitnetError(f"model reference {ref!r}: no trained {arch_id} model in {root}")
-        return ModelRef(runs[-1].resolve(), checkpoint)
+        return ModelRef(_newest_run(root, arch_id, ref).resolve(), checkpoint)
     run_dir = root / arch_id / run
     if not (run_dir / CONFIG_FILE).is_file():
         known = [r.name for r in list_runs(root, arch_id)]

@@ -7,6 +7,7 @@ dimension as a big-endian uint32) followed by the elements in C order, big-endia
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -81,7 +82,8 @@ def parse_idx(content: bytes, name: str = "<bytes>") -> np.ndarray:
         raise IdxError(f"{name}: truncated header: {ndim} dimensions need {header_len} bytes")
     shape = tuple(int(d) for d in np.frombuffer(content, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_TYPES[type_byte]
-    expected = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # math.prod on Python ints: np.prod in int64 wraps for crafted headers (2**31 * 2**31 * 4 -> 0)
+    expected = header_len + math.prod(shape) * dtype.itemsize
     if len(content) != expected:
         what = "truncated" if len(content) < expected else "has trailing bytes"
         raise IdxError(

@@ -8,6 +8,7 @@ a checksum-verified download.
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -135,7 +136,8 @@ def download_file(f: MnistFile, dest_dir: Path, mirrors=MIRRORS, timeout: float 
                         chunks.append(chunk)
                         bar.update(len(chunk))
             raw = b"".join(chunks)
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        # HTTPException: a connection dropped mid-body raises http.client.IncompleteRead
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
         dest = dest_dir / (f.name + ".gz")

@@ -231,7 +231,7 @@ def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict) -> Ru
     data_config = default_data_config()
     config = dict(format_version=FORMAT_VERSION, arch=arch, data_config=data_config,
                   train=cfg.to_dict(), data=data_info, env=environment_info(),
-                  created=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                  created=dt.datetime.now().astimezone().isoformat(timespec="microseconds"),
                   ref=f"{arch['id']}/{run_dir.name}")
     atomic_write_json(run_dir / CONFIG_FILE, config)
     optimizer = build_optimizer(model, cfg)

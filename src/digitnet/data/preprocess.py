@@ -1,0 +1,685 @@
+"""Turn a new image of any size and format into an MNIST-format digit: 28x28 uint8, white on black.
+
+The pipeline follows MNIST's own recipe: find the ink, crop it, fit it into a 20x20 box keeping
+the aspect ratio with anti-aliasing, and centre it by its centre of mass in a 28x28 field.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import warnings
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from digitnet.constants import IMAGE_SIZE
+from digitnet.errors import DigitnetError
+from digitnet.fileio import atomic_write_bytes
+
+PREPROCESS_VERSION = 1  # bump whenever a change alters outputs; recorded in data manifests
+
+MAX_PIXELS = 40_000_000  # larger images are refused: decompression bombs, memory
+MAX_SIDE = 30_000  # px; longer sides are refused whatever the pixel count
+WORK_MAX_SIDE = 4_096  # px; larger images are area-averaged down to this before processing
+BOX_SIZE = 20  # MNIST fits each digit into a 20x20 box (test set: 9,997 of 10,000 span 20 px)
+CENTER = IMAGE_SIZE / 2  # index coordinates; MNIST test centre of mass is (13.99, 14.01) on average
+COARSE_SIDE = 128  # px; background and connected components are worked out on a grid this size
+POLARITY_SIDE = 64  # px; polarity is decided on an area-averaged copy this size
+BACKGROUND_ELEMENT = 1 / 3  # opening element, as a fraction of the shorter side; wider than strokes
+MIN_PAPER_BRIGHTNESS = 0.25  # dark ink is measured relative to paper at least this bright
+MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full range
+MIN_SNR = 6.0  # ... and by this many noise standard deviations (pure noise reaches about 4.3)
+MIN_INK_PIXELS = 4  # fewer ink pixels than this is a speck, not a digit
+MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are dropped as dirt
+MIN_KEPT_SHARE = 0.5  # when the remaining blobs hold less of the ink, it is specks, not a digit
+INK_WHITE_PERCENTILE = 90  # the ink residual at this percentile becomes white (255)
+MIN_STROKE_WIDTH = 1.5  # px at 28x28; MNIST test by the same estimator: 5% 1.3, median 2.0
+
+DARK_ON_LIGHT = "dark-on-light"
+LIGHT_ON_DARK = "light-on-dark"
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
+# Pillow's decoders report corrupt or truncated data with any of these.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+_FORMATS = "PNG, JPEG, BMP, GIF, TIFF or WebP"
+
+
+class ImageError(DigitnetError):
+    """An input image that cannot be read, or an array that is not an image."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image whose dimensions exceed the limits (a decompression bomb, or simply too big)."""
+
+
+@dataclass
+class PreprocessResult:
+    """One image in MNIST format, with what happened on the way.
+
+    `image` is all zeros when `digit_found` is False; `reason` then says why.
+    """
+
+    image: np.ndarray  # (28, 28) uint8, white digit on black
+    digit_found: bool
+    reason: str = ""  # why no digit was found; "" when one was
+    source: str = ""  # file name, or a description of the array
+    polarity: str = ""  # DARK_ON_LIGHT or LIGHT_ON_DARK, as detected
+    stages: dict[str, np.ndarray] = field(default_factory=dict)  # uint8 pictures, when debugging
+
+
+# ------------------------------------------------------------------------------------- loading
+def _check_size(width: int, height: int, name: str, max_pixels: int | None) -> None:
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if width < 1 or height < 1:
+        raise ImageError(f"{name}: image is empty ({width}x{height} px)")
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > limit:
+        raise ImageTooLargeError(
+            f"{name}: image is {width}x{height} px ({width * height / 1e6:.1f} megapixels); "
+            f"expected at most {limit / 1e6:g} megapixels and {MAX_SIDE} px a side "
+            f"(a decompression bomb, or a photo to shrink first)"
+        )
+
+
+def _open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Open, size-check and decode the first frame of an image file, honouring EXIF orientation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: {'is a folder' if path.is_dir() else 'file not found'}, "
+                         f"expected an image file ({_FORMATS})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_size(img.width, img.height, str(path), max_pixels)
+                img.load()  # the first frame of an animation
+                return ImageOps.exif_transpose(img)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ImageTooLargeError(
+            f"{path}: refused as a possible decompression bomb ({e}); expected at most "
+            f"{(MAX_PIXELS if max_pixels is None else max_pixels) / 1e6:g} megapixels"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (expected {_FORMATS})") from None
+    except _DECODE_ERRORS as e:
+        raise ImageError(f"{path}: truncated or corrupt image data ({e}); expected a complete "
+                         f"{_FORMATS} file") from None
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    """A Pillow image in any mode as float32 in [0, 1]: (H, W), or (H, W, C) with C in 2, 3, 4."""
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return np.asarray(img).astype(np.float32) / 65535.0
+    if mode in ("I", "F"):
+        values = np.asarray(img).astype(np.float32)
+        top = float(values.max(initial=0.0))
+        scale = 1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+        return np.clip(values / scale, 0.0, 1.0)
+    if "transparency" in img.info or mode in ("PA", "RGBa"):
+        target = "RGBA"  # palette or colour-key transparency becomes an alpha channel
+    elif mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(img).astype(np.float32) / 255.0
+    else:  # 1, La, P, CMYK, YCbCr, LAB, HSV, RGBX
+        target = {"1": "L", "La": "LA"}.get(mode, "RGB")
+    return np.asarray(img.convert(target)).astype(np.float32) / 255.0
+
+
+def _as_float(image: np.ndarray, name: str) -> np.ndarray:
+    """Any numeric array as float32 in [0, 1]: uint8 / 255, uint16 / 65535, floats as they are."""
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
+    if image.dtype.kind in "ui":
+        top = int(image.max(initial=0))
+        if int(image.min(initial=0)) < 0 or top > 65535:
+            raise ImageError(f"{name}: integer pixel values must lie in 0-65535, got "
+                             f"{int(image.min())}..{top}")
+        wide = image.dtype == np.uint16 or top > 255
+        return image.astype(np.float32) / (65535.0 if wide else 255.0)
+    if image.dtype.kind == "f":
+        image = image.astype(np.float32)
+        if not np.isfinite(image).all():
+            raise ImageError(f"{name}: float image contains NaN or infinity")
+        if image.min() < -1e-3 or image.max() > 1 + 1e-3:
+            raise ImageError(f"{name}: float pixel values must lie in [0, 1], got "
+                             f"{image.min():.3g}..{image.max():.3g}")
+        return np.clip(image, 0.0, 1.0)
+    raise ImageError(f"{name}: unsupported pixel type {image.dtype} (expected uint8, uint16 or float)")
+
+
+def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A torch image (H, W), (C, H, W) or (1, C, H, W) as a numpy array (H, W) or (H, W, C)."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        tensor = tensor.float()
+    if tensor.dim() == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.dim() == 3 and tensor.shape[0] in (1, 2, 3, 4):
+        tensor = tensor.permute(1, 2, 0)
+    return tensor.numpy()
+
+
+def _to_array(image, max_pixels: int | None) -> np.ndarray:
+    """A path, numpy array or torch tensor as float32 in [0, 1], channels last."""
+    if isinstance(image, (str, os.PathLike)):
+        return _pil_to_array(_open_image(image, max_pixels))
+    name = _describe(image)
+    if isinstance(image, torch.Tensor):
+        image = _tensor_to_numpy(image)
+    elif isinstance(image, Image.Image):
+        image = _pil_to_array(ImageOps.exif_transpose(image))
+    elif not isinstance(image, np.ndarray):
+        raise ImageError(f"{name}: expected a file path, numpy array or torch tensor")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
+        raise ImageError(f"{name}: expected an image array of shape (H, W) or (H, W, C) with "
+                         f"C in 1-4, got {image.shape}")
+    _check_size(image.shape[1], image.shape[0], name, max_pixels)
+    return _as_float(image, name)
+
+
+def _describe(image) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, (np.ndarray, torch.Tensor)):
+        kind = "tensor" if isinstance(image, torch.Tensor) else "array"
+        return f"<{kind} {tuple(image.shape)} {str(image.dtype).removeprefix('torch.')}>"
+    if isinstance(image, Image.Image):
+        return f"<PIL image {image.width}x{image.height} {image.mode}>"
+    return f"<{type(image).__name__}>"
+
+
+def to_grayscale(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Luminance in [0, 1] as float32 (H, W), with transparency resolved.
+
+    Strokes drawn on a mostly transparent canvas become their opacity (light ink on dark),
+    whatever their colour. A mostly opaque image is composited over its own typical colour,
+    so transparent margins merge into the paper.
+
+    Args:
+        image: (H, W) or (H, W, C) with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA);
+            uint8, uint16, bool or float in [0, 1].
+        name: names the image in error messages.
+
+    Raises:
+        ImageError: not an image-shaped array, or values out of range.
+    """
+    image = _as_float(np.asarray(image), name)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] not in (2, 3, 4):
+        raise ImageError(f"{name}: expected shape (H, W) or (H, W, C) with C in 1-4, got {image.shape}")
+    color, alpha = (image[:, :, :-1], image[:, :, -1]) if image.shape[2] in (2, 4) else (image, None)
+    gray = color[:, :, 0] if color.shape[2] == 1 else color @ _LUMA
+    if alpha is None or alpha.min() >= 1.0:
+        return np.ascontiguousarray(gray, dtype=np.float32)
+    opaque = alpha >= 0.5
+    if opaque.mean() < 0.5:
+        return np.ascontiguousarray(alpha, dtype=np.float32)  # strokes on a transparent canvas
+    paper = float(np.median(gray[opaque]))
+    return (alpha * gray + (1.0 - alpha) * paper).astype(np.float32)
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as float32 luminance in [0, 1], (H, W), transparency resolved.
+
+    Takes PNG, JPEG, BMP, GIF (first frame), TIFF and WebP in any mode, and honours the EXIF
+    orientation.
+
+    Args:
+        max_pixels: refuse images with more pixels (default: MAX_PIXELS).
+
+    Raises:
+        ImageError: missing, not an image, truncated or corrupt.
+        ImageTooLargeError: more than `max_pixels` pixels or MAX_SIDE px a side.
+    """
+    return to_grayscale(_pil_to_array(_open_image(path, max_pixels)), str(path))
+
+
+# ---------------------------------------------------------------------------- array helpers
+def _odd(value: float) -> int:
+    """The nearest odd integer >= 3."""
+    return max(3, int(round(value)) // 2 * 2 + 1)
+
+
+def _running_max_axis0(a: np.ndarray, size: int) -> np.ndarray:
+    """Max over a centred window of `size` (odd) along axis 0, edges replicated; O(log size)."""
+    r = size // 2
+    out = np.pad(a, [(r, r)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+    length = 1  # out[i] holds the max of a window of `length` starting at i
+    while 2 * length <= size:
+        out = np.maximum(out[:-length], out[length:])
+        length *= 2
+    if length < size:
+        step = size - length
+        out = np.maximum(out[:-step], out[step:])
+    return out
+
+
+def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
+    """Grey dilation with a size x size square (size odd), edges replicated."""
+    if size <= 1:
+        return a
+    return _running_max_axis0(_running_max_axis0(a, size).T, size).T
+
+
+def _min_filter(a: np.ndarray, size: int) -> np.ndarray:
+    """Grey erosion with a size x size square (size odd), edges replicated."""
+    return -_max_filter(-a, size)
+
+
+def _block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> np.ndarray:
+    """Apply `reduce` (np.min, np.max, np.sum) over factor x factor blocks."""
+    if factor == 1:
+        return a
+    h, w = a.shape
+    ph, pw = -h % factor, -w % factor
+    a = np.pad(a, [(0, ph), (0, pw)], mode=pad_mode)
+    blocks = a.reshape((h + ph) // factor, factor, (w + pw) // factor, factor)
+    return reduce(blocks, axis=(1, 3))
+
+
+def _resize(a: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
+    """Resize a float32 array with Pillow (mode "F" keeps full precision)."""
+    img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
+    return np.asarray(img.resize((width, height), resample), dtype=np.float32)
+
+
+def _shrink(a: np.ndarray, max_side: int) -> np.ndarray:
+    """Area-average so the longer side is at most `max_side` px (no-op for smaller images)."""
+    h, w = a.shape
+    if max(h, w) <= max_side:
+        return a
+    scale = max_side / max(h, w)
+    return _resize(a, max(1, round(w * scale)), max(1, round(h * scale)), Image.Resampling.BOX)
+
+
+def _coarse_factor(shape: tuple[int, int]) -> int:
+    return max(1, math.ceil(max(shape) / COARSE_SIDE))
+
+
+def _robust_stats(a: np.ndarray) -> tuple[float, float]:
+    """Median and noise standard deviation (1.4826 x median absolute deviation) of `a`."""
+    step = max(1, math.ceil(math.sqrt(a.size / 1_000_000)))  # a subsample suffices for big images
+    sample = a[::step, ::step]
+    median = float(np.median(sample))
+    return median, 1.4826 * float(np.median(np.abs(sample - median)))
+
+
+def _otsu_threshold(a: np.ndarray, bins: int = 256) -> float:
+    """The threshold between two classes of values that maximises between-class variance."""
+    top = float(a.max())
+    if top <= 0:
+        return 0.0
+    hist, edges = np.histogram(a, bins=bins, range=(0.0, top))
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight0 = np.cumsum(hist)
+    weight1 = weight0[-1] - weight0
+    sum0 = np.cumsum(hist * centers)
+    mean0 = sum0 / np.maximum(weight0, 1)
+    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a small boolean grid: labels 1..n, 0 for background."""
+    h, w = mask.shape
+    none = h * w
+    labels = np.where(mask, np.arange(none).reshape(h, w), none)
+    while True:
+        spread = np.where(mask, _min_filter(labels, 3), none)
+        flat = np.append(spread.ravel(), none)
+        jumped = flat[spread]  # each label names a pixel of the same component; follow it
+        if np.array_equal(jumped, labels):
+            break
+        labels = jumped
+    out = np.zeros((h, w), dtype=np.int64)
+    ids, inverse = np.unique(labels[mask], return_inverse=True)
+    out[mask] = inverse + 1
+    return out, len(ids)
+
+
+def _box_mean3(a: np.ndarray) -> np.ndarray:
+    """Mean over each pixel's 3x3 neighbourhood, edges replicated."""
+    p = np.pad(a, 1, mode="edge")
+    h, w = a.shape
+    return sum(p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Typical stroke width in px: area / half the boundary length (a w x L stroke gives w)."""
+    padded = np.pad(mask, 1)
+    edges = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(
+        padded[:, 1:] != padded[:, :-1]
+    )
+    return 2.0 * np.count_nonzero(mask) / max(edges, 1)
+
+
+def center_of_mass(image: np.ndarray) -> tuple[float, float]:
+    """Intensity-weighted (row, column) centre in index coordinates; the middle if blank."""
+    weights = np.asarray(image, dtype=np.float64)
+    total = weights.sum()
+    if total <= 0:
+        return (weights.shape[0] - 1) / 2, (weights.shape[1] - 1) / 2
+    rows = np.arange(weights.shape[0]) @ weights.sum(1) / total
+    cols = np.arange(weights.shape[1]) @ weights.sum(0) / total
+    return float(rows), float(cols)
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------ pipeline
+def detect_polarity(gray: np.ndarray) -> str:
+    """Decide whether the ink is darker or lighter than the paper.
+
+    Compares what sticks out of a local median background on each side, on an area-averaged
+    copy: the side with more ink mass wins, so uneven lighting and shadows (which stick out
+    equally on both sides of their edges) do not decide it.
+
+    Returns:
+        DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image).
+    """
+    small = _shrink(gray, POLARITY_SIDE)
+    size = _odd(min(small.shape) / 2)
+    background = Image.fromarray(small).filter(ImageFilter.MedianFilter(size))
+    diff = small - np.asarray(background, dtype=np.float32)
+    _, noise = _robust_stats(diff)
+    dark = np.clip(-diff - 3 * noise, 0, None).sum()
+    light = np.clip(diff - 3 * noise, 0, None).sum()
+    return DARK_ON_LIGHT if dark >= light else LIGHT_ON_DARK
+
+
+def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.ndarray]:
+    """Subtract the paper, estimated by a large morphological opening, leaving light ink.
+
+    The opening (at a coarse scale, after block-minimum pooling that already erases thin
+    strokes) removes every light structure narrower than a third of the image: the strokes.
+    What remains follows gradients, coloured or grey paper and broad shadows. Dark ink is
+    measured relative to the local paper brightness (light falling on paper multiplies), so a
+    stroke in shadow is as strong as one in full light.
+
+    Returns:
+        (residual, background): float32 (H, W); residual >= 0 is the ink, light on black, and
+        background is the estimate in the same light-ink space.
+    """
+    x = 1.0 - gray if polarity == DARK_ON_LIGHT else gray
+    factor = _coarse_factor(x.shape)
+    low = _block_reduce(x, factor, np.min)
+    size = _odd(min(low.shape) * BACKGROUND_ELEMENT)
+    # Odd reflection continues slopes past the edges, where an opening would otherwise cut
+    # the corners off a lighting gradient; the two filters reach size - 1 cells in all.
+    pad = size - 1
+    extended = np.pad(low, pad, mode="reflect", reflect_type="odd")
+    opened = _max_filter(_min_filter(extended, size), size)[pad:-pad, pad:-pad]
+    h, w = x.shape
+    if factor > 1:
+        up = _resize(opened, opened.shape[1] * factor, opened.shape[0] * factor,
+                     Image.Resampling.BILINEAR)
+        background = up[:h, :w]
+    else:
+        background = opened
+    residual = x - background
+    if polarity == DARK_ON_LIGHT:
+        residual /= np.maximum(1.0 - background, MIN_PAPER_BRIGHTNESS)
+    return np.clip(residual, 0.0, 1.0), background
+
+
+def _keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """Full-size boolean map of the ink blobs that hold at least MIN_COMPONENT_SHARE of the ink.
+
+    Works on the coarse grid, so gaps smaller than a grid cell do not split a stroke.
+    """
+    factor = _coarse_factor(mask.shape)
+    coarse = _block_reduce(mask, factor, np.max, pad_mode="constant")
+    mass = _block_reduce(ink, factor, np.sum, pad_mode="constant")
+    labels, count = _label_components(coarse)
+    blob_mass = np.bincount(labels.ravel(), weights=mass.ravel(), minlength=count + 1)
+    blob_mass[0] = 0
+    keep_ids = np.flatnonzero(blob_mass >= MIN_COMPONENT_SHARE * blob_mass.sum())
+    keep = _max_filter(np.isin(labels, keep_ids), 3)  # a cell of margin for faint stroke edges
+    full = np.repeat(np.repeat(keep, factor, axis=0), factor, axis=1)
+    return full[: mask.shape[0], : mask.shape[1]]
+
+
+class _Detection(NamedTuple):
+    residual: np.ndarray  # the residual the mask was found in
+    mask: np.ndarray  # bool (H, W), empty when reason is set
+    level: float  # paper level of the residual
+    noise: float  # paper noise standard deviation
+    snr: float  # ink contrast over paper noise
+    reason: str  # why there is no ink; "" when there is
+
+
+def _detect_ink(residual: np.ndarray) -> _Detection:
+    """Otsu's threshold, raised above the noise, and the checks that tell ink from noise."""
+    level, noise = _robust_stats(residual)
+    noise = max(noise, 1.0 / 255.0)  # 8-bit quantisation
+    no_mask = np.zeros(residual.shape, dtype=bool)
+    spread = float(residual.max()) - level
+    if spread < MIN_CONTRAST:
+        return _Detection(residual, no_mask, level, noise, 0.0,
+                          f"blank image (contrast {spread:.3f}, expected >= {MIN_CONTRAST})")
+    mask = residual > max(_otsu_threshold(residual), level + 4 * noise)
+    count = np.count_nonzero(mask)
+    if count < MIN_INK_PIXELS:
+        return _Detection(residual, no_mask, level, noise, 0.0,
+                          f"only {count} ink pixels (expected >= {MIN_INK_PIXELS})")
+    contrast = float(np.median(residual[mask])) - level
+    snr = contrast / noise
+    reason = ""
+    if contrast < MIN_CONTRAST:
+        reason = f"ink too faint (contrast {contrast:.3f}, expected >= {MIN_CONTRAST})"
+    elif snr < MIN_SNR:
+        reason = f"only noise (ink {snr:.1f} noise std above paper, expected >= {MIN_SNR:g})"
+    return _Detection(residual, no_mask if reason else mask, level, noise, snr, reason)
+
+
+def find_ink(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
+
+    Ink is looked for pixel by pixel and after 3x3 averaging, and the scale where it stands
+    out more from the noise wins: averaging rescues broad strokes in a noisy photo, while
+    1 px strokes on clean paper are found at full resolution. The residual is then stretched
+    so the paper noise floor becomes 0 and solid ink 1, and blobs too small to matter are
+    dropped.
+
+    Returns:
+        (ink, mask, reason): ink float32 in [0, 1], mask bool, both (H, W); reason is "" when
+        a digit was found, else why not (and ink and mask are then empty).
+    """
+    found = max((_detect_ink(r) for r in (residual, _box_mean3(residual))),
+                key=lambda d: (not d.reason, d.snr))
+    if found.reason:
+        return np.zeros_like(residual), found.mask, found.reason
+    values = found.residual[found.mask]
+    low = found.level + 3 * found.noise
+    high = max(float(np.percentile(values, INK_WHITE_PERCENTILE)), low + 1e-3)
+    ink = np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    keep = _keep_main_components(found.mask, ink)
+    kept = float((ink * keep).sum()) / float(ink.sum())
+    if kept < MIN_KEPT_SHARE:
+        reason = f"only scattered specks (the larger blobs hold {kept:.0%} of the ink)"
+        return np.zeros_like(residual), np.zeros_like(found.mask), reason
+    return ink * keep, found.mask & keep, ""
+
+
+def crop_to_ink(ink: np.ndarray, mask: np.ndarray, pad: int = 1) -> np.ndarray:
+    """Crop `ink` to the bounding box of `mask` at full resolution, plus `pad` px of fringe.
+
+    Raises:
+        ValueError: `mask` is empty.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        raise ValueError("crop_to_ink needs a non-empty ink mask")
+    h, w = mask.shape
+    top, bottom = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, h)
+    left, right = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, w)
+    return ink[top:bottom, left:right]
+
+
+def fit_to_box(crop: np.ndarray, box: int = BOX_SIZE) -> np.ndarray:
+    """Scale a crop (light ink in [0, 1]) so its longer side is `box` px, keeping grey levels.
+
+    When shrinking would leave strokes thinner than MIN_STROKE_WIDTH output px, the ink is
+    first dilated in proportion to the shrink factor, so a 1 px stroke on a 1000 px image
+    stays visible. Lanczos resampling anti-aliases; the result is stretched so its maximum is 1.
+
+    Returns:
+        float32 (h, w) with max(h, w) == box.
+    """
+    h, w = crop.shape
+    scale = box / max(h, w)
+    if scale < 1:
+        width = _stroke_width(crop >= 0.5)
+        needed = MIN_STROKE_WIDTH / scale  # source px
+        if width < needed:
+            radius = math.ceil((needed - width) / 2)
+            crop = _max_filter(np.pad(crop, radius), 2 * radius + 1)
+            h, w = crop.shape
+            scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    fitted = np.clip(_resize(crop, *size, Image.Resampling.LANCZOS), 0.0, 1.0)
+    top = float(fitted.max())
+    return fitted / top if top > 0 else fitted
+
+
+def _paste(fitted: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    """Place `fitted` with its corner at (top, left) in a black size x size field, clipping."""
+    out = np.zeros((size, size), dtype=np.float32)
+    h, w = fitted.shape
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, size), min(left + w, size)
+    if y1 > y0 and x1 > x0:
+        out[y0:y1, x0:x1] = fitted[y0 - top : y1 - top, x0 - left : x1 - left]
+    return out
+
+
+def center_by_mass(fitted: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Place the fitted digit so its centre of mass is at (CENTER, CENTER), as MNIST does.
+
+    The integer shift leaves the centre within half a pixel; should parts fall outside the
+    field (a top-heavy 7), the shift is corrected until the centre is back within half a pixel.
+
+    Returns:
+        uint8 (size, size).
+    """
+    center = size / 2
+    cy, cx = center_of_mass(fitted)
+    top, left = round(center - cy), round(center - cx)
+    out = _paste(fitted, top, left, size)
+    for _ in range(4):
+        cy, cx = center_of_mass(out)
+        dy, dx = round(center - cy), round(center - cx)
+        if dy == 0 and dx == 0:
+            break
+        top, left = top + dy, left + dx
+        out = _paste(fitted, top, left, size)
+    return _to_uint8(out)
+
+
+def fit_and_center(crop: np.ndarray) -> np.ndarray:
+    """A cropped digit (light ink in [0, 1]) as a 28x28 uint8 MNIST image."""
+    return center_by_mass(fit_to_box(crop))
+
+
+def preprocess(image, debug: bool = False, max_pixels: int | None = None) -> PreprocessResult:
+    """Turn one image into MNIST format: 28x28 uint8, white digit on black, centred by mass.
+
+    Args:
+        image: a file path (PNG, JPEG, BMP, GIF, TIFF, WebP), a numpy array (H, W), (H, W, 3) or
+            (H, W, 4) of uint8, uint16 or float in [0, 1], a torch tensor ((H, W) or (C, H, W)),
+            or a PIL image.
+        debug: keep every stage as a uint8 picture in `result.stages`.
+        max_pixels: refuse larger images (default: MAX_PIXELS).
+
+    Returns:
+        The result; `digit_found` is False (and the image black) for blank or noise-only input.
+
+    Raises:
+        ImageError: unreadable, not an image, truncated, or not an image-shaped array.
+        ImageTooLargeError: over the size limits.
+    """
+    source = _describe(image)
+    original = _to_array(image, max_pixels)
+    gray = _shrink(to_grayscale(original, source), WORK_MAX_SIDE)
+    polarity = detect_polarity(gray)
+    residual, background = remove_background(gray, polarity)
+    ink, mask, reason = find_ink(residual)
+    stages = {}
+    if debug:
+        stages = {"original": _to_uint8(original), "grayscale": _to_uint8(gray),
+                  "background": _to_uint8(background), "background_removed": _to_uint8(ink),
+                  "ink_mask": _to_uint8(mask)}
+    if reason:
+        blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        return PreprocessResult(blank, False, reason, source, polarity, stages)
+    crop = crop_to_ink(ink, mask)
+    fitted = fit_to_box(crop)
+    final = center_by_mass(fitted)
+    if debug:
+        stages.update(crop=_to_uint8(crop), fitted=_to_uint8(fitted), final=final)
+    return PreprocessResult(final, True, "", source, polarity, stages)
+
+
+def preprocess_batch(images: Iterable, debug: bool = False) -> list[PreprocessResult | ImageError]:
+    """Preprocess each image independently; an unreadable one yields its error, not a raise.
+
+    Returns:
+        One entry per input, in order: a PreprocessResult, or the ImageError that stopped it.
+    """
+    results: list[PreprocessResult | ImageError] = []
+    for image in images:
+        try:
+            results.append(preprocess(image, debug=debug))
+        except ImageError as e:
+            results.append(e)
+    return results
+
+
+# ------------------------------------------------------------------------------------- saving
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 (H, W), (H, W, 2), (H, W, 3) or (H, W, 4) as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def output_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """File stems to write each input under, made unique: a.png, a.jpg -> "a", "a-2"."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = Path(path).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return stems
+
+
+def save_result(result: PreprocessResult, out_dir: str | os.PathLike, stem: str) -> list[Path]:
+    """Write `<stem>.png` (only when a digit was found) and each stage as debug/<stem>/NN_*.png.
+
+    Returns:
+        The files written, the 28x28 image first.
+    """
+    out_dir = Path(out_dir)
+    written = []
+    if result.digit_found:
+        written.append(out_dir / f"{stem}.png")
+        atomic_write_bytes(written[-1], encode_png(result.image))
+    for i, (name, picture) in enumerate(result.stages.items(), start=1):
+        written.append(out_dir / "debug" / stem / f"{i:02d}_{name}.png")
+        atomic_write_bytes(written[-1], encode_png(picture))
+    return written

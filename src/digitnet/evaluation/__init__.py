@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics (`metrics`), and report figures (`plots`, which imports matplotlib)."""

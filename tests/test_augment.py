@@ -1,0 +1,241 @@
+"""Batch augmentation: shape, dtype and range kept, reproducible, each operation does its job."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+
+from digitnet.data.augment import (
+    MAX_SEVERITY,
+    AugmentConfig,
+    _elastic_field,
+    augment_batch,
+    make_augmented_dataset,
+)
+from digitnet.data.mnist import load_mnist
+from digitnet.errors import DigitnetError
+
+
+def _digits(n: int = 16, seed: int = 0) -> torch.Tensor:
+    """uint8 (n, 28, 28) blobs and strokes, enough structure for every augmentation."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+    images[:, 6:22, 12:15] = 255  # vertical stroke
+    images[:, 6:9, 8:20] = 200  # top bar
+    images[:, 5:23, 11] = 120  # grey edge, as in MNIST's anti-aliasing
+    return images | torch.randint(0, 20, (n, 28, 28), generator=g, dtype=torch.uint8)
+
+
+def _bar(n: int) -> torch.Tensor:
+    """float (n, 28, 28): a horizontal bar through the centre."""
+    images = torch.zeros(n, 28, 28)
+    images[:, 13:15, 4:24] = 1.0
+    return images
+
+
+def _orientation_degrees(images: torch.Tensor) -> torch.Tensor:
+    """Angle of the main axis of each image's ink, counter-clockwise on screen, in (-90, 90]."""
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    x, y = cols, -rows  # y up, as on screen
+    w = images.float()
+    mass = w.sum(dim=(1, 2))
+    mx, my = (w * x).sum(dim=(1, 2)) / mass, (w * y).sum(dim=(1, 2)) / mass
+    dx, dy = x - mx.view(-1, 1, 1), y - my.view(-1, 1, 1)
+    mu20, mu02 = (w * dx * dx).sum((1, 2)), (w * dy * dy).sum((1, 2))
+    mu11 = (w * dx * dy).sum((1, 2))
+    return torch.rad2deg(0.5 * torch.atan2(2 * mu11, mu20 - mu02))
+
+
+SEVERE = AugmentConfig.for_severity(MAX_SEVERITY)
+
+
+@pytest.mark.parametrize("shape", [(8, 28, 28), (8, 1, 28, 28)])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_shape_dtype_and_range_kept(shape, dtype):
+    images = _digits(8).view(shape)
+    if dtype.is_floating_point:
+        images = images.to(dtype) / 255
+    out = augment_batch(images, SEVERE, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == dtype
+    if dtype.is_floating_point:
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not torch.equal(out, images)
+
+
+def test_same_seed_same_bytes_different_seed_different():
+    images = _digits(32)
+    cfg = AugmentConfig.for_severity(3)
+    a = augment_batch(images, cfg, torch.Generator().manual_seed(7))
+    b = augment_batch(images, cfg, torch.Generator().manual_seed(7))
+    c = augment_batch(images, cfg, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_result_does_not_depend_on_thread_count():
+    images = _digits(64)
+    cfg = AugmentConfig.for_severity(4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = augment_batch(images, cfg, torch.Generator().manual_seed(0))
+        torch.set_num_threads(2)
+        two = augment_batch(images, cfg, torch.Generator().manual_seed(0))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize(
+    "cfg", [AugmentConfig(), AugmentConfig.for_severity(0), AugmentConfig(scale=[1, 1])]
+)
+def test_identity_config_returns_input_unchanged(cfg):
+    images = _digits(4)
+    assert cfg.is_identity
+    out = augment_batch(images, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out, images) and out is not images
+
+
+def test_empty_batch():
+    images = torch.zeros(0, 28, 28, dtype=torch.uint8)
+    assert augment_batch(images, SEVERE, torch.Generator()).shape == (0, 28, 28)
+
+
+def test_labels_unchanged_and_images_reproducible():
+    images, labels = _digits(30), torch.arange(30) % 10
+    out, out_labels = make_augmented_dataset(images, labels, severity=3, seed=1, batch_size=8)
+    assert torch.equal(out_labels, labels)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    again, _ = make_augmented_dataset(images, labels, severity=3, seed=1, batch_size=8)
+    assert torch.equal(out, again)
+
+
+def test_rotation_turns_a_horizontal_bar():
+    out = augment_batch(_bar(200), AugmentConfig(rotate=45), torch.Generator().manual_seed(0))
+    angles = _orientation_degrees(out)
+    assert angles.abs().max() <= 46.0
+    assert (angles > 30).any() and (angles < -30).any()  # clearly diagonal both ways
+    assert angles.abs().mean() > 15  # spread over the range, not around 0
+
+
+def test_no_rotation_keeps_bar_horizontal():
+    cfg = AugmentConfig(shift=2, scale=(0.9, 1.1))
+    out = augment_batch(_bar(20), cfg, torch.Generator().manual_seed(0))
+    assert _orientation_degrees(out).abs().max() < 1.0
+
+
+def test_scale_enlarges_and_shift_moves():
+    images = _bar(4)
+    bigger = augment_batch(images, AugmentConfig(scale=(1.5, 1.5)), torch.Generator())
+    assert (bigger.sum(dim=(1, 2)) > 1.4 * images.sum(dim=(1, 2))).all()
+    moved = augment_batch(images, AugmentConfig(shift=4), torch.Generator().manual_seed(0))
+    assert not torch.equal(moved, images)
+    assert torch.allclose(moved.sum(dim=(1, 2)), images.sum(dim=(1, 2)), rtol=0.05)  # ink kept
+
+
+def test_thickening_adds_ink_and_thinning_removes_it():
+    images = _digits(64)
+    out = augment_batch(images, AugmentConfig(thickness_prob=1.0), torch.Generator().manual_seed(0))
+    before, after = images.sum(dim=(1, 2)), out.sum(dim=(1, 2))
+    thicker, thinner = after > before, after < before
+    assert (thicker | thinner).all()  # every sample changed, one way or the other
+    assert thicker.sum() > 10 and thinner.sum() > 10  # about half each
+    # thickening only adds ink where there was none, thinning only removes it
+    assert (out[thicker] >= images[thicker]).all()
+    assert (out[thinner] <= images[thinner]).all()
+
+
+def test_thinning_keeps_one_pixel_strokes():
+    images = torch.zeros(64, 28, 28)
+    images[:, 4:24, 14] = 1.0  # a 1 px full-ink stroke, which plain erosion would erase
+    out = augment_batch(images, AugmentConfig(thickness_prob=1.0), torch.Generator().manual_seed(0))
+    assert (out[:, 4:24, 14] == 1.0).all()
+
+
+def test_noise_has_the_configured_std():
+    images = torch.full((16, 28, 28), 0.5)
+    out = augment_batch(images, AugmentConfig(noise_std=0.1), torch.Generator().manual_seed(0))
+    assert (out - images).std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_elastic_field_rms_is_alpha_pixels():
+    cfg = AugmentConfig(elastic_alpha=2.0, elastic_sigma=3.0)
+    field = _elastic_field(cfg, 256, 28, torch.Generator().manual_seed(0)) * (28 / 2)  # pixels
+    interior = field[:, 10:18, 10:18]  # the blur's zero padding damps the border
+    assert interior.square().mean().sqrt().item() == pytest.approx(2.0, rel=0.1)
+
+
+def test_elastic_distortion_changes_images_but_keeps_ink_roughly():
+    images = _digits(16)
+    out = augment_batch(images, AugmentConfig(elastic_alpha=1.5), torch.Generator().manual_seed(0))
+    assert not torch.equal(out, images)
+    ratio = out.float().sum() / images.float().sum()
+    assert 0.85 < ratio < 1.15
+
+
+def test_severity_increases_change():
+    images = _digits(64)
+    change = []
+    for level in range(MAX_SEVERITY + 1):
+        cfg = AugmentConfig.for_severity(level)
+        out = augment_batch(images, cfg, torch.Generator().manual_seed(0))
+        change.append((out.float() - images.float()).abs().mean().item())
+    assert change[0] == 0.0
+    assert change == sorted(change)
+
+
+@pytest.mark.parametrize("level", [-1, 6, 2.0, "3", True, None])
+def test_bad_severity_raises(level):
+    with pytest.raises(DigitnetError, match="severity"):
+        AugmentConfig.for_severity(level)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(scale=(1.2, 0.8)), "scale"),
+        (dict(scale=(0.0, 1.0)), "scale"),
+        (dict(scale=(1.0,)), "scale"),
+        (dict(thickness_prob=1.5), "thickness_prob"),
+        (dict(rotate=-1), "rotate"),
+        (dict(noise_std=-0.1), "noise_std"),
+        (dict(elastic_sigma=0), "elastic_sigma"),
+    ],
+)
+def test_bad_config_raises(kwargs, field):
+    with pytest.raises(DigitnetError, match=field):
+        AugmentConfig(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (2, 3, 28, 28), (1, 1, 1, 28, 28), (2, 28, 20)])
+def test_bad_shape_raises(shape):
+    with pytest.raises(DigitnetError, match="shape"):
+        augment_batch(torch.zeros(shape, dtype=torch.uint8), SEVERE, torch.Generator())
+
+
+def test_make_augmented_dataset_checks_lengths():
+    with pytest.raises(DigitnetError, match="must agree"):
+        make_augmented_dataset(_digits(3), torch.zeros(2, dtype=torch.int64))
+
+
+@pytest.mark.slow
+def test_augmented_mnist_test_set_is_reproducible(mnist_dir):
+    mnist = load_mnist(mnist_dir)
+    images, labels = mnist.test_images, mnist.test_labels
+    first, first_labels = make_augmented_dataset(images, labels, severity=3, seed=0)
+    second, _ = make_augmented_dataset(images, labels, severity=3, seed=0)
+    digest = hashlib.sha256(first.numpy().tobytes()).hexdigest()
+    assert digest == hashlib.sha256(second.numpy().tobytes()).hexdigest()
+    assert torch.equal(first_labels, labels)
+    assert first.shape == images.shape and first.dtype == torch.uint8
+    # batches are augmented in order, so a prefix of whole batches gives the same bytes
+    prefix, _ = make_augmented_dataset(images[:1000], labels[:1000], severity=3, seed=0)
+    assert torch.equal(prefix, first[:1000])
+    other, _ = make_augmented_dataset(images[:1000], labels[:1000], severity=3, seed=1)
+    assert not torch.equal(other, first[:1000])
+    # augmented, but still digits: most ink kept, on average in the same place
+    ratio = first.float().sum() / images.float().sum()
+    assert 0.8 < ratio < 1.3 and not math.isnan(ratio)

@@ -1,0 +1,462 @@
+"""New-image preprocessing: every mode and format, blank and broken files, polarity, lighting,
+MNIST round trip, centring properties and the `digitnet preprocess` command."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw, features
+
+from digitnet.cli import main
+from digitnet.data import preprocess as pp
+from digitnet.data.idx import read_idx
+from digitnet.data.preprocess import (
+    DARK_ON_LIGHT,
+    LIGHT_ON_DARK,
+    PREPROCESS_VERSION,
+    ImageError,
+    ImageTooLargeError,
+    center_of_mass,
+    load_image,
+    preprocess,
+    preprocess_batch,
+    to_grayscale,
+)
+from digitnet.errors import DigitnetError
+
+SIZE = 160  # px; test images are small so the whole file runs in seconds
+
+
+# ------------------------------------------------------------------------------------- helpers
+def draw_seven(size: int = SIZE, width: int | None = None) -> np.ndarray:
+    """A "7" with a crossbar as ink coverage in [0, 1], (size, size); asymmetric on purpose."""
+    img = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(img)
+    s, w = size, width or max(1, size // 14)
+    draw.line([(0.3 * s, 0.2 * s), (0.7 * s, 0.2 * s), (0.45 * s, 0.8 * s)], fill=255, width=w)
+    draw.line([(0.4 * s, 0.5 * s), (0.65 * s, 0.5 * s)], fill=255, width=w)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def on_paper(ink: np.ndarray, paper=(255, 255, 255), pen=(0, 0, 0)) -> Image.Image:
+    """Paint the ink coverage with `pen` on `paper` as an RGB image."""
+    paper, pen = np.array(paper, np.float32), np.array(pen, np.float32)
+    rgb = paper * (1 - ink[..., None]) + pen * ink[..., None]
+    return Image.fromarray(np.round(rgb).astype(np.uint8))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel().astype(np.float64), b.ravel().astype(np.float64))[0, 1])
+
+
+def assert_mnist_like(result, reference: np.ndarray | None = None, min_corr: float = 0.9) -> None:
+    """28x28 uint8, white digit on black, centred by mass; close to `reference` if given."""
+    assert result.digit_found, result.reason
+    image = result.image
+    assert image.shape == (28, 28) and image.dtype == np.uint8
+    assert image.max() == 255
+    assert np.median(image) == 0  # black background
+    border = np.concatenate([image[:2].ravel(), image[-2:].ravel(), image[:, :2].ravel(),
+                             image[:, -2:].ravel()])
+    assert border.mean() < 10
+    cy, cx = center_of_mass(image)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    if reference is not None:
+        assert correlation(image, reference) > min_corr
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG with a valid signature and IHDR claiming the given size, then a tiny IDAT."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def seven() -> np.ndarray:
+    return draw_seven()
+
+
+@pytest.fixture(scope="module")
+def reference(seven) -> np.ndarray:
+    """The 28x28 output for the clean digit given directly as light ink on black."""
+    return preprocess(seven).image
+
+
+# ------------------------------------------------------------------------- modes and formats
+def _mode_image(mode: str, ink: np.ndarray) -> Image.Image:
+    alpha = Image.fromarray(np.round(ink * 255).astype(np.uint8))
+    if mode == "L":
+        return on_paper(ink).convert("L")
+    if mode == "RGB":
+        return on_paper(ink, paper=(240, 220, 150), pen=(20, 30, 140))  # blue pen, yellow paper
+    if mode == "RGBA":  # black strokes on a fully transparent black canvas: only alpha tells
+        img = Image.new("RGBA", alpha.size, (0, 0, 0, 0))
+        img.putalpha(alpha)
+        return img
+    if mode == "LA":
+        img = Image.new("LA", alpha.size, (0, 0))
+        img.putalpha(alpha)
+        return img
+    if mode == "P":
+        return on_paper(ink, paper=(200, 230, 255), pen=(90, 0, 0)).quantize(16)
+    if mode == "P-transparent":  # ink and canvas share a colour; only transparency tells
+        img = Image.new("P", alpha.size, 0)
+        img.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)
+        img.paste(1, mask=alpha.point(lambda v: 255 if v >= 128 else 0))
+        img.info["transparency"] = 0
+        return img
+    if mode == "I;16":
+        values = np.round(60000 - 55000 * ink).astype(np.uint16)
+        return Image.fromarray(values)
+    if mode == "I":
+        return Image.fromarray(np.round(50000 - 45000 * ink).astype(np.int32))
+    if mode == "CMYK":
+        return on_paper(ink, pen=(10, 60, 10)).convert("CMYK")
+    if mode == "1":
+        return on_paper(ink).convert("L").convert("1", dither=Image.Dither.NONE)
+    raise AssertionError(mode)
+
+
+@pytest.mark.parametrize(
+    "mode, suffix",
+    [("L", ".png"), ("RGB", ".png"), ("RGBA", ".png"), ("LA", ".png"), ("P", ".png"),
+     ("P-transparent", ".png"), ("P-transparent", ".gif"), ("I;16", ".png"), ("I;16", ".tiff"),
+     ("I", ".tiff"), ("CMYK", ".tiff"), ("CMYK", ".jpg"), ("1", ".png"), ("1", ".bmp")],
+)
+def test_every_mode(tmp_path, seven, reference, mode, suffix):
+    img = _mode_image(mode, seven)
+    path = tmp_path / f"digit{suffix}"
+    if "transparency" in img.info:
+        img.save(path, transparency=img.info["transparency"])
+    else:
+        img.save(path)
+    assert_mnist_like(preprocess(path), reference, min_corr=0.85)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".gif", ".tiff", ".webp"])
+def test_every_format(tmp_path, seven, reference, suffix):
+    if suffix == ".webp" and not features.check("webp"):
+        pytest.skip("this Pillow has no WebP support")
+    path = tmp_path / f"digit{suffix}"
+    on_paper(seven, paper=(250, 245, 235), pen=(30, 30, 30)).save(path)
+    assert_mnist_like(preprocess(path), reference)
+
+
+def test_gif_first_frame(tmp_path, seven, reference):
+    first = on_paper(seven)
+    second = on_paper(np.rot90(seven).copy())
+    path = tmp_path / "anim.gif"
+    first.save(path, save_all=True, append_images=[second], duration=100)
+    assert_mnist_like(preprocess(path), reference)
+
+
+def test_exif_orientation_honoured(tmp_path, seven, reference):
+    upright = on_paper(seven)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # Orientation 6 turns it back
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tagged, untagged = tmp_path / "tagged.jpg", tmp_path / "untagged.jpg"
+    stored.save(tagged, exif=exif, quality=95)
+    stored.save(untagged, quality=95)
+    assert load_image(tagged).shape == (SIZE, SIZE)
+    assert_mnist_like(preprocess(tagged), reference)
+    assert correlation(preprocess(untagged).image, reference) < 0.5
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ink: np.round(255 * (1 - ink)).astype(np.uint8),  # (H, W) uint8
+        lambda ink: np.round(65535 * (1 - ink)).astype(np.uint16),  # (H, W) uint16
+        lambda ink: (1 - ink).astype(np.float64),  # (H, W) float in [0, 1]
+        lambda ink: np.asarray(on_paper(ink, paper=(255, 200, 200))),  # (H, W, 3) uint8
+        lambda ink: np.dstack([np.zeros_like(ink), np.zeros_like(ink), np.zeros_like(ink), ink]),
+        lambda ink: (ink > 0.5)[..., None],  # (H, W, 1) bool
+        lambda ink: torch.from_numpy(ink),  # (H, W) float tensor, light on dark
+        lambda ink: torch.from_numpy(np.array(on_paper(ink))).permute(2, 0, 1),  # (3, H, W)
+        lambda ink: Image.fromarray(np.round(255 * ink).astype(np.uint8)),  # PIL image
+    ],
+    ids=["u8", "u16", "float", "rgb", "rgba-float", "bool", "tensor", "tensor-chw", "pil"],
+)
+def test_arrays_and_tensors(seven, reference, make):
+    assert_mnist_like(preprocess(make(seven)), reference)
+
+
+def test_version_and_grayscale_contract(seven):
+    assert PREPROCESS_VERSION == 1
+    gray = to_grayscale(np.asarray(on_paper(seven)))
+    assert gray.dtype == np.float32 and gray.shape == seven.shape
+    assert 0.0 <= gray.min() and gray.max() <= 1.0
+
+
+# ------------------------------------------------------------------------------- blank inputs
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((50, 50), np.uint8),
+        np.full((120, 90), 255, np.uint8),
+        np.full((64, 64, 3), (180, 200, 90), np.uint8),
+        np.zeros((40, 40, 4), np.uint8),  # fully transparent
+        np.clip(0.8 + np.random.default_rng(0).normal(0, 0.01, (200, 200)), 0, 1),  # faint noise
+        np.clip(0.5 + np.random.default_rng(1).normal(0, 0.08, (150, 150)), 0, 1),  # strong noise
+        np.tile(np.linspace(0.3, 0.9, 200), (150, 1)),  # a lighting gradient, no digit
+        np.zeros((1, 1), np.uint8),
+    ],
+    ids=["black", "white", "colour", "transparent", "faint-noise", "noise", "gradient", "1px"],
+)
+def test_blank_images_give_no_digit(image):
+    result = preprocess(image)
+    assert not result.digit_found
+    assert result.reason
+    assert result.image.shape == (28, 28) and result.image.dtype == np.uint8
+    assert result.image.max() == 0
+
+
+# ------------------------------------------------------------------------------- broken files
+def test_not_an_image(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("shopping list: eggs, milk")
+    with pytest.raises(ImageError, match=r"notes\.png: not an image file \(expected PNG"):
+        preprocess(path)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_file(tmp_path, seven, suffix):
+    path = tmp_path / f"cut{suffix}"
+    on_paper(seven).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ImageError, match=rf"cut\{suffix}: truncated or corrupt"):
+        preprocess(path)
+
+
+@pytest.mark.parametrize("name", ["missing.png", "."])
+def test_missing_file_or_folder(tmp_path, name):
+    with pytest.raises(ImageError, match="expected an image file"):
+        preprocess(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "width, height, match",
+    [
+        (10_000, 10_000, "decompression bomb"),  # Pillow warns: turned into an error
+        (70_000, 70_000, "decompression bomb"),  # Pillow refuses outright
+        (8_000, 6_000, "48.0 megapixels"),  # below Pillow's limit, above ours
+        (40_000, 2, "30000 px a side"),  # absurd dimensions
+    ],
+)
+def test_huge_images_refused(tmp_path, width, height, match):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(width, height))
+    with pytest.raises(ImageTooLargeError, match=match) as info:
+        preprocess(path)
+    assert str(path) in str(info.value) and isinstance(info.value, DigitnetError)
+
+
+def test_pixel_limit_is_configurable(tmp_path, seven, monkeypatch):
+    path = tmp_path / "ok.png"
+    on_paper(seven).save(path)
+    with pytest.raises(ImageTooLargeError, match="expected at most 0.01 megapixels"):
+        preprocess(path, max_pixels=10_000)
+    monkeypatch.setattr(pp, "MAX_PIXELS", 10_000)
+    with pytest.raises(ImageTooLargeError):
+        load_image(path)
+    with pytest.raises(ImageTooLargeError):
+        preprocess(np.zeros((200, 200), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.zeros((4, 4, 5), np.uint8), "expected an image array"),
+        (np.zeros(10, np.uint8), "expected an image array"),
+        (np.zeros((0, 5), np.uint8), "empty"),
+        (np.full((8, 8), 2.0), r"must lie in \[0, 1\]"),
+        (np.full((8, 8), np.nan), "NaN"),
+        (np.full((8, 8), -3, np.int32), "0-65535"),
+        ("not/a/file.png", "file not found"),
+        ([1, 2, 3], "expected a file path, numpy array or torch tensor"),
+    ],
+)
+def test_bad_arrays(image, match):
+    with pytest.raises(ImageError, match=match):
+        preprocess(image)
+
+
+def test_batch_continues_after_errors(seven, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    results = preprocess_batch([seven, bad, np.zeros((9, 9))])
+    assert results[0].digit_found
+    assert isinstance(results[1], ImageError) and "bad.jpg" in str(results[1])
+    assert not results[2].digit_found
+
+
+# ------------------------------------------------------------------------ polarity and paper
+def test_polarity_detected(seven, reference):
+    dark = preprocess(1 - seven)
+    light = preprocess(seven)
+    assert (dark.polarity, light.polarity) == (DARK_ON_LIGHT, LIGHT_ON_DARK)
+    assert correlation(dark.image, light.image) > 0.97
+    assert np.abs(dark.image.astype(int) - light.image).mean() < 5
+
+
+@pytest.mark.parametrize(
+    "paper, ink_level", [(0.55, 0.1), (0.25, 0.9), (0.9, 0.6), (0.1, 0.35)],
+    ids=["grey-paper", "chalkboard", "pencil", "dim-light-ink"],
+)
+def test_polarity_with_grey_levels(seven, reference, paper, ink_level):
+    image = paper + (ink_level - paper) * seven
+    assert_mnist_like(preprocess(image.astype(np.float32)), reference)
+
+
+def test_uneven_lighting_and_coloured_paper(seven, reference):
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    light = 0.35 + 0.6 * xx  # a strong gradient across the page
+    light *= np.where(yy > 0.6, 0.7, 1.0)  # a shadow over the lower part
+    paper = np.array([0.95, 0.85, 0.55])  # yellowish paper
+    pen = np.array([0.1, 0.1, 0.35])
+    rgb = light[..., None] * (paper * (1 - seven[..., None]) + pen * seven[..., None])
+    rgb += np.random.default_rng(0).normal(0, 0.01, rgb.shape)
+    result = preprocess(np.clip(rgb, 0, 1))
+    assert_mnist_like(result, reference)
+    background = result.image[reference == 0]
+    assert background.mean() < 3 and np.percentile(background, 99) < 40
+
+
+def test_small_specks_dropped(seven, reference):
+    image = 1 - seven
+    rng = np.random.default_rng(0)
+    for y, x in rng.integers(0, SIZE - 2, size=(6, 2)):
+        image[y : y + 2, x : x + 2] = 0  # dust
+    assert_mnist_like(preprocess(image), reference, min_corr=0.95)
+
+
+def test_thin_strokes_survive_large_images():
+    ink = draw_seven(1000, width=1)
+    result = preprocess(1 - ink)
+    assert_mnist_like(result)
+    assert np.count_nonzero(result.image > 128) >= 30  # strokes, not a few dots
+    assert correlation(result.image, preprocess(draw_seven(1000, width=60)).image) > 0.6
+
+
+def test_tiny_images_are_upscaled():
+    result = preprocess(draw_seven(10, width=1))
+    assert_mnist_like(result)
+
+
+# ---------------------------------------------------------------------------- MNIST round trip
+@pytest.fixture(scope="module")
+def mnist_test_images(mnist_dir) -> np.ndarray:
+    return read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:20]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 5, 7, 8, 9, 10])
+def test_mnist_round_trip(mnist_test_images, index):
+    digit = mnist_test_images[index]
+    upscaled = np.asarray(Image.fromarray(digit).resize((300, 300), Image.Resampling.BICUBIC))
+    result = preprocess(255 - upscaled)  # dark on light, like a scan
+    assert result.polarity == DARK_ON_LIGHT
+    assert_mnist_like(result, digit.astype(np.float32), min_corr=0.8)
+
+
+def test_mnist_round_trip_overall(mnist_test_images):
+    """Outputs agree with MNIST's own rendering up to a pixel of centring (corr 0.95 average)."""
+    scores = []
+    for digit in mnist_test_images:
+        big = np.asarray(Image.fromarray(digit).resize((300, 300), Image.Resampling.BICUBIC))
+        scores.append(correlation(preprocess(255 - big).image, digit))
+    assert np.mean(scores) > 0.9
+
+
+# --------------------------------------------------------------------------------- properties
+@st.composite
+def images_with_ink(draw):
+    """Random size, paper level, polarity and noise with a few random strokes."""
+    h, w = draw(st.integers(8, 200)), draw(st.integers(8, 200))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    img = Image.new("L", (w, h), 0)
+    canvas = ImageDraw.Draw(img)
+    for _ in range(draw(st.integers(1, 4))):
+        points = [tuple(rng.uniform(0, 1, 2) * (w - 1, h - 1)) for _ in range(rng.integers(2, 5))]
+        canvas.line(points, fill=255, width=int(rng.integers(1, max(2, min(h, w) // 8))))
+    ink = np.asarray(img, dtype=np.float32) / 255.0
+    paper, pen = rng.uniform(0, 1), rng.uniform(0, 1)
+    image = paper + (pen - paper) * ink + rng.normal(0, rng.uniform(0, 0.05), ink.shape)
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(images_with_ink())
+def test_any_image_maps_to_centred_28x28(image):
+    result = preprocess(image)
+    assert result.image.shape == (28, 28) and result.image.dtype == np.uint8
+    if result.digit_found:
+        assert result.image.max() > 0
+        cy, cx = center_of_mass(result.image)
+        assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    else:
+        assert result.image.max() == 0 and result.reason
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 60), st.integers(0, 2**32 - 1),
+       st.sampled_from([np.uint8, np.uint16, np.float32]), st.sampled_from([0, 3, 4]))
+def test_arbitrary_arrays_never_crash(h, w, seed, dtype, channels):
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if channels == 0 else (h, w, channels)
+    if dtype == np.float32:
+        image = rng.random(shape, dtype=np.float32)
+    else:
+        image = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    result = preprocess(image)
+    assert result.image.shape == (28, 28) and result.image.dtype == np.uint8
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def test_cli_preprocess_debug(tmp_path, seven, capsys):
+    good_a, good_b, bad = tmp_path / "a.png", tmp_path / "in" / "b.jpg", tmp_path / "broken.png"
+    good_b.parent.mkdir()
+    on_paper(seven).save(good_a)
+    on_paper(seven, paper=(30, 30, 30), pen=(250, 250, 250)).save(good_b)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    code = main(["preprocess", str(good_a), str(bad), str(good_b), "--out", str(out), "--debug"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"FAIL   {bad}" in captured.err
+    assert "2 of 3 images processed" in captured.out and str(bad) in captured.out
+    for stem in ("a", "b"):
+        image = np.asarray(Image.open(out / f"{stem}.png"))
+        assert image.shape == (28, 28) and image.dtype == np.uint8
+        stages = sorted(p.name for p in (out / "debug" / stem).iterdir())
+        assert stages == ["01_original.png", "02_grayscale.png", "03_background.png",
+                          "04_background_removed.png", "05_ink_mask.png", "06_crop.png",
+                          "07_fitted.png", "08_final.png"]
+    assert not (out / "broken.png").exists()
+
+
+def test_cli_preprocess_blank_and_name_clash(tmp_path, seven, capsys):
+    Image.new("L", (40, 40), 200).save(tmp_path / "blank.png")
+    on_paper(seven).save(tmp_path / "x.png")
+    (tmp_path / "y").mkdir()
+    on_paper(seven).save(tmp_path / "y" / "x.png")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "blank.png"), str(tmp_path / "x.png"), str(tmp_path / "y" / "x.png")]
+    assert main(["preprocess", *args, "--out", str(out)]) == 0
+    captured = capsys.readouterr().out
+    assert "no digit found" in captured
+    assert sorted(p.name for p in out.iterdir()) == ["x-2.png", "x.png"]
+    assert not Path(out / "debug").exists()
