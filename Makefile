@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= $(if $(DIGITNET_DATA_DIR),$(DIGITNET_DATA_DIR),../shared/datasets/mnist)
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint clean
+.PHONY: install run explore test clean
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install
 	@echo "==> verifying MNIST in $(DATA_DIR)"
 	$(BIN)/digitnet data verify --data-dir $(DATA_DIR)
-	@echo "==> exploring the data (reports/explore)"
+	@echo "==> training the default model into models/ (a few minutes on a laptop CPU)"
+	$(BIN)/digitnet train --data-dir $(DATA_DIR) --json reports/train.json
+	@echo "==> evaluating it on clean and augmented MNIST test sets (reports/evaluation)"
+	$(BIN)/digitnet evaluate latest --dataset mnist-test --dataset mnist-test-augmented \
+		--data-dir $(DATA_DIR) --out reports/evaluation --json reports/evaluation/results.json
+
+explore: install
 	$(BIN)/digitnet data explore --data-dir $(DATA_DIR) --out reports/explore
 
 test: install

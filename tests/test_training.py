@@ -203,3 +203,10 @@ def test_sigkill_mid_training_resumes(tmp_path, mnist_dir):
     assert main(["train", "--name", "straight", *args]) == 0
     wk, ws = weights(run_dir), weights(models / "cnn-v1" / "straight")
     assert all(torch.equal(wk[k], ws[k]) for k in wk)
+
+
+def test_recipe_files_are_valid_and_default_matches_code():
+    repo = Path(__file__).resolve().parents[1]
+    assert resolve_config(repo / "configs" / "default.yaml") == TrainConfig()
+    for recipe in (repo / "configs").glob("*.yaml"):
+        resolve_config(recipe)

@@ -31,7 +31,6 @@ MAX_PIXELS = 40_000_000  # larger images are refused: decompression bombs, memor
 MAX_SIDE = 30_000  # px; longer sides are refused whatever the pixel count
 WORK_MAX_SIDE = 4_096  # px; larger images are area-averaged down to this before processing
 BOX_SIZE = 20  # MNIST fits each digit into a 20x20 box (test set: 9,997 of 10,000 span 20 px)
-CENTER = IMAGE_SIZE / 2  # index coordinates; MNIST test centre of mass is (13.99, 14.01) on average
 COARSE_SIDE = 128  # px; background and connected components are worked out on a grid this size
 POLARITY_SIDE = 64  # px; polarity is decided on an area-averaged copy this size
 BACKGROUND_ELEMENT = 1 / 3  # opening element, as a fraction of the shorter side; wider than strokes
@@ -109,6 +108,8 @@ def _open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image
         ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (expected {_FORMATS})") from None
+    except PermissionError as e:
+        raise ImageError(f"{path}: cannot read the file ({e.strerror})") from None
     except _DECODE_ERRORS as e:
         raise ImageError(f"{path}: truncated or corrupt image data ({e}); expected a complete "
                          f"{_FORMATS} file") from None
@@ -152,7 +153,8 @@ def _as_float(image: np.ndarray, name: str) -> np.ndarray:
             raise ImageError(f"{name}: float pixel values must lie in [0, 1], got "
                              f"{image.min():.3g}..{image.max():.3g}")
         return np.clip(image, 0.0, 1.0)
-    raise ImageError(f"{name}: unsupported pixel type {image.dtype} (expected uint8, uint16 or float)")
+    raise ImageError(f"{name}: unsupported pixel type {image.dtype} "
+                     f"(expected uint8, uint16, bool or float)")
 
 
 def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -215,10 +217,13 @@ def to_grayscale(image: np.ndarray, name: str = "image") -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
-        return image
+        return np.ascontiguousarray(image)
     if image.ndim != 3 or image.shape[2] not in (2, 3, 4):
-        raise ImageError(f"{name}: expected shape (H, W) or (H, W, C) with C in 1-4, got {image.shape}")
-    color, alpha = (image[:, :, :-1], image[:, :, -1]) if image.shape[2] in (2, 4) else (image, None)
+        raise ImageError(f"{name}: expected an image array of shape (H, W) or (H, W, C) with "
+                         f"C in 1-4, got {image.shape}")
+    color, alpha = image, None
+    if image.shape[2] in (2, 4):
+        color, alpha = image[:, :, :-1], image[:, :, -1]
     gray = color[:, :, 0] if color.shape[2] == 1 else color @ _LUMA
     if alpha is None or alpha.min() >= 1.0:
         return np.ascontiguousarray(gray, dtype=np.float32)
@@ -454,6 +459,8 @@ def _keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
 
 
 class _Detection(NamedTuple):
+    """Where the ink is in one residual, or why there is none."""
+
     residual: np.ndarray  # the residual the mask was found in
     mask: np.ndarray  # bool (H, W), empty when reason is set
     level: float  # paper level of the residual
@@ -568,7 +575,7 @@ def _paste(fitted: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
 
 
 def center_by_mass(fitted: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Place the fitted digit so its centre of mass is at (CENTER, CENTER), as MNIST does.
+    """Place the fitted digit so its centre of mass is at (size / 2, size / 2), as MNIST does.
 
     The integer shift leaves the centre within half a pixel; should parts fall outside the
     field (a top-heavy 7), the shift is corrected until the centre is back within half a pixel.
@@ -576,7 +583,7 @@ def center_by_mass(fitted: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     Returns:
         uint8 (size, size).
     """
-    center = size / 2
+    center = size / 2  # index coordinates; MNIST test images average (13.99, 14.01)
     cy, cx = center_of_mass(fitted)
     top, left = round(center - cy), round(center - cx)
     out = _paste(fitted, top, left, size)
@@ -620,9 +627,10 @@ def preprocess(image, debug: bool = False, max_pixels: int | None = None) -> Pre
     ink, mask, reason = find_ink(residual)
     stages = {}
     if debug:
+        paper = 1.0 - background if polarity == DARK_ON_LIGHT else background
         stages = {"original": _to_uint8(original), "grayscale": _to_uint8(gray),
-                  "background": _to_uint8(background), "background_removed": _to_uint8(ink),
-                  "ink_mask": _to_uint8(mask)}
+                  "background": _to_uint8(paper), "background_removed": _to_uint8(ink),
+                  "ink_mask": _to_uint8(mask.astype(np.float32))}
     if reason:
         blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
         return PreprocessResult(blank, False, reason, source, polarity, stages)
