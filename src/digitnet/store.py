@@ -226,10 +226,11 @@ def load_model(ref: str | ModelRef, models_dir: str | os.PathLike | None = None)
     Raises:
         DigitnetError: unknown reference, changed architecture, corrupt or unsafe files.
     """
-    if isinstance(ref, str) and ref.startswith("hf://"):
-        from digitnet.deploy.hub import load_from_hub  # type: ignore[import-not-found]
+    if isinstance(ref, str):
+        from digitnet.deploy.hub import is_hub_ref, load_from_hub
 
-        return load_from_hub(ref)
+        if is_hub_ref(ref):  # hf://USER/NAME[@REV], or an exported folder or a clone of its mirror
+            return load_from_hub(ref)
     mref = resolve_ref(ref, models_dir) if isinstance(ref, str) else ref
     config = read_json(mref.run_dir / CONFIG_FILE)
     arch = config["arch"]

@@ -1,0 +1,430 @@
+"""Deployment: Hub export, model card, loading back (folder, clone, hf://), git-LFS mirror, API."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import digitnet
+from digitnet.cli import main
+from digitnet.config import TrainConfig
+from digitnet.deploy import hub
+from digitnet.deploy.hub import (
+    LFS_PATTERNS,
+    LFS_POINTER_PREFIX,
+    export_model,
+    load_exported,
+    publish,
+)
+from digitnet.errors import DigitnetError
+from digitnet.evaluation.evaluate import evaluate_model
+from digitnet.store import LoadedModel
+from digitnet.training.loop import fit
+
+HAS_GIT_LFS = shutil.which("git") is not None and subprocess.run(
+    ["git", "lfs", "version"], capture_output=True).returncode == 0
+needs_git_lfs = pytest.mark.skipif(not HAS_GIT_LFS,
+                                   reason="git LFS missing: apt-get install git-lfs")
+SENTINEL = "hf_SENTINELtokenNeverPrintMe0123456789"
+EXPORT_FILES = {".gitattributes", "README.md", "config.json", "confusion_matrix.png",
+                "model.safetensors"}
+CARD_DATASETS = ["mnist-test", "mnist-test-augmented"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A cnn trained briefly on synthetic MNIST, and its export (repo id me/tiny)."""
+    from conftest import make_synthetic_mnist
+
+    root = tmp_path_factory.mktemp("deploy")
+    data = make_synthetic_mnist(root / "mnist")
+    models = root / "models"
+    fit(TrainConfig(arch="cnn", epochs=2, name="tiny", batch_size=32, val_size=50, threads=1,
+                    augment=False, lr=0.05), data, models, progress=False)
+    info = export_model("cnn-v1/tiny", root / "export", data, models, repo_id="me/tiny")
+    return dict(root=root, data=data, models=models, export=root / "export", info=info)
+
+
+@pytest.fixture
+def images():
+    return torch.randint(0, 256, (9, 28, 28), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def isolated_git(tmp_path, monkeypatch):
+    """git that ignores the user's and the system's configuration (no identity, no LFS filter)."""
+    empty = tmp_path / "empty.gitconfig"
+    empty.write_text("")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(empty))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
+                "GIT_CONFIG_COUNT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def git(*args, cwd=None) -> str:
+    result = subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+                             *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def original(trained) -> LoadedModel:
+    return digitnet.load("cnn-v1/tiny", models_dir=trained["models"])
+
+
+# -------------------------------------------------------------------------------------- export
+def test_export_writes_a_hub_folder(trained):
+    out = trained["export"]
+    assert {p.name for p in out.iterdir()} == EXPORT_FILES
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "digitnet-hub" and config["arch_id"] == "cnn-v1"
+    assert config["architecture"] == "cnn" and config["version"] == 1
+    assert config["model_args"] == original(trained).model.model_args
+    assert config["label_names"] == [str(d) for d in range(10)] and config["num_classes"] == 10
+    assert config["input_size"] == [1, 28, 28]
+    assert (config["mean"], config["std"]) == (0.1307, 0.3081)
+    assert config["preprocess_version"] == 1 and config["digitnet_version"] == digitnet.__version__
+    assert config["source"]["ref"] == "cnn-v1/tiny" and config["source"]["epoch"] == 2
+    assert "dir" not in config["data"]  # no local paths in a public file
+    weights = load_file(str(out / "model.safetensors"))
+    assert weights.keys() == original(trained).model.state_dict().keys()
+    lines = (out / ".gitattributes").read_text().splitlines()
+    for pattern in ("*.safetensors", "*.onnx", "*.bin", "*.png", "saved_model/**/*", "*tfevents*"):
+        assert f"{pattern} filter=lfs diff=lfs merge=lfs -text" in lines
+    assert len(lines) == len(LFS_PATTERNS)
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.")]  # no leftovers
+    assert trained["info"]["message"] == "Publish cnn-v1/tiny (cnn v1)"
+
+
+def test_model_card_parses_and_matches_evaluation(trained):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(trained["export"] / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.library_name == "digitnet"
+    assert {"image-classification", "mnist", "pytorch", "digitnet"} <= set(card.data.tags)
+    assert card.data.datasets == ["ylecun/mnist"]
+    assert set(card.data.metrics) == {"accuracy", "f1", "precision", "recall"}
+    assert len(card.data.to_dict()["model-index"][0]["results"]) == 2  # one entry per test set
+    expected = {r["dataset"]: r for r in evaluate_model("cnn-v1/tiny", CARD_DATASETS,
+                                                        trained["data"], trained["models"])}
+    got = {}
+    for result in card.data.eval_results:
+        dataset = "mnist-test" if result.dataset_config == "mnist" else "mnist-test-augmented"
+        got.setdefault(dataset, {})[result.metric_type] = result.metric_value
+        assert result.dataset_type == "ylecun/mnist" and result.task_type == "image-classification"
+    for dataset in CARD_DATASETS:
+        assert got[dataset] == {
+            "accuracy": expected[dataset]["accuracy"], "f1": expected[dataset]["f1_macro"],
+            "precision": expected[dataset]["precision_macro"],
+            "recall": expected[dataset]["recall_macro"],
+        }
+    text = card.text
+    assert 'digitnet.load("hf://me/tiny")' in text and "pip install digitnet" in text
+    assert "](confusion_matrix.png)" in text and "CC BY-SA 3.0" in text
+    for heading in ("## Intended use", "## How to use", "## Training data", "## Training recipe",
+                    "## Evaluation", "## Limitations"):
+        assert heading in text
+    assert (trained["export"] / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_export_refuses_a_foreign_folder(trained, tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("keep me")
+    with pytest.raises(DigitnetError, match="not an exported model"):
+        export_model("cnn-v1/tiny", out, trained["data"], trained["models"])
+    assert (out / "todo.txt").read_text() == "keep me"
+
+
+def test_failed_export_leaves_the_mirror_as_it_was(trained, tmp_path, monkeypatch):
+    out = tmp_path / "huggingface"
+    export_model("cnn-v1/tiny", out, trained["data"], trained["models"], repo_id="me/tiny")
+    git("init", "-q", str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("digitnet.deploy.card.render_model_card", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_model("cnn-v1/tiny", out, trained["data"], trained["models"], repo_id="other/x")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert (out / ".git" / "HEAD").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["huggingface"]  # no half-written folders
+    monkeypatch.undo()
+    export_model("cnn-v1/tiny", out, trained["data"], trained["models"], repo_id="other/x")
+    assert (out / ".git" / "HEAD").is_file()  # a re-export keeps the mirror's history
+    assert 'hf://other/x' in (out / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------- loading
+def test_exported_folder_loads_with_identical_logits(trained, images):
+    loaded = digitnet.load(str(trained["export"]))
+    assert isinstance(loaded, LoadedModel) and not loaded.model.training
+    assert loaded.epoch == 2 and loaded.data_config["mean"] == 0.1307
+    assert loaded.ref.run_dir == trained["export"].resolve() and loaded.ref.checkpoint is None
+    assert torch.equal(loaded.logits(images), original(trained).logits(images))
+
+
+def test_evaluate_accepts_an_exported_folder(trained, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["evaluate", str(trained["export"]), "--data-dir", str(trained["data"]),
+                 "--out", str(out), "--json", str(tmp_path / "r.json")])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "r.json").read_text())[0]
+    assert result["model"] == str(trained["export"]) and result["epoch"] == 2
+    assert (out / "report.md").is_file()
+
+
+def _fake_snapshot(monkeypatch, folder: Path) -> list[dict]:
+    calls = []
+
+    def snapshot_download(repo_id, **kwargs):
+        calls.append(dict(repo_id=repo_id, **kwargs))
+        return str(folder)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    return calls
+
+
+def test_hf_reference_loads_through_snapshot_download(trained, images, monkeypatch):
+    calls = _fake_snapshot(monkeypatch, trained["export"])
+    loaded = digitnet.load("hf://me/tiny@v1.0")
+    assert calls[0]["repo_id"] == "me/tiny" and calls[0]["revision"] == "v1.0"
+    assert sorted(calls[0]["allow_patterns"]) == ["config.json", "model.safetensors"]
+    assert loaded.ref.label == "hf://me/tiny@v1.0"
+    assert torch.equal(loaded.logits(images), original(trained).logits(images))
+
+
+@pytest.mark.parametrize("change, message", [
+    ("extra", r"unexpected \['extra.weight'\]"),
+    ("missing", r"missing \['head.3.bias'\]"),
+    ("reshaped", r"shape differs \['head.3.weight'\]"),
+])
+def test_weights_must_match_exactly(trained, tmp_path, monkeypatch, change, message):
+    folder = tmp_path / "copy"
+    shutil.copytree(trained["export"], folder)
+    state = load_file(str(folder / "model.safetensors"))
+    if change == "extra":
+        state["extra.weight"] = torch.zeros(3)
+    elif change == "missing":
+        del state["head.3.bias"]
+    else:
+        state["head.3.weight"] = torch.zeros(10, 7)
+    save_file(state, str(folder / "model.safetensors"))
+    _fake_snapshot(monkeypatch, folder)
+    for ref in ("hf://me/tiny", str(folder)):
+        with pytest.raises(DigitnetError, match=message):
+            digitnet.load(ref)
+
+
+def test_lfs_pointer_instead_of_weights_is_explained(trained, tmp_path):
+    folder = tmp_path / "clone"
+    shutil.copytree(trained["export"], folder)
+    (folder / "model.safetensors").write_bytes(LFS_POINTER_PREFIX + b"\noid sha256:00\nsize 9\n")
+    with pytest.raises(DigitnetError, match="git lfs pull"):
+        load_exported(folder)
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("hf://just-a-name", "expected hf://USER/NAME"),
+    ("hf://a/b/c", "expected hf://USER/NAME"),
+])
+def test_bad_hf_reference(ref, message):
+    with pytest.raises(DigitnetError, match=message):
+        digitnet.load(ref)
+
+
+def test_hf_reference_offline_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DigitnetError, match="cannot reach the Hub at http://127.0.0.1:9"):
+        digitnet.load("hf://me/tiny")
+
+
+# ------------------------------------------------------------------------------------- publish
+@pytest.mark.slow
+@needs_git_lfs
+def test_publish_with_git_lfs_and_load_from_a_fresh_clone(trained, tmp_path, images, isolated_git):
+    bare = tmp_path / "remote.git"
+    git("init", "-q", "--bare", "-b", "main", str(bare))
+    url, mirror = bare.as_uri(), tmp_path / "huggingface"
+    info = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
+                   models_dir=trained["models"])
+    assert info["pushed"] and {r["name"] for r in info["plan"]} == EXPORT_FILES
+    assert git("log", "-1", "--format=%s", cwd=mirror).strip() == "Publish cnn-v1/tiny (cnn v1)"
+
+    # Someone edits the Hub repository; the next publish still fast-forwards over it.
+    editor = tmp_path / "editor"
+    git("clone", "-q", "-b", "main", url, str(editor))
+    (editor / "NOTES.md").write_text("edited elsewhere\n")
+    git("add", "NOTES.md", cwd=editor)
+    git("commit", "-q", "-m", "edit", cwd=editor)
+    git("push", "-q", "--no-verify", "origin", "main", cwd=editor)
+    info = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
+                   models_dir=trained["models"])
+    assert info["pushed"]
+    again = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
+                    models_dir=trained["models"])
+    assert not again["pushed"] and again["commit"] == info["commit"]
+
+    clone = tmp_path / "clone"
+    git("clone", "-q", "-b", "main", url, str(clone))
+    assert git("rev-parse", "HEAD", cwd=clone).strip() == info["commit"]
+    assert not (clone / "NOTES.md").exists()  # the repository holds exactly the export
+    pointer = git("show", "HEAD:model.safetensors", cwd=clone)
+    assert pointer.startswith("version https://git-lfs.github.com/spec/v1")
+    with pytest.raises(DigitnetError, match="git lfs pull"):
+        digitnet.load(str(clone))  # cloned without the LFS filter: pointers only
+    git("lfs", "install", "--local", cwd=clone)
+    git("lfs", "pull", cwd=clone)
+    assert "model.safetensors" in git("lfs", "ls-files", "--name-only", cwd=clone).split()
+    assert list((clone / ".git" / "lfs" / "objects").rglob("*"))
+    loaded = digitnet.load(str(clone))
+    assert torch.equal(loaded.logits(images), original(trained).logits(images))
+
+
+@needs_git_lfs
+def test_publish_dry_run_changes_nothing(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", SENTINEL)
+    calls = []
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda *a, **k: calls.append(a))
+    mirror = tmp_path / "huggingface"
+    for via in ("git", "api"):
+        code = main(["publish", "cnn-v1/tiny", "--repo-id", "me/tiny", "--out", str(mirror),
+                     "--via", via, "--dry-run", "--data-dir", str(trained["data"]),
+                     "--models-dir", str(trained["models"])])
+        assert code == 0
+    captured = capsys.readouterr()
+    assert "would publish to https://huggingface.co/me/tiny" in captured.out
+    assert "model.safetensors" in captured.out and "(git LFS)" in captured.out
+    assert SENTINEL not in captured.out + captured.err
+    assert not mirror.exists() and not calls
+
+
+def _fake_hub_api(monkeypatch) -> list[tuple]:
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        calls.append(("upload_folder", kwargs["repo_id"], dict(kwargs, files=files)))
+        return type("CommitInfo", (), {"oid": "f" * 40})()
+
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", create_repo)
+    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload_folder)
+    return calls
+
+
+def _files_contain(folder: Path, text: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+def test_publish_via_api_uploads_the_mirror_folder(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", SENTINEL)
+    calls = _fake_hub_api(monkeypatch)
+    mirror = tmp_path / "huggingface"
+    code = main(["publish", "cnn-v1/tiny", "--repo-id", "me/tiny", "--out", str(mirror),
+                 "--via", "api", "--onnx", "--data-dir", str(trained["data"]),
+                 "--models-dir", str(trained["models"])])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert [c[:2] for c in calls] == [("create_repo", "me/tiny"), ("upload_folder", "me/tiny")]
+    assert calls[0][2]["exist_ok"] is True
+    upload = calls[1][2]
+    assert Path(upload["folder_path"]) == mirror
+    assert upload["files"] == EXPORT_FILES | {"model.onnx"}
+    assert upload["commit_message"] == "Publish cnn-v1/tiny (cnn v1)"
+    assert upload["delete_patterns"] == "*"  # the repository mirrors the folder
+    assert "published to https://huggingface.co/me/tiny" in captured.out
+    assert SENTINEL not in captured.out + captured.err
+    assert not _files_contain(mirror, SENTINEL)
+
+
+def test_publish_via_api_offline_publishes_nothing(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", SENTINEL)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    mirror = tmp_path / "huggingface"
+    code = main(["publish", "cnn-v1/tiny", "--repo-id", "me/tiny", "--out", str(mirror),
+                 "--via", "api", "--data-dir", str(trained["data"]),
+                 "--models-dir", str(trained["models"])])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "cannot reach the Hub at http://127.0.0.1:9" in err and "Nothing was published" in err
+    assert "Traceback" not in err and SENTINEL not in err
+    assert not mirror.exists()
+
+
+@needs_git_lfs
+def test_publish_via_git_offline_keeps_the_token_out_of_git(trained, tmp_path, monkeypatch, capsys,
+                                                             isolated_git):
+    monkeypatch.setenv("HF_TOKEN", SENTINEL)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    calls = _fake_hub_api(monkeypatch)
+    mirror = tmp_path / "huggingface"
+    export_model("cnn-v1/tiny", mirror, trained["data"], trained["models"], repo_id="me/tiny")
+    git("init", "-q", str(mirror))
+    code = main(["publish", "cnn-v1/tiny", "--repo-id", "me/tiny", "--out", str(mirror),
+                 "--data-dir", str(trained["data"]), "--models-dir", str(trained["models"])])
+    err = capsys.readouterr().err
+    assert code == 1 and calls[0][:2] == ("create_repo", "me/tiny")
+    assert "cannot reach http://127.0.0.1:9/me/tiny" in err and "Nothing was published" in err
+    assert SENTINEL not in err and not _files_contain(mirror, SENTINEL)
+    assert SENTINEL not in (mirror / ".git" / "config").read_text()
+
+
+def test_git_auth_header_lives_in_the_environment_only(monkeypatch, tmp_path, isolated_git):
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    env = hub._git_env(SENTINEL)
+    listed = subprocess.run(["git", "config", "--list"], env=env, capture_output=True, text=True,
+                            cwd=tmp_path).stdout
+    assert "credential.helper=" in listed.splitlines()
+    header = [line for line in listed.splitlines() if line.startswith("http.https://hub.example/")]
+    assert header and header[0].split("=", 1)[1].startswith("Authorization: Basic ")
+    assert SENTINEL not in listed  # base64 inside the header, and only in this process's env
+    assert "GIT_CONFIG_COUNT" not in hub._git_env(None)
+
+
+def test_publish_without_token_says_how_to_log_in(trained, tmp_path, monkeypatch):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(DigitnetError, match="no Hugging Face token: set HF_TOKEN"):
+        publish("cnn-v1/tiny", "me/tiny", tmp_path / "hf", via="api", data_dir=trained["data"],
+                models_dir=trained["models"])
+
+
+def test_publish_without_git_lfs_says_how_to_install_it(trained, tmp_path, monkeypatch):
+    real_git = shutil.which("git")
+    if real_git is None:
+        pytest.skip("git missing")
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = lfs ]; then echo "git: \'lfs\' is not a git command"'
+                    f' >&2; exit 1; fi\nexec {real_git} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    with pytest.raises(DigitnetError, match="apt-get install git-lfs"):
+        publish("cnn-v1/tiny", "me/tiny", tmp_path / "hf", remote="file:///nowhere.git",
+                data_dir=trained["data"], models_dir=trained["models"])
+    assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(repo_id="no-slash"), "expected USER/NAME"),
+    (dict(via="ftp"), "unknown publishing route"),
+    (dict(via="api", remote="file:///x.git"), "cannot be used with --via api"),
+])
+def test_publish_rejects_bad_arguments(kwargs, message):
+    args = dict(ref="cnn-v1/tiny", repo_id="me/tiny") | kwargs
+    with pytest.raises(DigitnetError, match=message):
+        publish(**args)
