@@ -69,6 +69,43 @@ def _add_data_commands(sub) -> None:
     )
     p.set_defaults(func=cmd_data_explore)
 
+    _add_data_ingest_command(data_sub)
+
+
+def cmd_data_ingest(args: argparse.Namespace) -> int:
+    from digitnet.data.ingest import REPORT_FILE, format_ingest, ingest
+
+    result = ingest(args.src, args.name, args.balance, args.min_per_class, args.datasets_dir,
+                    progress=sys.stderr.isatty())
+    print(format_ingest(result))
+    if result.changed:
+        print(f"wrote {result.folder}/ (IDX files, manifest.json, {REPORT_FILE})")
+    if not result.folder.is_dir():
+        print(f"digitnet: error: no image with a digit in {args.src}; dataset {args.name} "
+              f"not created", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_data_ingest_command(data_sub) -> None:
+    p = data_sub.add_parser(
+        "ingest", help="add your own labelled images to a named dataset (preprocessed, deduplicated)"
+    )
+    p.add_argument("src", metavar="SRC", help="a folder with one subfolder per label "
+                   "(SRC/7/*.png) or a CSV file of path,label rows (header optional, paths "
+                   "relative to the CSV)")
+    p.add_argument("--name", required=True, help="dataset name; ingesting into an existing "
+                   "name adds to it")
+    p.add_argument("--balance", choices=("none", "undersample", "oversample"), default=None,
+                   help="class balance applied when the dataset is used for training: none, "
+                   "undersample (at most the smallest class count per class) or oversample "
+                   "(repeat up to the largest) (default: none, or the dataset's current policy)")
+    p.add_argument("--min-per-class", type=int, default=10,  # ingest.DEFAULT_MIN_PER_CLASS
+                   metavar="N", help="warn about classes with fewer examples (default: 10)")
+    p.add_argument("--datasets-dir", default=None, metavar="DIR",
+                   help="the data store (default: $DIGITNET_DATASETS_DIR, else ./datasets)")
+    p.set_defaults(func=cmd_data_ingest)
+
 
 # ------------------------------------------------------------------------------- train, models
 def _add_models_dir(p: argparse.ArgumentParser) -> None:
@@ -99,8 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # CLI flags that map 1:1 onto TrainConfig fields (None = not given, keep the recipe's value)
 _TRAIN_FIELDS = ("arch", "version", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
-                 "label_smoothing", "augment", "augment_severity", "seed", "val_size", "subset",
-                 "data", "class_weighting", "threads", "name", "max_steps")
+                 "label_smoothing", "augment", "augment_severity", "augment_kind", "seed",
+                 "val_size", "subset", "data", "class_weighting", "threads", "name", "max_steps")
 
 
 def _add_train_command(sub) -> None:
@@ -122,6 +159,9 @@ def _add_train_command(sub) -> None:
                    help=f"augment training batches (default: {d.augment})")
     p.add_argument("--augment-severity", type=int,
                    help=f"augmentation strength 1-5 (default: {d.augment_severity})")
+    p.add_argument("--augment-kind", choices=["warp", "shift"],
+                   help="warp: rotation, scale, shear, elastic, stroke, noise; shift: random whole-"
+                   f"pixel shifts of up to SEVERITY pixels, cheaper (default: {d.augment_kind})")
     p.add_argument("--seed", type=int, help=f"random seed (default: {d.seed})")
     p.add_argument("--val-size", type=int, help=f"validation images (default: {d.val_size})")
     p.add_argument("--subset", type=int, help="train on a stratified subset of N images (default: all)")
@@ -266,6 +306,115 @@ def _add_compare_command(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+# ------------------------------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from digitnet.deploy.predict import format_prediction, predict_files, summarize, to_jsonable
+    from digitnet.store import load_model
+
+    loaded = load_model(args.ref, args.models_dir)
+    entries = predict_files(loaded, args.inputs, args.top_k)
+    if args.json:
+        print(json.dumps(to_jsonable(entries), indent=2))
+    else:
+        for entry in entries:
+            print(format_prediction(entry))
+    print(f"{loaded.ref.label}: {summarize(entries)}", file=sys.stderr)
+    return 1 if any(e["error"] for e in entries) else 0
+
+
+def _add_predict_command(sub) -> None:
+    p = sub.add_parser("predict", help="predict the digit in new images (files, folders, globs)")
+    p.add_argument("ref", metavar="REF", help="model reference: ARCH-vN/RUN, ARCH-vN/latest, "
+                   "latest, ...@best, or a path to a model or checkpoint folder")
+    p.add_argument("inputs", nargs="+", metavar="PATH",
+                   help="image files, folders (every image file inside, recursively, sorted) or "
+                   "glob patterns such as 'scans/*.jpg' (expanded here too)")
+    p.add_argument("--top-k", type=int, default=3, metavar="K",  # predict.DEFAULT_TOP_K
+                   help="list the K most probable labels, 1-10 (default: 3)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list, one object per file (default: one text line per file)")
+    _add_models_dir(p)
+    p.set_defaults(func=cmd_predict)
+
+
+# ------------------------------------------------------------------------------ export, publish
+def _print_export(info: dict) -> None:
+    from digitnet.deploy.hub import format_size
+    from digitnet.evaluation.evaluate import format_results
+
+    print(format_results(info["results"]))
+    for name, size in info["files"].items():
+        print(f"  {name:<22}{format_size(size):>10}")
+    onnx = info["config"].get("onnx")
+    if onnx:
+        print(f"ONNX parity: largest |logit difference| {onnx['max_abs_diff']:.2e} on "
+              f"{onnx['parity_images']} images (ONNX Runtime against PyTorch)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from digitnet.deploy.hub import export_model
+
+    info = export_model(args.ref, args.out, args.data_dir, args.models_dir, onnx=args.onnx,
+                        repo_id=args.repo_id)
+    _print_export(info)
+    print(f"wrote {info['out']} (model card: {info['out'] / 'README.md'})")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from digitnet.deploy.hub import format_plan, publish
+
+    def log(message: str) -> None:
+        print(f"publish: {message}", file=sys.stderr)
+
+    info = publish(args.ref, args.repo_id, args.out, via=args.via, remote=args.remote,
+                   dry_run=args.dry_run, onnx=args.onnx, data_dir=args.data_dir,
+                   models_dir=args.models_dir, log=log)
+    print(f"{'would publish' if info['dry_run'] else 'published'} to {info['url']}: "
+          f"\"{info['message']}\"")
+    print(format_plan(info["plan"]))
+    if not info["dry_run"]:
+        print(f"commit {info['commit']}" + ("" if info["pushed"] else " (already there)"))
+    return 0
+
+
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="REF", help="model reference: ARCH-vN/RUN, ARCH-vN/latest, "
+                   "latest, ...@best, ...@epoch-N, a model folder or hf://USER/NAME")
+    p.add_argument("--out", default="huggingface", metavar="DIR",
+                   help="the exported folder, the Hub repository's mirror (default: huggingface)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write model.onnx, checked against PyTorch (default: off)")
+    _add_data_dir(p)
+    _add_models_dir(p)
+
+
+def _add_export_commands(sub) -> None:
+    p = sub.add_parser("export", help="write a Hugging Face Hub folder: weights, config, model "
+                       "card with evaluation results, optional ONNX")
+    _add_export_args(p)
+    p.add_argument("--repo-id", metavar="USER/NAME",
+                   help="Hub repository named in the card's loading example "
+                   "(default: the placeholder USER/digitnet-ARCH-vN)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("publish", help="export into the mirror folder and publish it to the "
+                       "Hugging Face Hub (git + LFS, or the Hub API)")
+    _add_export_args(p)
+    p.add_argument("--repo-id", required=True, metavar="USER/NAME",
+                   help="Hub repository (created if missing)")
+    p.add_argument("--via", choices=["git", "api"], default="git",
+                   help="git: commit in the mirror and push with git LFS; api: upload with "
+                   "huggingface_hub (default: git)")
+    p.add_argument("--remote", metavar="URL",
+                   help="push to this git remote instead of the Hub, e.g. file:///srv/model.git")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the files that would be committed or uploaded; change nothing")
+    p.set_defaults(func=cmd_publish)
+
+
 # ---------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -280,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(sub)
     _add_compare_command(sub)
     _add_preprocess_command(sub)
+    _add_predict_command(sub)
+    _add_export_commands(sub)
     return parser
 
 

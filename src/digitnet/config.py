@@ -27,6 +27,8 @@ class TrainConfig:
     warmup_frac: float = 0.2  # fraction of steps spent warming up in the one-cycle schedule
     augment: bool = True  # random rotation/scale/shift/elastic/thickness on training batches
     augment_severity: int = 2  # 1 (mild) to 5 (harsh)
+    augment_kind: str = "warp"  # "warp" (augment_batch) or "shift" (random shifts of up to
+    # augment_severity whole pixels: ~7x cheaper, for fast recipes)
     seed: int = 0  # seeds weights, shuffling, augmentation and dropout
     val_size: int = 5_000  # stratified validation split held out of the 60,000 training images
     subset: int | None = None  # train on a stratified subset of this many images (quick runs)
@@ -46,6 +48,7 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 < self.warmup_frac < 1, "warmup_frac must be in (0, 1)"),
             (1 <= self.augment_severity <= 5, "augment_severity must be 1 to 5"),
+            (self.augment_kind in ("warp", "shift"), "augment_kind must be 'warp' or 'shift'"),
             (self.val_size >= 0, "val_size must be >= 0"),
             (self.subset is None or self.subset >= 10, "subset must be >= 10"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),

@@ -75,16 +75,21 @@ def train_one_epoch(
 ) -> dict:
     """One pass over `train`; returns train_loss, train_acc, images, steps."""
     aug = None
-    if cfg.augment:
+    if cfg.augment and cfg.augment_kind == "warp":
         from digitnet.data.augment import AugmentConfig, augment_batch
 
         aug = AugmentConfig.for_severity(cfg.augment_severity)
+    shift = cfg.augment_severity if cfg.augment and cfg.augment_kind == "shift" else 0
     model.train()
     total_loss = torch.zeros((), dtype=torch.float64)
     correct = seen = steps = 0
     for images, labels in iterate_batches(train, cfg.batch_size, shuffle=True, generator=generator):
         if aug is not None:
             images = augment_batch(images, aug, generator)
+        if shift:
+            from digitnet.data.augment import shift_batch
+
+            images = shift_batch(images, shift, generator)
         x = to_model_input(images, data_config["mean"], data_config["std"])
         x = x.contiguous(memory_format=torch.channels_last)
         logits = model(x)  # (B, 10)
@@ -306,6 +311,10 @@ def fit(
         data_info = dict(dir=str(mnist.data_dir), sha256=mnist.sha256, datasets=list(cfg.data),
                          train_size=len(splits["train"]), val_size=len(splits["val"]),
                          train_class_counts=splits["train"].class_counts().tolist())
+        if any(name != "mnist" for name in cfg.data):
+            from digitnet.data.ingest import dataset_fingerprint
+
+            data_info["ingested"] = [dataset_fingerprint(n) for n in cfg.data if n != "mnist"]
         state = _init_run(cfg, splits, models_dir, data_info)
     return _run_epochs(state, splits, progress)
 

@@ -1,0 +1,319 @@
+"""Ingestion of people's own digits: folder and CSV sources, skipped files, deduplication,
+append-only storage, class balance, and training and evaluation on an ingested dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from digitnet.cli import main
+from digitnet.data.datasets import TensorDataset
+from digitnet.data.idx import read_idx, write_idx
+from digitnet.data.ingest import (
+    IMAGES_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    REPORT_FILE,
+    balance_indices,
+    balance_report,
+    combine_training_data,
+    ingest,
+    list_datasets,
+    load_dataset,
+    read_manifest,
+)
+from digitnet.data.preprocess import PREPROCESS_VERSION
+from digitnet.errors import DigitnetError
+
+
+@pytest.fixture(scope="module")
+def mnist_digits(mnist_dir) -> dict[int, np.ndarray]:
+    """Up to 20 real MNIST test digits per class."""
+    images = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:1000]
+    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")[:1000]
+    return {c: images[labels == c][:20] for c in range(10)}
+
+
+def write_digits(folder: Path, mnist_digits, counts: dict[int, int], start: int = 0) -> list[Path]:
+    """folder/<label>/<i>.png: MNIST digits as dark ink on light paper, 60-100 px."""
+    written = []
+    for label, n in counts.items():
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + n):
+            size = 60 + 10 * (i % 5)
+            digit = Image.fromarray(mnist_digits[label][i])
+            big = digit.resize((size, size), Image.Resampling.BICUBIC)
+            path = folder / str(label) / f"{i}.png"
+            Image.fromarray(255 - np.asarray(big)).save(path)
+            written.append(path)
+    return written
+
+
+def idx_bytes(folder: Path) -> tuple[bytes, bytes]:
+    return (folder / IMAGES_FILE).read_bytes(), (folder / LABELS_FILE).read_bytes()
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    return tmp_path / "datasets"
+
+
+# -------------------------------------------------------------------------------- sources
+def test_folder_ingest_writes_idx_manifest_and_report(tmp_path, store, mnist_digits):
+    write_digits(tmp_path / "src", mnist_digits, {c: 2 for c in range(10)})
+    result = ingest(tmp_path / "src", "mine", datasets_dir=store)
+    assert (result.new, result.duplicates, result.skipped) == (20, 0, [])
+    folder = store / "mine"
+    images, labels = read_idx(folder / IMAGES_FILE), read_idx(folder / LABELS_FILE)
+    assert images.shape == (20, 28, 28) and images.dtype == np.uint8
+    assert labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert images[:, 0, 0].max() == 0 and images.max() == 255  # white digit on black
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    first = manifest["files"][0]
+    assert {"sha256", "label", "source", "digit_found", "preprocess_version"} <= set(first)
+    assert first["preprocess_version"] == PREPROCESS_VERSION and first["digit_found"]
+    assert first["source"] == str((tmp_path / "src" / "0" / "0.png").resolve())
+    assert [f["index"] for f in manifest["files"]] == list(range(20))
+    report = json.loads((folder / REPORT_FILE).read_text())
+    assert report["class_counts"] == [2] * 10 and report["imbalance_ratio"] == 1.0
+    assert list_datasets(store) == ["mine"]
+    dataset = load_dataset("mine", store)
+    assert dataset.images.shape == (20, 28, 28) and dataset.labels.dtype == torch.int64
+
+
+@pytest.mark.parametrize("header", ["", "path,label\n", "file,digit\n"])
+def test_csv_ingest_with_or_without_header(tmp_path, store, mnist_digits, header):
+    paths = write_digits(tmp_path / "imgs", mnist_digits, {3: 2, 8: 1})
+    rows = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in paths]
+    rows += ["imgs/3/0.png,", "imgs/8/0.png,eight", "imgs/none.png,4", "", "imgs/8/0.png"]
+    (tmp_path / "labels.csv").write_text(header + "\n".join(rows) + "\n")
+    result = ingest(tmp_path / "labels.csv", "csv", datasets_dir=store)
+    assert result.new == 3
+    assert load_dataset("csv", store).labels.tolist() == [3, 3, 8]
+    why = sorted((Path(s["file"]).name, s["why"]) for s in result.skipped)
+    assert why == [("0.png", "unlabelled"), ("0.png", "unlabelled"), ("0.png", "unlabelled"),
+                   ("none.png", "unreadable")]
+    assert any("'eight' is not a digit" in s["detail"] for s in result.skipped)
+
+
+def test_unreadable_blank_and_unlabelled_files_are_skipped_and_listed(
+        tmp_path, store, mnist_digits, capsys):
+    src = tmp_path / "src"
+    write_digits(src, mnist_digits, {1: 2})
+    (src / "1" / "broken.png").write_bytes((src / "1" / "0.png").read_bytes()[:100])
+    Image.new("L", (80, 80), 250).save(src / "1" / "blank.png")
+    (src / "seven").mkdir()
+    Image.new("L", (80, 80), 0).save(src / "seven" / "x.png")
+    Image.new("L", (80, 80), 0).save(src / "loose.png")
+    (src / ".DS_Store").write_bytes(b"\0")
+    code = main(["data", "ingest", str(src), "--name", "mine", "--datasets-dir", str(store)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 new, 0 duplicates, 4 skipped" in out
+    for why, name in [("unreadable", "broken.png"), ("no digit", "blank.png"),
+                      ("unlabelled", "x.png"), ("unlabelled", "loose.png")]:
+        assert f"skipped ({why}) {src}" in out and name in out
+    assert "folder name 'seven' is not a digit 0-9" in out
+    assert len(load_dataset("mine", store)) == 2
+    manifest = read_manifest("mine", store)
+    blank = [f for f in manifest["files"] if f["source"].endswith("blank.png")]
+    assert blank and blank[0]["digit_found"] is False and blank[0]["index"] is None
+    report = json.loads((store / "mine" / REPORT_FILE).read_text())
+    assert len(report["skipped"]) == 4
+
+
+def test_nothing_to_ingest_creates_nothing(tmp_path, store, capsys):
+    (tmp_path / "src" / "4").mkdir(parents=True)
+    Image.new("L", (50, 50), 255).save(tmp_path / "src" / "4" / "blank.png")
+    assert main(["data", "ingest", str(tmp_path / "src"), "--name", "empty",
+                 "--datasets-dir", str(store)]) == 1
+    assert "not created" in capsys.readouterr().err and not (store / "empty").exists()
+
+
+@pytest.mark.parametrize("name", ["mnist", "mnist-test", "mnist-test-augmented:2", "../up", "a b",
+                                  ""])
+def test_bad_names_refused(tmp_path, store, name):
+    with pytest.raises(DigitnetError, match="dataset name"):
+        ingest(tmp_path, name, datasets_dir=store)
+
+
+def test_bad_source(tmp_path, store):
+    with pytest.raises(DigitnetError, match="not found"):
+        ingest(tmp_path / "nope", "x", datasets_dir=store)
+    (tmp_path / "list.txt").write_text("a.png,1\n")
+    with pytest.raises(DigitnetError, match="not a folder or .csv file"):
+        ingest(tmp_path / "list.txt", "x", datasets_dir=store)
+
+
+# --------------------------------------------------------------------- dedup and appending
+def test_reingest_changes_nothing(tmp_path, store, mnist_digits, capsys):
+    write_digits(tmp_path / "src", mnist_digits, {c: 1 for c in range(10)})
+    args = ["data", "ingest", str(tmp_path / "src"), "--name", "mine", "--datasets-dir", str(store)]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in (store / "mine").iterdir()}
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "0 new, 10 duplicates, 0 skipped" in out and "nothing changed" in out
+    assert {p.name: p.read_bytes() for p in (store / "mine").iterdir()} == before
+
+
+def test_adding_files_keeps_the_old_ones(tmp_path, store, mnist_digits):
+    write_digits(tmp_path / "a", mnist_digits, {0: 3, 5: 2})
+    ingest(tmp_path / "a", "mine", datasets_dir=store)
+    old = load_dataset("mine", store)
+    write_digits(tmp_path / "b", mnist_digits, {0: 3, 6: 4}, start=2)  # 0/2.png repeats a/0/2.png
+    result = ingest(tmp_path / "b", "mine", datasets_dir=store)
+    assert (result.new, result.duplicates) == (6, 1)
+    new = load_dataset("mine", store)
+    assert len(new) == 11
+    assert torch.equal(new.images[:5], old.images) and torch.equal(new.labels[:5], old.labels)
+    manifest = read_manifest("mine", store)
+    assert len(manifest["ingests"]) == 2 and manifest["count"] == 11
+
+
+def test_same_image_with_another_label_is_a_conflict(tmp_path, store, mnist_digits):
+    [path] = write_digits(tmp_path / "src", mnist_digits, {4: 1})
+    (tmp_path / "src" / "9").mkdir()
+    (tmp_path / "src" / "9" / "copy.png").write_bytes(path.read_bytes())
+    result = ingest(tmp_path / "src", "mine", datasets_dir=store)
+    assert result.new == 1 and [s["why"] for s in result.skipped] == ["label conflict"]
+    assert load_dataset("mine", store).labels.tolist() == [4]
+
+
+def test_interrupted_ingest_leaves_the_previous_dataset(tmp_path, store, mnist_digits):
+    write_digits(tmp_path / "src", mnist_digits, {2: 3})
+    ingest(tmp_path / "src", "mine", datasets_dir=store)
+    before = load_dataset("mine", store)
+    folder = store / "mine"
+    # a crash after the IDX files were rewritten, before the manifest: extra rows at the end
+    extra = np.zeros((2, 28, 28), np.uint8)
+    write_idx(folder / IMAGES_FILE, np.concatenate([before.images.numpy(), extra]))
+    after = load_dataset("mine", store)
+    assert torch.equal(after.images, before.images) and len(after) == 3
+    images = before.images.numpy().copy()
+    images[0, 0, 0] = 7
+    write_idx(folder / IMAGES_FILE, images)
+    with pytest.raises(DigitnetError, match="do not match manifest.json"):
+        load_dataset("mine", store)
+
+
+def test_concurrent_ingest_refused(tmp_path, store, mnist_digits):
+    write_digits(tmp_path / "src", mnist_digits, {1: 1})
+    store.mkdir()
+    (store / ".mine.lock").write_text("12345")
+    with pytest.raises(DigitnetError, match="another ingestion is running"):
+        ingest(tmp_path / "src", "mine", datasets_dir=store)
+    (store / ".mine.lock").unlink()
+    assert ingest(tmp_path / "src", "mine", datasets_dir=store).new == 1
+    assert not (store / ".mine.lock").exists()
+
+
+# ------------------------------------------------------------------------------- balance
+@pytest.mark.parametrize(
+    "counts, ratio, missing, few",
+    [
+        ([10] * 10, 1.0, [], []),
+        ([20] + [10] * 9, 2.0, [], []),
+        ([30, 5] + [10] * 8, 6.0, [], [1]),
+        ([10] * 9 + [0], None, [9], []),
+        ([0, 0, 3] + [12] * 7, None, [0, 1], [2]),
+    ],
+)
+def test_balance_report(counts, ratio, missing, few):
+    labels = np.repeat(np.arange(10), counts)
+    report = balance_report(labels, min_per_class=10)
+    assert report["class_counts"] == counts and report["count"] == sum(counts)
+    assert report["imbalance_ratio"] == ratio
+    assert report["missing_classes"] == missing and report["under_threshold"] == few
+    assert len(report["warnings"]) == bool(missing) + bool(few)
+    json.dumps(report, allow_nan=False)
+
+
+@pytest.mark.parametrize("policy, expected", [("undersample", 2), ("oversample", 7)])
+def test_balance_policies_give_equal_counts(policy, expected):
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 2 + [5] * 4)
+    idx = balance_indices(labels, policy)
+    counts = torch.bincount(labels[idx], minlength=10).tolist()
+    assert counts == [expected, expected, expected, 0, 0, expected, 0, 0, 0, 0]
+    assert torch.equal(idx, balance_indices(labels, policy))  # deterministic
+    if policy == "oversample":
+        assert set(range(len(labels))) <= set(idx.tolist())  # every example kept
+    else:
+        assert len(set(idx.tolist())) == len(idx)
+    assert balance_indices(labels, "none").tolist() == list(range(len(labels)))
+
+
+def test_balance_policy_recorded_and_applied_for_training_only(
+        tmp_path, store, mnist_digits, capsys):
+    write_digits(tmp_path / "src", mnist_digits, {1: 4, 2: 2, 3: 1})
+    code = main(["data", "ingest", str(tmp_path / "src"), "--name", "mine", "--balance",
+                 "oversample", "--min-per-class", "3", "--datasets-dir", str(store)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "imbalance ratio (max/min): inf (classes missing)" in out
+    assert "warning: classes 0, 4, 5, 6, 7, 8, 9 missing" in out
+    assert "warning: fewer than 3 examples of classes 2 (2), 3 (1)" in out
+    assert "balance policy oversample (applied when training): per class 0:0 1:4 2:4 3:4" in out
+    report = json.loads((store / "mine" / REPORT_FILE).read_text())
+    assert report["imbalance_ratio"] is None and report["missing_classes"][0] == 0
+    assert read_manifest("mine", store)["balance"] == "oversample"
+    assert load_dataset("mine", store).class_counts().tolist()[1:4] == [4, 2, 1]  # evaluation: all
+    mnist = TensorDataset("mnist-train", torch.zeros(5, 28, 28, dtype=torch.uint8), torch.arange(5))
+    combined = combine_training_data(mnist, ("mnist", "mine"), store)
+    assert len(combined) == 5 + 12 and combined.name == "mnist-train+mine"
+    assert combine_training_data(mnist, ("mine",), store).class_counts().tolist()[1:4] == [4, 4, 4]
+    # changing only the policy rewrites the manifest, not the images
+    images = idx_bytes(store / "mine")
+    assert ingest(tmp_path / "src", "mine", "undersample", datasets_dir=store).changed
+    assert idx_bytes(store / "mine") == images
+    assert combine_training_data(mnist, ("mine",), store).class_counts().tolist()[1:4] == [1, 1, 1]
+
+
+def test_unknown_dataset_lists_known(tmp_path, store, mnist_digits):
+    write_digits(tmp_path / "src", mnist_digits, {1: 1})
+    ingest(tmp_path / "src", "mine", datasets_dir=store)
+    with pytest.raises(DigitnetError, match=r"unknown dataset 'nope': ingested datasets .*: mine"):
+        load_dataset("nope", store)
+    mnist = TensorDataset("mnist-train", torch.zeros(1, 28, 28, dtype=torch.uint8),
+                          torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(DigitnetError, match="training dataset 'nope': expected 'mnist' or an"):
+        combine_training_data(mnist, ("mnist", "nope"), store)
+
+
+# ------------------------------------------------------------------------------ end to end
+def test_ingest_train_evaluate_end_to_end(
+        tmp_path, mnist_digits, synthetic_mnist, monkeypatch, capsys):
+    """Ingest a labelled folder, train on MNIST + it, evaluate on it: all through the CLI."""
+    store = tmp_path / "store"
+    monkeypatch.setenv("DIGITNET_DATASETS_DIR", str(store))
+    write_digits(tmp_path / "photos", mnist_digits, {c: 2 for c in range(10)})
+    assert main(["data", "ingest", str(tmp_path / "photos"), "--name", "mine"]) == 0
+    assert "20 new, 0 duplicates, 0 skipped" in capsys.readouterr().out
+    models = tmp_path / "models"
+    common = ["--data-dir", str(synthetic_mnist), "--models-dir", str(models), "--epochs", "1",
+              "--batch-size", "32", "--val-size", "50", "--no-augment", "--threads", "1",
+              "--no-progress"]
+    assert main(["train", "--data", "mnist", "--data", "mine", "--name", "both", *common]) == 0
+    out = capsys.readouterr().out
+    assert "training cnn-v1/both: 170 train / 50 val images" in out
+    config = json.loads((models / "cnn-v1" / "both" / "config.json").read_text())
+    assert config["data"]["datasets"] == ["mnist", "mine"]
+    [info] = config["data"]["ingested"]
+    assert info["name"] == "mine" and info["count"] == 20 and len(info["manifest_sha256"]) == 64
+    assert main(["train", "--data", "mine", "--name", "only", *common]) == 0
+    assert "training cnn-v1/only: 20 train / 50 val images" in capsys.readouterr().out
+    results = tmp_path / "results.json"
+    assert main(["evaluate", "cnn-v1/both", "--dataset", "mine", "--dataset", "mnist-test",
+                 "--data-dir", str(synthetic_mnist), "--models-dir", str(models),
+                 "--json", str(results)]) == 0
+    assert "mine" in capsys.readouterr().out
+    rows = json.loads(results.read_text())
+    assert [(r["dataset"], r["n"]) for r in rows] == [("mine", 20), ("mnist-test", 50)]
+    assert main(["train", "--data", "mnist", "--data", "nope", *common]) == 1
+    assert "training dataset 'nope'" in capsys.readouterr().err
