@@ -106,15 +106,14 @@ def load_eval_dataset(
     if "," in name:
         images_path, labels_path = name.split(",", 1)
         return load_idx_pair(images_path, labels_path, Path(images_path).name.split(".")[0])
+    from digitnet.data.ingest import list_datasets, load_dataset
+
+    if "/" not in name and name in list_datasets():  # an ingested name wins over a folder ./NAME
+        return load_dataset(name)
     if Path(name).is_dir():
         return load_image_folder(Path(name))
-    try:
-        from digitnet.data.ingest import load_dataset  # type: ignore[import-not-found]
-    except ImportError:
-        load_dataset = None
-    if load_dataset is not None:
-        return load_dataset(name)
     raise DigitnetError(
         f"unknown dataset {name!r}: expected mnist-test, mnist-val, mnist-test-augmented[:1-5], "
-        f"a folder DIR/<digit>/*.png, or IMAGES,LABELS (two IDX files)"
+        f"a folder DIR/<digit>/*.png, IMAGES,LABELS (two IDX files), or an ingested dataset "
+        f"({', '.join(list_datasets()) or 'none yet: digitnet data ingest'})"
     )

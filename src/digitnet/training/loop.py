@@ -251,6 +251,14 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None) -> tuple[Ru
     splits = splits_for(cfg)
     if splits["mnist"].sha256 != config["data"].get("sha256"):
         raise DigitnetError(f"cannot resume {mref.label}: the MNIST files differ from those it was trained on")
+    if config["data"].get("ingested"):
+        from digitnet.data.ingest import dataset_fingerprint
+
+        for recorded in config["data"]["ingested"]:
+            now = dataset_fingerprint(recorded["name"])
+            if any(now[k] != recorded[k] for k in ("count", "balance", "content_sha256")):
+                raise DigitnetError(f"cannot resume {mref.label}: ingested dataset {recorded['name']!r} "
+                                    f"changed since the run started")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model = build_frozen_model(config["arch"], mref.run_dir).to(memory_format=torch.channels_last)
