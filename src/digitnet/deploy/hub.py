@@ -552,18 +552,23 @@ def publish(
     return _publish_git(ref, repo_id, out, url, remote is None, onnx, data_dir, models_dir, log)
 
 
+def _export_with_plan(ref, out: Path, data_dir, models_dir, onnx, repo_id) -> tuple[dict, list]:
+    """Export into `out` and list what changed there (compared with a copy taken before)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        before = Path(tmp) / "before"
+        if out.is_dir():
+            shutil.copytree(out, before, ignore=shutil.ignore_patterns(".git"))
+        info = export_model(ref, out, data_dir, models_dir, onnx, repo_id)
+        return info, plan_files(out, before)
+
+
 def _publish_api(ref, repo_id, out, onnx, data_dir, models_dir, log) -> dict:
     from huggingface_hub.errors import HfHubHTTPError
 
     token = _require_token()
     _check_replaceable(out)
     _create_repo(repo_id, token)
-    with tempfile.TemporaryDirectory() as tmp:
-        before = Path(tmp) / "before"
-        if out.is_dir():
-            shutil.copytree(out, before, ignore=shutil.ignore_patterns(".git"))
-        info = export_model(ref, out, data_dir, models_dir, onnx, repo_id)
-        plan = plan_files(out, before)
+    info, plan = _export_with_plan(ref, out, data_dir, models_dir, onnx, repo_id)
     log(f"uploading {out} to {hub_endpoint()}/{repo_id}")
     try:
         commit = _hub_api(token).upload_folder(
@@ -669,12 +674,7 @@ def _publish_git(ref, repo_id, out, url, to_hub, onnx, data_dir, models_dir, log
     if to_hub:
         _create_repo(repo_id, token)
     remote_head = _remote_head(url, env, token)
-    with tempfile.TemporaryDirectory() as tmp:
-        before = Path(tmp) / "before"
-        if out.is_dir():
-            shutil.copytree(out, before, ignore=shutil.ignore_patterns(".git"))
-        info = export_model(ref, out, data_dir, models_dir, onnx, repo_id)
-        plan = plan_files(out, before)
+    info, plan = _export_with_plan(ref, out, data_dir, models_dir, onnx, repo_id)
     _prepare_mirror(out, env)
     if remote_head:
         # Commit on top of what the remote has, so the push is a fast-forward even if the remote
