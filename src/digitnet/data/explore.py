@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from matplotlib.figure import Figure
 from digitnet.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitnet.data.datasets import DEFAULT_VAL_SIZE, SPLIT_SEED, load_splits
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from digitnet.evaluation.plots import save_figure
+from digitnet.fileio import atomic_write_json, atomic_write_text
 
 SPLITS = ("train", "val", "test")
 PIXEL_MAX = 255  # uint8 full ink
@@ -383,14 +383,6 @@ def plot_sample_grid(images: np.ndarray, indices: np.ndarray, title: str, pad: i
         spine.set_visible(False)
     ax.set_title(title)
     return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """Render `fig` as PNG and write it atomically."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
 
 
 # ----------------------------------------------------------------------------------- report

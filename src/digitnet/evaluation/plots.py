@@ -6,6 +6,7 @@ so they work on headless machines and in threads; `save_figure` writes them as P
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -18,20 +19,22 @@ from matplotlib.ticker import MaxNLocator
 
 from digitnet.constants import LABEL_NAMES
 from digitnet.evaluation.metrics import ECE_BINS, reliability_bins
+from digitnet.fileio import atomic_write_bytes
 
 DPI = 150  # sharp in reports; the figures here come out at 30-100 kB each
 _MISSING = object()
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Save `fig` as PNG (creating folders), then close it so it frees its memory.
+    """Save `fig` as PNG (creating folders, atomically), then close it so it frees its memory.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png", bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())  # a reader never sees half a PNG
     fig.clear()
     if getattr(fig, "number", None) is not None:  # a pyplot figure: also drop pyplot's reference
         import matplotlib.pyplot as plt
