@@ -35,6 +35,8 @@ class TrainConfig:
     data: tuple[str, ...] = ("mnist",)  # training datasets: "mnist" and ingested dataset names
     class_weighting: bool = False  # weight the loss by inverse class frequency
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    precision: str = "fp32"  # "fp32", or "bf16": autocast convolutions and matrix products to
+    # bfloat16 in training (~1.8x faster on CPUs with AVX512-BF16 or AMX); weights stay float32
     name: str | None = None  # run name; None = a timestamp YYYYmmdd-HHMMSS
     max_steps: int | None = None  # stop each epoch after this many steps (smoke tests)
     eval_batch_size: int = 1_000  # images per forward pass in evaluation
@@ -49,6 +51,7 @@ class TrainConfig:
             (0 < self.warmup_frac < 1, "warmup_frac must be in (0, 1)"),
             (1 <= self.augment_severity <= 5, "augment_severity must be 1 to 5"),
             (self.augment_kind in ("warp", "shift"), "augment_kind must be 'warp' or 'shift'"),
+            (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'"),
             (self.val_size >= 0, "val_size must be >= 0"),
             (self.subset is None or self.subset >= 10, "subset must be >= 10"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),

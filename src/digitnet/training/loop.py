@@ -92,7 +92,8 @@ def train_one_epoch(
             images = shift_batch(images, shift, generator)
         x = to_model_input(images, data_config["mean"], data_config["std"])
         x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x)  # (B, 10)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = model(x).float()  # (B, 10)
         loss = F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,56 @@
+"""CNNs for the CPU benchmarks (BENCHMARKS.md): `fast`, whose strided stem halves the 28x28 input
+at once, so no layer runs at full resolution, where batch norm, ReLU and pooling cost more than
+the convolution; and `wide`, cnn-v1 with two convolutions at 14x14 and 7x7, for best accuracy.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from digitnet.constants import NUM_CLASSES
+from digitnet.models._registry import register_model
+from digitnet.models.cnn import SmallCNN
+
+
+def conv_bn(in_chans: int, out_chans: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(in_chans, out_chans, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True)]
+
+
+class StridedCNN(nn.Module):
+    """A stride-`stem_stride` 3x3 stem, then stages of 3x3 conv + BN each ending in 2x2 max
+    pooling, then a global max pool and a linear classifier."""
+
+    def __init__(self, stem_width: int, stages: list[list[int]], stem_stride: int = 2,
+                 dropout: float = 0.0, in_chans: int = 1, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.model_args = dict(stem_width=stem_width, stages=[list(s) for s in stages],
+                               stem_stride=stem_stride, dropout=dropout, in_chans=in_chans,
+                               num_classes=num_classes)
+        layers = conv_bn(in_chans, stem_width, stem_stride)  # (B, stem_width, 14, 14) for stride 2
+        width = stem_width
+        for stage in stages:
+            for out in stage:
+                layers += conv_bn(width, out)
+                width = out
+            layers.append(nn.MaxPool2d(2))  # 14 -> 7 -> 3
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+            nn.Linear(width, num_classes)
+        )
+
+    def forward(self, x):  # (B, 1, 28, 28) -> (B, 10) logits
+        return self.head(self.features(x))
+
+
+@register_model("fast", 1, "CPU-fast: stride-2 3x3 conv stem (32), 3x3 conv + BN (64, 128) with "
+                "max pooling, global max pool")
+def fast_v1(**kwargs):
+    return StridedCNN(**dict(stem_width=32, stages=[[64], [128]], stem_stride=2, dropout=0.0,
+                             **kwargs))
+
+
+@register_model("wide", 1, "3x3 conv + BN (32; 64, 64; 128, 128), max pooling, global max pool")
+def wide_v1(**kwargs):
+    return SmallCNN(**dict(stages=[[32], [64, 64], [128, 128]], dropout=0.1, **kwargs))
