@@ -210,3 +210,14 @@ def test_recipe_files_are_valid_and_default_matches_code():
     assert resolve_config(repo / "configs" / "default.yaml") == TrainConfig()
     for recipe in (repo / "configs").glob("*.yaml"):
         resolve_config(recipe)
+
+
+def test_resume_without_validation_split(tmp_path, synthetic_mnist):
+    """With val_size 0 the newest epoch is the best, and resuming still works."""
+    summary = run(tmp_path, synthetic_mnist, name="noval", val_size=0)
+    pointers = json.loads((Path(summary["path"]) / "checkpoints" / "pointers.json").read_text())
+    assert pointers["best"] == "epoch-003"
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/noval@epoch-1",
+                  progress=False)
+    assert resumed["epochs_done"] == 3
+    assert all(torch.equal(weights(summary["path"])[k], v) for k, v in weights(resumed["path"]).items())

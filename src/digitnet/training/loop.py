@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import math
 import platform
-import random
 import subprocess
 import sys
 import time
@@ -58,6 +57,18 @@ from digitnet.training.checkpoint import (
 
 
 # -------------------------------------------------------------------------------- one epoch
+def batch_augmentation(cfg: TrainConfig):
+    """The training augmentation as `f(uint8 images, generator) -> images`, or None when off."""
+    if not cfg.augment:
+        return None
+    from digitnet.data.augment import AugmentConfig, augment_batch, shift_batch
+
+    if cfg.augment_kind == "shift":  # whole-pixel shifts of up to `augment_severity` pixels
+        return lambda images, generator: shift_batch(images, cfg.augment_severity, generator)
+    warp = AugmentConfig.for_severity(cfg.augment_severity)
+    return lambda images, generator: augment_batch(images, warp, generator)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
@@ -74,22 +85,13 @@ def train_one_epoch(
     progress: tqdm | None = None,
 ) -> dict:
     """One pass over `train`; returns train_loss, train_acc, images, steps."""
-    aug = None
-    if cfg.augment and cfg.augment_kind == "warp":
-        from digitnet.data.augment import AugmentConfig, augment_batch
-
-        aug = AugmentConfig.for_severity(cfg.augment_severity)
-    shift = cfg.augment_severity if cfg.augment and cfg.augment_kind == "shift" else 0
+    augment = batch_augmentation(cfg)
     model.train()
     total_loss = torch.zeros((), dtype=torch.float64)
     correct = seen = steps = 0
     for images, labels in iterate_batches(train, cfg.batch_size, shuffle=True, generator=generator):
-        if aug is not None:
-            images = augment_batch(images, aug, generator)
-        if shift:
-            from digitnet.data.augment import shift_batch
-
-            images = shift_batch(images, shift, generator)
+        if augment is not None:
+            images = augment(images, generator)
         x = to_model_input(images, data_config["mean"], data_config["std"])
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -207,7 +209,7 @@ def new_run_dir(root: Path, arch_id: str, name: str | None) -> Path:
 
 
 def capture_rng() -> dict:
-    return dict(torch=torch.get_rng_state(), python=list(random.getstate()[1]))
+    return dict(torch=torch.get_rng_state())  # all randomness in training comes from torch
 
 
 def restore_rng(state: dict) -> None:
@@ -280,7 +282,7 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None) -> tuple[Ru
     # forget metrics of epochs after the checkpoint (a killed run may have logged one more)
     rows = [r for r in read_metrics(mref.run_dir) if r["epoch"] <= ckpt.epoch]
     atomic_write_text(mref.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
-    best_val = max((r.get("val_acc", -1.0) for r in rows), default=-1.0)
+    best_val = ckpt.training_state.get("best_val", -1.0)
     print(f"resuming {config['ref']} after epoch {ckpt.epoch} of {cfg.epochs}")
     state = RunState(mref.run_dir, cfg, model, optimizer, scheduler, ckpt.epoch + 1, best_val,
                      config["data_config"])
@@ -351,8 +353,9 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
                    val_loss=val_metrics.get("loss"), val_acc=val_metrics.get("acc"),
                    lr=state.scheduler.get_last_lr()[0], seconds=time.perf_counter() - start,
                    images_per_s=row["images"] / train_seconds)
-        is_best = (row["val_acc"] if row["val_acc"] is not None else epoch) > best_val
-        best_val = max(best_val, row["val_acc"] if row["val_acc"] is not None else epoch)
+        score = row["val_acc"] if row["val_acc"] is not None else epoch  # no val split: newest wins
+        is_best = score > best_val
+        best_val = max(best_val, score)
         ckpt_dir = run_dir / CHECKPOINTS_DIR
         save_checkpoint(
             ckpt_dir, epoch, model.state_dict(),
