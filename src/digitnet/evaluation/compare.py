@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections import Counter
 from pathlib import Path
 
 from digitnet.evaluation.datasets import load_eval_dataset
@@ -82,8 +83,9 @@ def write_comparison(rows: list[dict], out_dir: str | os.PathLike, metric: str =
     atomic_write_text(paths[1], to_markdown(rows))
     atomic_write_json(paths[2], rows)
     save_figure(plot_comparison(rows, metric), paths[3])
-    runs = {r["model"].split("@")[0] for r in rows}
-    if len(runs) < len(rows) // max(1, len({r["dataset"] for r in rows})):
+    first = rows[0]["dataset"] if rows else None
+    per_run = Counter(r["model"].split("@")[0] for r in rows if r["dataset"] == first)
+    if per_run and max(per_run.values()) > 1:  # several checkpoints of one run: draw them by epoch
         paths.append(out / "accuracy_by_epoch.png")
         save_figure(plot_metric_by_epoch(rows, metric), paths[-1])
     return paths
