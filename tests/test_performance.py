@@ -74,7 +74,8 @@ def test_bf16_shift_training_resumes_bit_identically(tmp_path, synthetic_mnist):
     cfg = TrainConfig(**FAST, arch="fast", augment_kind="shift", precision="bf16", name="a")
     models = tmp_path / "models"
     a = fit(cfg, data_dir=synthetic_mnist, models_dir=models, progress=False)
-    resumed = fit(models_dir=models, data_dir=synthetic_mnist, resume="fast-v1/a@epoch-1",
+    assert a["ref"] == "fast-v2/a"  # the newest fast version, as configs/fast.yaml uses
+    resumed = fit(models_dir=models, data_dir=synthetic_mnist, resume="fast-v2/a@epoch-1",
                   progress=False)
     wa, wr = _weights(a["path"]), _weights(resumed["path"])
     assert wa.keys() == wr.keys() and all(torch.equal(wa[k], wr[k]) for k in wa)
