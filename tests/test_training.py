@@ -14,7 +14,7 @@ import torch
 from digitnet.cli import main
 from digitnet.config import TrainConfig, resolve_config
 from digitnet.errors import DigitnetError
-from digitnet.models import _registry
+from digitnet.models import _registry, get_spec
 from digitnet.models.cnn import SmallCNN
 from digitnet.store import load_model, resolve_ref
 from digitnet.training.checkpoint import CheckpointError, load_checkpoint
@@ -208,8 +208,9 @@ def test_sigkill_mid_training_resumes(tmp_path, mnist_dir):
 def test_recipe_files_are_valid_and_default_matches_code():
     repo = Path(__file__).resolve().parents[1]
     assert resolve_config(repo / "configs" / "default.yaml") == TrainConfig()
-    for recipe in (repo / "configs").glob("*.yaml"):
-        resolve_config(recipe)
+    for recipe in sorted((repo / "configs").glob("*.yaml")):
+        cfg = resolve_config(recipe)
+        get_spec(cfg.arch, cfg.version)  # every recipe names a registered architecture version
 
 
 def test_resume_without_validation_split(tmp_path, synthetic_mnist):

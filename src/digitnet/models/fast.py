@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from digitnet.constants import NUM_CLASSES
+from digitnet.constants import IMAGE_SIZE, NUM_CLASSES
 from digitnet.models._registry import register_model
 from digitnet.models.cnn import SmallCNN
 
@@ -59,7 +59,8 @@ class PoolFirstCNN(nn.Module):
         super().__init__()
         self.model_args = dict(stem_width=stem_width, widths=list(widths), hidden=hidden,
                                in_chans=in_chans, num_classes=num_classes)
-        layers, width, side = conv_bn(in_chans, stem_width, stride=2), stem_width, 14
+        layers, width = conv_bn(in_chans, stem_width, stride=2), stem_width
+        side = (IMAGE_SIZE - 1) // 2 + 1  # 28 -> 14 after the stride-2 stem
         for out in widths:
             layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.MaxPool2d(2),
                        nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
