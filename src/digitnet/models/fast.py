@@ -80,8 +80,8 @@ def fast_v1(**kwargs):
                              **kwargs))
 
 
-@register_model("fast", 2, "CPU-fastest: stride-2 3x3 conv stem (16), 3x3 conv (32, 64) each followed "
-                "by max pooling then BN, MLP head (128) on the 3x3 map")
+@register_model("fast", 2, "CPU-fastest: stride-2 3x3 conv stem (16), 3x3 conv (32, 64) each "
+                "followed by max pooling then BN, MLP head (128) on the 3x3 map")
 def fast_v2(**kwargs):
     return PoolFirstCNN(**dict(stem_width=16, widths=[32, 64], hidden=128, **kwargs))
 
