@@ -1,4 +1,8 @@
-"""Every registered architecture builds, runs and trains; the registry refuses duplicates."""
+"""Every registered architecture builds, runs and trains; the registry refuses duplicates; a
+registered version never changes (tests/data/architectures.json)."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +11,7 @@ import torch.nn.functional as F
 from digitnet.errors import DigitnetError
 from digitnet.models import count_flops, count_parameters, create_model, get_spec, list_specs, register_model
 from digitnet.models._registry import parse_arch
+from digitnet.store import architecture_signature
 
 ARCHS = [s.arch_id for s in list_specs()]
 
@@ -70,3 +75,31 @@ def test_parse_arch(arch, version, expected):
 def test_newest_version_is_default():
     spec = get_spec("cnn")
     assert spec.version == max(s.version for s in list_specs("cnn-v*"))
+
+
+FROZEN = Path(__file__).parent / "data" / "architectures.json"
+
+
+def _definition(arch_id: str) -> dict:
+    model = create_model(arch_id)
+    return dict(model_args=model.model_args, signature=architecture_signature(model))
+
+
+def test_registered_versions_stay_frozen():
+    """Each version keeps the hyperparameters and parameter shapes it was first registered with,
+    so models trained with it keep loading; changes need a new version (see the module docs)."""
+    frozen = json.loads(FROZEN.read_text())
+    for arch_id, definition in frozen.items():
+        assert _definition(arch_id) == definition, (
+            f"{arch_id} changed; restore it and register the change as a new version")
+    missing = sorted(set(ARCHS) - set(frozen))
+    assert not missing, f"record new versions {missing} with: python tests/test_models.py"
+
+
+if __name__ == "__main__":  # record newly registered versions; existing records never change
+    records = json.loads(FROZEN.read_text())
+    records.update({a: _definition(a) for a in ARCHS if a not in records})
+    lines = ",\n".join(f" {json.dumps(a)}: {json.dumps(d, separators=(',', ':'))}"
+                       for a, d in sorted(records.items()))
+    FROZEN.write_text("{\n" + lines + "\n}\n")
+    print(f"{FROZEN}: {len(records)} versions")

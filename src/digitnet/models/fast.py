@@ -51,20 +51,23 @@ class StridedCNN(nn.Module):
 
 
 class PoolFirstCNN(nn.Module):
-    """A stride-2 3x3 conv + BN stem, then stages of 3x3 conv -> 2x2 max pool -> BN -> ReLU,
-    then an MLP (one hidden layer) on the flattened feature map (64 x 3 x 3 for two stages)."""
+    """An optional stride-2 3x3 conv + BN stem (`stem_width`; None = no stem), then stages of
+    3x3 conv -> 2x2 max pool -> BN -> ReLU, then an MLP (one hidden layer) on the flattened
+    feature map (64 x 3 x 3 for fast-v2, 128 x 3 x 3 for wide-v2)."""
 
-    def __init__(self, stem_width: int, widths: list[int], hidden: int, in_chans: int = 1,
+    def __init__(self, stem_width: int | None, widths: list[int], hidden: int, in_chans: int = 1,
                  num_classes: int = NUM_CLASSES):
         super().__init__()
         self.model_args = dict(stem_width=stem_width, widths=list(widths), hidden=hidden,
                                in_chans=in_chans, num_classes=num_classes)
-        layers, width = conv_bn(in_chans, stem_width, stride=2), stem_width
-        side = (IMAGE_SIZE - 1) // 2 + 1  # 28 -> 14 after the stride-2 stem
+        layers, width, side = [], in_chans, IMAGE_SIZE
+        if stem_width is not None:
+            layers, width = conv_bn(in_chans, stem_width, stride=2), stem_width
+            side = (IMAGE_SIZE - 1) // 2 + 1  # 28 -> 14 after the stride-2 stem
         for out in widths:
             layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.MaxPool2d(2),
                        nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-            width, side = out, side // 2  # 14 -> 7 -> 3
+            width, side = out, side // 2  # 28 -> 14 -> 7 -> 3
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * side * side, hidden),
                                   nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
@@ -89,3 +92,9 @@ def fast_v2(**kwargs):
 @register_model("wide", 1, "3x3 conv + BN (32; 64, 64; 128, 128), max pooling, global max pool")
 def wide_v1(**kwargs):
     return SmallCNN(**dict(stages=[[32], [64, 64], [128, 128]], dropout=0.1, **kwargs))
+
+
+@register_model("wide", 2, "3x3 conv (32, 64, 128) at 28, 14 and 7 px, each followed by max pooling "
+                "then BN, MLP head (256) on the 3x3 map")
+def wide_v2(**kwargs):
+    return PoolFirstCNN(**dict(stem_width=None, widths=[32, 64, 128], hidden=256, **kwargs))
