@@ -144,7 +144,7 @@ def test_ensemble_command_averages_members(tmp_path, synthetic_mnist, capsys):
     from digitnet.cli import main
     from digitnet.evaluation.evaluate import predict_probs
     from digitnet.evaluation.metrics import compute_metrics
-    from digitnet.store import load_model
+    from digitnet.store import expand_refs, load_model
 
     models = tmp_path / "models"
     for seed in (0, 1):
@@ -164,6 +164,16 @@ def test_ensemble_command_averages_members(tmp_path, synthetic_mnist, capsys):
                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())[0]["models"] == refs
     assert "ensemble of 2" in capsys.readouterr().out
+    # a glob for the run names expands to every matching run, oldest first
+    assert expand_refs(["cnn-v1/s*@best", "cnn-v1/s1"], models) == [
+        "cnn-v1/s0@best", "cnn-v1/s1@best", "cnn-v1/s1"]
+    assert main(["ensemble", "cnn-v1/s?", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["models"] == refs
+    with pytest.raises(DigitnetError, match="no cnn-v1 run in .* matches 'x\\*'"):
+        expand_refs(["cnn-v1/x*"], models)
+    assert main(["ensemble", "cnn-v1/x*", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models)]) != 0
 
 
 # ------------------------------------------------------------------------- benchmark helpers

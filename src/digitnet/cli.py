@@ -290,7 +290,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from digitnet.evaluation.compare import compare, to_markdown, write_comparison
     from digitnet.evaluation.datasets import DEFAULT_DATASET
 
-    rows = compare(args.refs, args.dataset or [DEFAULT_DATASET], args.data_dir, args.models_dir)
+    from digitnet.store import expand_refs
+
+    rows = compare(expand_refs(args.refs, args.models_dir), args.dataset or [DEFAULT_DATASET],
+                   args.data_dir, args.models_dir)
     print(to_markdown(rows), end="")
     for path in write_comparison(rows, args.out, args.metric):
         print(f"wrote {path}")
@@ -300,7 +303,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _add_compare_command(sub) -> None:
     p = sub.add_parser("compare", help="compare models and checkpoints across test datasets")
     p.add_argument("refs", nargs="+", metavar="REF",
-                   help="model references; REF@all stands for every epoch checkpoint of a run")
+                   help="model references; REF@all stands for every epoch checkpoint of a run; a "
+                        "quoted glob such as 'cnn-v1/*' names every matching run")
     _add_datasets(p)
     p.add_argument("--out", default="reports/compare", metavar="DIR",
                    help="folder for comparison.csv/.md/.json/.png (default: reports/compare)")
@@ -317,12 +321,15 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from digitnet.evaluation.evaluate import format_results
     from digitnet.fileio import atomic_write_json
 
-    results = evaluate_ensemble(args.refs, args.dataset or [DEFAULT_DATASET], args.data_dir,
+    from digitnet.store import expand_refs
+
+    refs = expand_refs(args.refs, args.models_dir)
+    results = evaluate_ensemble(refs, args.dataset or [DEFAULT_DATASET], args.data_dir,
                                 args.models_dir)
     for r in results:
         members = "  ".join(f"{m['model']} {m['accuracy']:.2%}" for m in r["members"])
         print(f"{r['dataset']}: members {members}")
-    print(f"ensemble of {len(args.refs)} (mean probabilities)")
+    print(f"ensemble of {len(refs)} (mean probabilities)")
     print(format_results(results))
     if args.json:
         atomic_write_json(args.json, results)
@@ -332,7 +339,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 def _add_ensemble_command(sub) -> None:
     p = sub.add_parser("ensemble", help="evaluate the average of several models' probabilities")
-    p.add_argument("refs", nargs="+", metavar="REF", help="model references, as for evaluate")
+    p.add_argument("refs", nargs="+", metavar="REF",
+                   help="model references, as for evaluate; a quoted glob such as 'wide-v1/ens-*' "
+                        "names every matching run")
     _add_datasets(p)
     p.add_argument("--json", metavar="PATH", help="write one result object per dataset here")
     _add_data_dir(p)

@@ -9,10 +9,12 @@
 
 A reference is `ARCH-vN/RUN`, `ARCH-vN/latest`, `latest` (the newest model of any architecture),
 any of them with `@last`, `@best` or `@epoch-N`, or a path to a model or checkpoint folder.
+Commands that take several models also accept a glob for the run name (`wide-v1/ens-*`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -157,6 +159,29 @@ def resolve_ref(ref: str, models_dir: str | os.PathLike | None = None) -> ModelR
         hint = f"; {arch_id} models: {', '.join(known[-10:])}" if known else f"; no {arch_id} models in {root}"
         raise DigitnetError(f"model reference {ref!r}: {run_dir} not found{hint}")
     return ModelRef(run_dir.resolve(), checkpoint)
+
+
+def expand_refs(refs: list[str], models_dir: str | os.PathLike | None = None) -> list[str]:
+    """Expand references whose run name is a glob (`wide-v1/ens-*`, `cnn-v1/*@best`) into one
+    `ARCH-vN/RUN` reference per matching run, oldest first; other references pass unchanged.
+
+    Raises:
+        DigitnetError: a pattern matches no run.
+    """
+    root = models_root(models_dir)
+    out = []
+    for ref in refs:
+        base, at, checkpoint = ref.partition("@")
+        arch_id, sep, pattern = base.partition("/")
+        if not sep or not any(c in pattern for c in "*?[") or Path(base).expanduser().exists():
+            out.append(ref)
+            continue
+        runs = [r.name for r in list_runs(root, arch_id) if fnmatch.fnmatchcase(r.name, pattern)]
+        if not runs:
+            raise DigitnetError(f"model reference {ref!r}: no {arch_id} run in {root} matches "
+                                f"{pattern!r}")
+        out += [f"{arch_id}/{run}{at}{checkpoint}" for run in runs]
+    return out
 
 
 # ------------------------------------------------------------------------------------- loading
