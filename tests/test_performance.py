@@ -217,3 +217,17 @@ def test_predict_uses_the_fast_path_with_the_same_labels(tmp_path, synthetic_mni
     assert [e["label"] for e in entries] == eager.argmax(1).tolist()
     got = torch.tensor([e["probabilities"] for e in entries], dtype=torch.float64)
     assert torch.allclose(got, eager, atol=1e-5)
+
+
+def test_ensemble_growth_and_error_overlap():
+    growth = _load_script("ensemble_growth")
+    labels = torch.tensor([0, 1, 1])
+    a = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])  # wrong on image 1
+    b = torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])  # right on all
+    c = torch.tensor([[0.4, 0.6], [0.9, 0.1], [0.7, 0.3]])  # wrong on all
+    assert growth.growth([a, b, c], labels) == pytest.approx([2 / 3, 1.0, 2 / 3])
+    result = growth.overlap([a, b, c], labels)
+    assert result["wrong_in_all"] == 0 and result["wrong_in_any"] == 3
+    [error] = result["ensemble_errors"]  # mean of image 1: [0.6, 0.4]
+    assert error["index"] == 1 and error["predicted"] == 0 and error["members_wrong"] == 2
+    assert error["p_label"] == pytest.approx(0.4)
