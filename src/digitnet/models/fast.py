@@ -6,7 +6,9 @@ the convolution; and `wide`, cnn-v1 with two convolutions at 14x14 and 7x7, for 
 each stage pools right after its convolution, so batch norm and ReLU run on a quarter of the
 pixels (max pooling commutes with ReLU; with batch norm it makes a different, equally trainable
 network), and a small MLP head reads the whole 3x3 map instead of a global pool (the hidden layer
-adds 2% to the FLOPs and about 0.1 points of accuracy after 6 epochs).
+adds 2% to the FLOPs and about 0.1 points of accuracy after 6 epochs). `wide-v2` is the same
+design without the stem, wider (32, 64, 128 from 28x28 on), for longer runs: 15.5 MFLOPs per image
+against 43.8 for `wide-v1`.
 """
 
 from __future__ import annotations
