@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from digitnet.errors import DigitnetError
-from digitnet.models import count_flops, count_parameters, create_model, get_spec, list_specs, register_model
+from digitnet.models import (
+    count_flops,
+    count_parameters,
+    create_model,
+    get_spec,
+    list_specs,
+    register_model,
+)
 from digitnet.models._registry import parse_arch
 from digitnet.store import architecture_signature
 

@@ -289,7 +289,6 @@ def _add_evaluate_command(sub) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from digitnet.evaluation.compare import compare, to_markdown, write_comparison
     from digitnet.evaluation.datasets import DEFAULT_DATASET
-
     from digitnet.store import expand_refs
 
     rows = compare(expand_refs(args.refs, args.models_dir), args.dataset or [DEFAULT_DATASET],
@@ -320,7 +319,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from digitnet.evaluation.ensemble import evaluate_ensemble
     from digitnet.evaluation.evaluate import format_results
     from digitnet.fileio import atomic_write_json
-
     from digitnet.store import expand_refs
 
     refs = expand_refs(args.refs, args.models_dir)
