@@ -7,7 +7,7 @@ To add an architecture, or a new version of one, register a builder in a family 
         return SmallCNN(**dict(stages=[[32, 32], [64, 64], [128]], dropout=0.1, **kwargs))
 """
 
-from digitnet.models import cnn, fast, lenet, mlp  # noqa: F401  (registers the models)
+from digitnet.models import cnn, fast, lenet, mlp, nopool  # noqa: F401  (registers the models)
 from digitnet.models._registry import (
     ModelSpec,
     count_flops,
