@@ -106,4 +106,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from digitnet.errors import DigitnetError
+
+    try:
+        main()
+    except DigitnetError as e:  # a bad reference or data folder: the message says which
+        raise SystemExit(f"ensemble_growth.py: error: {e}") from None
