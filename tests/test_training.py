@@ -18,7 +18,7 @@ from digitnet.models import _registry, get_spec
 from digitnet.models.cnn import SmallCNN
 from digitnet.store import load_model, resolve_ref
 from digitnet.training.checkpoint import CheckpointError, load_checkpoint
-from digitnet.training.loop import fit
+from digitnet.training.loop import fit, resolve_device
 
 FAST = dict(epochs=3, batch_size=32, val_size=50, threads=1, augment=False)
 
@@ -52,6 +52,54 @@ def test_run_folder_holds_everything(tmp_path, synthetic_mnist):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()) == [
         "epoch-001", "epoch-002", "epoch-003"]
     assert 0.0 <= summary["test_acc"] <= 1.0
+
+
+def test_run_records_the_device_it_trained_on(tmp_path, synthetic_mnist):
+    cfg = TrainConfig(**{**FAST, "epochs": 1, "name": "on-cpu"})
+    summary = fit(cfg, synthetic_mnist, tmp_path / "models", progress=False, device="cpu")
+    run_dir = Path(summary["path"])
+    assert json.loads((run_dir / "config.json").read_text())["env"]["device"] == "cpu"
+    row = json.loads((run_dir / "metrics.jsonl").read_text())
+    assert row["device"] == "cpu" and summary["final"]["device"] == "cpu"
+
+
+def test_auto_device_is_cuda_when_present_else_cpu():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("gpu", "is not a device; expected auto, cpu, cuda, cuda:N or mps"),
+    ("cuda:x", "is not a device"),
+    ("", "is not a device"),
+    ("meta", "is not supported; expected auto, cpu"),
+    ("xla", "is not supported"),
+])
+def test_unknown_device_is_a_clear_error(name, message):
+    with pytest.raises(DigitnetError, match=message):
+        resolve_device(name)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+def test_missing_cuda_is_a_clear_error(name):
+    with pytest.raises(DigitnetError, match="CUDA is not available here .*use --device cpu"):
+        resolve_device(name)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_missing_mps_is_a_clear_error():
+    with pytest.raises(DigitnetError, match="MPS is not available here"):
+        resolve_device("mps")
+
+
+def test_cli_bad_device_fails_before_creating_a_run(tmp_path, synthetic_mnist, capsys):
+    models = tmp_path / "models"
+    code = main(["train", "--device", "gpu", "--epochs", "1", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models), "--no-progress"])
+    assert code == 1
+    assert "digitnet: error: device 'gpu' is not a device" in capsys.readouterr().err
+    assert not models.exists()
 
 
 def test_training_learns_synthetic_classes(tmp_path, synthetic_mnist):

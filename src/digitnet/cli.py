@@ -124,10 +124,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise DigitnetError(f"--resume continues a run with its own configuration; "
                                 f"drop {', '.join(ignored + (['--config'] if args.config else []))}")
         summary = fit(None, args.data_dir, args.models_dir, resume=args.resume,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, device=args.device)
     else:
         cfg = resolve_config(args.config, **{k: getattr(args, k) for k in _TRAIN_FIELDS})
-        summary = fit(cfg, args.data_dir, args.models_dir, progress=not args.no_progress)
+        summary = fit(cfg, args.data_dir, args.models_dir, progress=not args.no_progress,
+                      device=args.device)
     if args.json:
         atomic_write_json(args.json, summary)
     print(summary["ref"])
@@ -171,6 +172,9 @@ def _add_train_command(sub) -> None:
     p.add_argument("--class-weighting", action=argparse.BooleanOptionalAction, default=None,
                    help="weight the loss by inverse class frequency (default: off)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="where to train: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or "
+                   "mps; a run may be resumed on another device (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: autocast training to bfloat16, faster on CPUs with AVX512-BF16 "
                    f"(default: {d.precision})")

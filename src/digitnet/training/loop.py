@@ -73,6 +73,37 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device to train on: `name` is one of DEVICES; auto takes CUDA when present, else CPU.
+
+    Raises:
+        DigitnetError: an unknown device, or one this machine or this torch build does not have.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DigitnetError(f"device {name!r} is not a device; expected {DEVICES}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build"
+            raise DigitnetError(f"device {name!r}: CUDA is not available here (torch "
+                                f"{torch.__version__} is {build}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DigitnetError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
+                                f"CUDA device(s), numbered from 0")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DigitnetError(f"device {name!r}: Apple's MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise DigitnetError(f"device {name!r} is not supported; expected {DEVICES}")
+    return device
+
+
 def train_one_epoch(
     model: nn.Module,
     train: TensorDataset,
@@ -84,46 +115,67 @@ def train_one_epoch(
     class_weights: torch.Tensor | None = None,
     progress: tqdm | None = None,
 ) -> dict:
-    """One pass over `train`; returns train_loss, train_acc, images, steps."""
+    """One pass over `train` on the model's device; returns train_loss, train_acc, images, steps.
+
+    Batches are drawn and augmented on the CPU (with `generator`, so runs are reproducible and
+    resumable), then moved to the model's device.
+    """
     augment = batch_augmentation(cfg)
+    device = next(model.parameters()).device
     model.train()
-    total_loss = torch.zeros((), dtype=torch.float64)
-    correct = seen = steps = 0
+    # running sums stay on the device: no host sync per step (MPS has no float64)
+    total_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64,
+                             device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = steps = 0
     for images, labels in iterate_batches(train, cfg.batch_size, shuffle=True, generator=generator):
         if augment is not None:
             images = augment(images, generator)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x = to_model_input(images, data_config["mean"], data_config["std"])
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             logits = model(x).float()  # (B, 10)
         loss = F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if not math.isfinite(loss.item()):
-            raise DigitnetError(f"training diverged (loss {loss.item()}); lower --lr (now {cfg.lr})")
-        total_loss += loss.detach().double() * len(labels)
-        correct += int((logits.argmax(1) == labels).sum())
+        if device.type == "cpu" and not math.isfinite(loss.item()):  # elsewhere: every 20 steps
+            _diverged(loss, cfg)
+        total_loss += loss.detach().to(total_loss.dtype) * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
         steps += 1
         if progress is not None:
             progress.update(len(labels))
-            if steps % 20 == 0:
-                progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}", acc=f"{correct / seen:.2%}")
+        if steps % 20 == 0:
+            if not math.isfinite(total_loss.item()):
+                _diverged(loss, cfg)
+            if progress is not None:
+                progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
+                                     acc=f"{correct.item() / seen:.2%}")
         if cfg.max_steps and steps >= cfg.max_steps:
             break
-    return dict(train_loss=total_loss.item() / max(seen, 1), train_acc=correct / max(seen, 1),
+    if not math.isfinite(total_loss.item()):
+        _diverged(loss, cfg)
+    return dict(train_loss=total_loss.item() / max(seen, 1), train_acc=correct.item() / max(seen, 1),
                 images=seen, steps=steps)
+
+
+def _diverged(loss: torch.Tensor, cfg: TrainConfig):
+    raise DigitnetError(f"training diverged (loss {loss.item()}); lower --lr (now {cfg.lr})")
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: TensorDataset, data_config: dict, batch_size: int = 1000) -> dict:
-    """Mean cross-entropy loss and accuracy of `model` on `dataset` (eval mode)."""
+    """Mean cross-entropy loss and accuracy of `model` on `dataset` (eval mode, model's device)."""
+    device = next(model.parameters()).device
     model.eval()
     total_loss = 0.0
     correct = 0
     for images, labels in iterate_batches(dataset, batch_size):
+        images, labels = images.to(device), labels.to(device)
         x = to_model_input(images, data_config["mean"], data_config["std"])
         logits = model(x.contiguous(memory_format=torch.channels_last))
         total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
@@ -172,10 +224,12 @@ def load_training_data(cfg: TrainConfig, data_dir) -> dict:
     return splits
 
 
-def environment_info() -> dict:
+def environment_info(device: torch.device) -> dict:
     info = dict(digitnet=__version__, torch=torch.__version__, numpy=np.__version__,
                 python=sys.version.split()[0], platform=platform.platform(),
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), device=str(device))
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
     src = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
@@ -228,26 +282,29 @@ class RunState:
     start_epoch: int  # first epoch to run, 1-based
     best_val: float  # best validation accuracy so far
     data_config: dict
+    device: torch.device
 
 
-def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict) -> RunState:
-    model = create_model(cfg.arch, cfg.version).to(memory_format=torch.channels_last)
+def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict,
+              device: torch.device) -> RunState:
+    model = create_model(cfg.arch, cfg.version).to(device, memory_format=torch.channels_last)
     arch = dict(name=model.arch_name, version=model.arch_version,
                 id=f"{model.arch_name}-v{model.arch_version}", model_args=model.model_args,
                 signature=architecture_signature(model))
     run_dir = new_run_dir(models_root(models_dir), arch["id"], cfg.name)
     data_config = default_data_config()
     config = dict(format_version=FORMAT_VERSION, arch=arch, data_config=data_config,
-                  train=cfg.to_dict(), data=data_info, env=environment_info(),
+                  train=cfg.to_dict(), data=data_info, env=environment_info(device),
                   created=dt.datetime.now().astimezone().isoformat(timespec="microseconds"),
                   ref=f"{arch['id']}/{run_dir.name}")
     atomic_write_json(run_dir / CONFIG_FILE, config)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
-    return RunState(run_dir, cfg, model, optimizer, scheduler, 1, -1.0, data_config)
+    return RunState(run_dir, cfg, model, optimizer, scheduler, 1, -1.0, data_config, device)
 
 
-def _resume_run(ref: str, splits_for, models_dir, which: str | None) -> tuple[RunState, dict]:
+def _resume_run(ref: str, splits_for, models_dir, which: str | None,
+                device: torch.device) -> tuple[RunState, dict]:
     mref = resolve_ref(ref, models_dir)
     config = read_json(mref.run_dir / CONFIG_FILE)
     cfg = config_from_dict(config["train"])
@@ -264,7 +321,7 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None) -> tuple[Ru
                                     f"changed since the run started")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = build_frozen_model(config["arch"], mref.run_dir).to(memory_format=torch.channels_last)
+    model = build_frozen_model(config["arch"], mref.run_dir).to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
     ckpt, warnings = load_latest_good(mref.run_dir / CHECKPOINTS_DIR, which or mref.checkpoint or "last")
@@ -285,7 +342,7 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None) -> tuple[Ru
     best_val = ckpt.training_state.get("best_val", -1.0)
     print(f"resuming {config['ref']} after epoch {ckpt.epoch} of {cfg.epochs}")
     state = RunState(mref.run_dir, cfg, model, optimizer, scheduler, ckpt.epoch + 1, best_val,
-                     config["data_config"])
+                     config["data_config"], device)
     return state, splits
 
 
@@ -296,6 +353,7 @@ def fit(
     resume: str | None = None,
     resume_checkpoint: str | None = None,
     progress: bool = True,
+    device: str = "auto",
 ) -> dict:
     """Train a model (or resume one) and return its summary (ref, paths, final metrics).
 
@@ -305,12 +363,14 @@ def fit(
         models_dir: the model store (None: $DIGITNET_MODELS_DIR, then ./models).
         resume: a model reference to continue from its last checkpoint.
         resume_checkpoint: "last", "best" or "epoch-N" to resume from instead.
+        device: where to train, one of DEVICES (a run may be resumed on another device).
     """
+    torch_device = resolve_device(device)
     def splits_for(c: TrainConfig) -> dict:
         return load_training_data(c, data_dir)
 
     if resume:
-        state, splits = _resume_run(resume, splits_for, models_dir, resume_checkpoint)
+        state, splits = _resume_run(resume, splits_for, models_dir, resume_checkpoint, torch_device)
     else:
         cfg = cfg or TrainConfig()
         if cfg.threads:
@@ -326,17 +386,19 @@ def fit(
             from digitnet.data.ingest import dataset_fingerprint
 
             data_info["ingested"] = [dataset_fingerprint(n) for n in cfg.data if n != "mnist"]
-        state = _init_run(cfg, splits, models_dir, data_info)
+        state = _init_run(cfg, splits, models_dir, data_info, torch_device)
     return _run_epochs(state, splits, progress)
 
 
 def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
     cfg, model, run_dir = state.cfg, state.model, state.run_dir
     train, val = splits["train"], splits["val"]
-    weights = class_weights_for(train) if cfg.class_weighting else None
+    weights = class_weights_for(train).to(state.device) if cfg.class_weighting else None
     ref = f"{run_dir.parent.name}/{run_dir.name}"
+    where = (f"{torch.get_num_threads()} threads" if state.device.type == "cpu"
+             else f"on {state.device}")
     print(f"training {ref}: {len(train):,} train / {len(val):,} val images, {cfg.epochs} epochs, "
-          f"batch {cfg.batch_size}, {torch.get_num_threads()} threads")
+          f"batch {cfg.batch_size}, {where}")
     best_val = state.best_val
     for epoch in range(state.start_epoch, cfg.epochs + 1):
         start = time.perf_counter()
@@ -352,7 +414,7 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
         row = dict(epoch=epoch, train_loss=row["train_loss"], train_acc=row["train_acc"],
                    val_loss=val_metrics.get("loss"), val_acc=val_metrics.get("acc"),
                    lr=state.scheduler.get_last_lr()[0], seconds=time.perf_counter() - start,
-                   images_per_s=row["images"] / train_seconds)
+                   images_per_s=row["images"] / train_seconds, device=str(state.device))
         score = row["val_acc"] if row["val_acc"] is not None else epoch  # no val split: newest wins
         is_best = score > best_val
         best_val = max(best_val, score)
@@ -394,4 +456,4 @@ def training_done(run_dir: Path) -> bool:
     return (run_dir / WEIGHTS_FILE).is_file() and (run_dir / SUMMARY_FILE).is_file()
 
 
-__all__ = ["evaluate", "fit", "train_one_epoch", "training_done"]
+__all__ = ["evaluate", "fit", "resolve_device", "train_one_epoch", "training_done"]
