@@ -286,12 +286,39 @@ def test_pixel_limit_is_configurable(tmp_path, seven, monkeypatch):
         (np.full((8, 8), np.nan), "NaN"),
         (np.full((8, 8), -3, np.int32), "0-65535"),
         ("not/a/file.png", "file not found"),
-        ([1, 2, 3], "expected a file path, numpy array or torch tensor"),
+        ([1, 2, 3], "expected a file path, file contents"),
     ],
 )
 def test_bad_arrays(image, match):
     with pytest.raises(ImageError, match=match):
         preprocess(image)
+
+
+def test_file_contents_as_bytes_give_the_same_digit_as_the_file(tmp_path, seven):
+    path = tmp_path / "seven.jpg"
+    on_paper(seven).save(path, quality=90)
+    from_file, from_bytes = preprocess(path), preprocess(path.read_bytes())
+    assert from_bytes.digit_found and np.array_equal(from_bytes.image, from_file.image)
+    assert from_bytes.source == f"<{path.stat().st_size} bytes>"
+
+
+@pytest.mark.parametrize(
+    "content, error, match",
+    [
+        (b"", ImageError, "<0 bytes>: empty"),
+        (b"plain text, not an image", ImageError, "not an image file"),
+        ("half a png", ImageError, "truncated or corrupt"),
+        (png_header(10_000, 10_000), ImageTooLargeError, "decompression bomb"),
+    ],
+    ids=["empty", "text", "truncated", "bomb"],
+)
+def test_bad_file_contents(content, error, match, seven, tmp_path):
+    if content == "half a png":
+        on_paper(seven).save(tmp_path / "seven.png")
+        whole = (tmp_path / "seven.png").read_bytes()
+        content = whole[: len(whole) // 2]
+    with pytest.raises(error, match=match):
+        preprocess(content)
 
 
 def test_batch_continues_after_errors(seven, tmp_path):

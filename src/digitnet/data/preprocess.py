@@ -88,30 +88,37 @@ def _check_size(width: int, height: int, name: str, max_pixels: int | None) -> N
         )
 
 
-def _open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
-    """Open, size-check and decode the first frame of an image file, honouring EXIF orientation."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: {'is a folder' if path.is_dir() else 'file not found'}, "
-                         f"expected an image file ({_FORMATS})")
+def _open_image(source: str | os.PathLike | bytes, max_pixels: int | None = None) -> Image.Image:
+    """Open, size-check and decode the first frame of an image file (its path, or its contents as
+    bytes, e.g. an upload), honouring EXIF orientation."""
+    if isinstance(source, bytes):
+        name, fp = _describe(source), io.BytesIO(source)
+        if not source:
+            raise ImageError(f"{name}: empty, expected an image file ({_FORMATS})")
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{path}: {'is a folder' if path.is_dir() else 'file not found'}, "
+                             f"expected an image file ({_FORMATS})")
+        name, fp = str(path), path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(img.width, img.height, str(path), max_pixels)
+            with Image.open(fp) as img:
+                _check_size(img.width, img.height, name, max_pixels)
                 img.load()  # the first frame of an animation
                 return ImageOps.exif_transpose(img)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageTooLargeError(
-            f"{path}: refused as a possible decompression bomb ({e}); expected at most "
+            f"{name}: refused as a possible decompression bomb ({e}); expected at most "
             f"{(MAX_PIXELS if max_pixels is None else max_pixels) / 1e6:g} megapixels"
         ) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (expected {_FORMATS})") from None
+        raise ImageError(f"{name}: not an image file (expected {_FORMATS})") from None
     except PermissionError as e:
-        raise ImageError(f"{path}: cannot read the file ({e.strerror})") from None
+        raise ImageError(f"{name}: cannot read the file ({e.strerror})") from None
     except _DECODE_ERRORS as e:
-        raise ImageError(f"{path}: truncated or corrupt image data ({e}); expected a complete "
+        raise ImageError(f"{name}: truncated or corrupt image data ({e}); expected a complete "
                          f"{_FORMATS} file") from None
 
 
@@ -170,8 +177,8 @@ def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def _to_array(image, max_pixels: int | None) -> np.ndarray:
-    """A path, numpy array or torch tensor as float32 in [0, 1], channels last."""
-    if isinstance(image, (str, os.PathLike)):
+    """A path, file contents, numpy array or torch tensor as float32 in [0, 1], channels last."""
+    if isinstance(image, (str, os.PathLike, bytes)):
         return _pil_to_array(_open_image(image, max_pixels))
     name = _describe(image)
     if isinstance(image, torch.Tensor):
@@ -179,7 +186,8 @@ def _to_array(image, max_pixels: int | None) -> np.ndarray:
     elif isinstance(image, Image.Image):
         image = _pil_to_array(ImageOps.exif_transpose(image))
     elif not isinstance(image, np.ndarray):
-        raise ImageError(f"{name}: expected a file path, numpy array or torch tensor")
+        raise ImageError(f"{name}: expected a file path, file contents (bytes), numpy array or "
+                         f"torch tensor")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
         raise ImageError(f"{name}: expected an image array of shape (H, W) or (H, W, C) with "
                          f"C in 1-4, got {image.shape}")
@@ -195,6 +203,8 @@ def _describe(image) -> str:
         return f"<{kind} {tuple(image.shape)} {str(image.dtype).removeprefix('torch.')}>"
     if isinstance(image, Image.Image):
         return f"<PIL image {image.width}x{image.height} {image.mode}>"
+    if isinstance(image, bytes):
+        return f"<{len(image)} bytes>"
     return f"<{type(image).__name__}>"
 
 
@@ -606,9 +616,9 @@ def preprocess(image, debug: bool = False, max_pixels: int | None = None) -> Pre
     """Turn one image into MNIST format: 28x28 uint8, white digit on black, centred by mass.
 
     Args:
-        image: a file path (PNG, JPEG, BMP, GIF, TIFF, WebP), a numpy array (H, W), (H, W, 3) or
-            (H, W, 4) of uint8, uint16 or float in [0, 1], a torch tensor ((H, W) or (C, H, W)),
-            or a PIL image.
+        image: a file path (PNG, JPEG, BMP, GIF, TIFF, WebP) or such a file's contents as bytes
+            (an upload), a numpy array (H, W), (H, W, 3) or (H, W, 4) of uint8, uint16 or float
+            in [0, 1], a torch tensor ((H, W) or (C, H, W)), or a PIL image.
         debug: keep every stage as a uint8 picture in `result.stages`.
         max_pixels: refuse larger images (default: MAX_PIXELS).
 

@@ -120,7 +120,8 @@ def predict_images(
 
     Args:
         loaded: a model from `digitnet.store.load_model`.
-        images: anything `preprocess` takes: file paths, numpy arrays, torch tensors, PIL images.
+        images: anything `preprocess` takes: file paths, file contents (bytes), numpy arrays,
+            torch tensors, PIL images.
         top_k: how many of the most probable labels to list (1-10).
         names: what to call each image in the `file` field (default: the path, or a description
             of the array).
