@@ -384,6 +384,43 @@ def _add_predict_command(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+# --------------------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from digitnet.deploy.serve import (
+        bind_socket,
+        check_serve_dependencies,
+        create_app,
+        serve,
+        url_of,
+    )
+    from digitnet.store import load_model
+
+    check_serve_dependencies()
+    loaded = load_model(args.ref, args.models_dir)  # a bad reference fails before anything listens
+    app = create_app(loaded, args.max_upload_mb)
+    sock = bind_socket(args.host, args.port)
+    print(f"serving {loaded.ref.label} at {url_of(sock)} (Ctrl+C to stop)", flush=True)
+    serve(app, sock)
+    return 0
+
+
+def _add_serve_command(sub) -> None:
+    p = sub.add_parser("serve", help="web demo (draw or upload a digit) and JSON API for "
+                       "predictions; needs pip install 'digitnet[serve]'")
+    p.add_argument("ref", metavar="REF", help="model reference: ARCH-vN/RUN, ARCH-vN/latest, "
+                   "latest, ...@best, a model or checkpoint folder, or hf://USER/NAME")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 for every network interface "
+                   "(default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000,
+                   help="port; 0 picks a free one (default: 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0,  # serve.DEFAULT_MAX_UPLOAD_MB
+                   metavar="MB",
+                   help="largest image file accepted; larger uploads get HTTP 413 (default: 10)")
+    _add_models_dir(p)
+    p.set_defaults(func=cmd_serve)
+
+
 # ------------------------------------------------------------------------------ export, publish
 def _print_export(info: dict) -> None:
     from digitnet.deploy.hub import format_size
@@ -476,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ensemble_command(sub)
     _add_preprocess_command(sub)
     _add_predict_command(sub)
+    _add_serve_command(sub)
     _add_export_commands(sub)
     return parser
 

@@ -6,4 +6,5 @@ predict on new images.
     card.py     the model card (README.md with YAML metadata and model-index)
     onnx.py     export_onnx with a parity check against the PyTorch logits
     predict.py  the one path from a new image to a label (CLI and demo)
+    serve.py    `digitnet serve`: the web demo (static/index.html) and JSON API over predict.py
 """

@@ -1,0 +1,281 @@
+"""`digitnet serve`: the demo page, the JSON API (same predictions as `digitnet predict`, clear
+errors for bad uploads, the upload limit), the CLI wiring, and a real server over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitnet.cli import main
+from digitnet.config import TrainConfig
+from digitnet.data.preprocess import preprocess
+from digitnet.deploy import serve
+from digitnet.errors import DigitnetError
+from digitnet.store import ModelRef, load_model
+from digitnet.training.loop import fit
+
+pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")
+from fastapi.testclient import TestClient  # after the skip
+
+REF = "cnn-v1/tiny"
+RESPONSE_KEYS = {"file", "label", "probabilities", "top_k", "digit_found", "reason", "image"}
+SAME_AS_CLI = ("label", "probabilities", "top_k", "digit_found", "reason")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> dict:
+    """A cnn trained for one epoch on synthetic MNIST (a few seconds), loaded once."""
+    from conftest import make_synthetic_mnist
+
+    root = tmp_path_factory.mktemp("serve")
+    data = make_synthetic_mnist(root / "mnist")
+    models = root / "models"
+    fit(TrainConfig(arch="cnn", epochs=1, name="tiny", batch_size=32, val_size=50, threads=1,
+                    augment=False, lr=0.05), data, models, progress=False)
+    return dict(models=str(models), loaded=load_model(REF, models))
+
+
+@pytest.fixture(scope="module")
+def client(model) -> TestClient:
+    return TestClient(serve.create_app(model["loaded"]))
+
+
+def seven_png(size: int = 200, paper=(255, 255, 255), pen=(0, 0, 0), fmt: str = "PNG") -> bytes:
+    """A hand-drawn-looking 7 with a crossbar, dark ink on light paper."""
+    img = Image.new("RGB", (size, size), paper)
+    draw = ImageDraw.Draw(img)
+    s, w = size, max(2, size // 14)
+    draw.line([(0.3 * s, 0.2 * s), (0.7 * s, 0.2 * s), (0.45 * s, 0.8 * s)], fill=pen, width=w)
+    draw.line([(0.4 * s, 0.5 * s), (0.65 * s, 0.5 * s)], fill=pen, width=w)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def post(client: TestClient, content: bytes, name: str = "digit.png", **params):
+    return client.post("/predict", params=params, files={"file": (name, content, "image/png")})
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    prefix = "data:image/png;base64,"
+    assert url.startswith(prefix)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url[len(prefix):]))))
+
+
+# ------------------------------------------------------------------------------------ the page
+def test_page_is_self_contained_and_names_the_model(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert '<canvas id="pad"' in page and 'type="file"' in page
+    assert f"<code id=\"model\">{REF}</code>" in page and f"<title>digitnet: {REF}</title>" in page
+    assert f'Number("{10 * serve.MB}")' in page  # the upload limit, for the page's own check
+    assert "{{" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "loads something from outside"
+
+
+def test_page_escapes_the_model_label(model):
+    ref = ModelRef(Path("models/cnn-v1/a<b>&c"), None)
+    page = serve.render_page(dataclasses.replace(model["loaded"], ref=ref), serve.MB)
+    assert "a<b>&c" not in page and "cnn-v1/a&lt;b&gt;&amp;c" in page
+
+
+# ------------------------------------------------------------------------------ health, info
+def test_health_and_info(client, model):
+    n_params = sum(p.numel() for p in model["loaded"].model.parameters())
+    assert client.get("/health").json() == dict(status="ok", model=REF, arch="cnn-v1",
+                                                parameters=n_params)
+    info = client.get("/info").json()
+    assert info["model"] == REF and info["parameters"] == n_params and info["epochs"] == 1
+    assert info["max_upload_bytes"] == 10 * serve.MB and info["input_size"] == [1, 28, 28]
+    assert 0 <= info["test_accuracy"] <= 1
+
+
+# --------------------------------------------------------------------------------- predictions
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg")])
+def test_prediction_equals_digitnet_predict(client, model, tmp_path, capsys, fmt, suffix):
+    path = tmp_path / f"seven{suffix}"
+    path.write_bytes(seven_png(fmt=fmt))
+    response = post(client, path.read_bytes(), path.name, top_k=5)
+    assert response.status_code == 200
+    result = response.json()
+    assert set(result) == RESPONSE_KEYS and result["file"] == path.name
+    assert main(["predict", REF, str(path), "--json", "--top-k", "5", "--models-dir",
+                 model["models"]]) == 0
+    [expected] = json.loads(capsys.readouterr().out)
+    assert expected["digit_found"] and len(result["top_k"]) == 5
+    assert {k: result[k] for k in SAME_AS_CLI} == {k: expected[k] for k in SAME_AS_CLI}
+    np.testing.assert_array_equal(decode_data_url(result["image"]), preprocess(path).image)
+
+
+def test_blank_image_has_no_label(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), (245, 240, 230)).save(buffer, format="PNG")
+    response = post(client, buffer.getvalue(), "blank.png")
+    assert response.status_code == 200
+    result = response.json()
+    assert result["digit_found"] is False and result["label"] is None
+    assert result["probabilities"] is None and result["top_k"] == [] and result["image"] is None
+    assert "blank" in result["reason"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"this is not an image", "notes.png: not an image file (expected PNG, JPEG"),
+        (seven_png()[:300], "notes.png: truncated or corrupt image data"),
+        (b"", "notes.png: the file is empty"),
+    ],
+    ids=["garbage", "truncated", "empty"],
+)
+def test_unreadable_upload_is_400_with_a_message(client, content, message):
+    response = post(client, content, "notes.png")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(message)
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [dict(), dict(files={"image": ("a.png", b"x", "image/png")}), dict(data={"other": "x"})],
+    ids=["no-body", "wrong-field", "form-without-file"],
+)
+def test_missing_file_field_is_400_and_says_how(client, request_args):
+    response = client.post("/predict", **request_args)
+    assert response.status_code == 400
+    assert "multipart/form-data field 'file'" in response.json()["detail"]
+
+
+def test_bad_top_k_is_422(client):
+    response = post(client, seven_png(), top_k=11)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["query", "top_k"]
+
+
+# ---------------------------------------------------------------------------------- size limit
+@pytest.fixture
+def small_limit(model, monkeypatch) -> TestClient:
+    """An app that takes files up to 20 kB, and fails the test if it predicts anything."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("an oversize upload reached predict_images")
+
+    app = serve.create_app(model["loaded"], max_upload_mb=0.02)
+    monkeypatch.setattr(serve, "predict_images", refuse)
+    return TestClient(app)
+
+
+@pytest.mark.parametrize("size", [20_001, 200_000], ids=["file-over", "body-over"])
+def test_oversize_upload_is_413_before_decoding(small_limit, size):
+    response = post(small_limit, b"\x89PNG" + b"\0" * (size - 4))
+    assert response.status_code == 413
+    assert "over the limit of 0.02 MB" in response.json()["detail"]
+
+
+def test_oversize_chunked_upload_is_413(small_limit):
+    def body():  # no Content-Length: the limit counts the bytes as they come
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        for _ in range(20):
+            yield b"\0" * 10_000
+        yield b"\r\n--b--\r\n"
+
+    response = small_limit.post("/predict", content=body(),
+                                headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413 and "limit of 0.02 MB" in response.json()["detail"]
+
+
+def test_upload_at_the_limit_is_read(model):
+    png = seven_png()
+    client = TestClient(serve.create_app(model["loaded"], max_upload_mb=len(png) / serve.MB))
+    assert post(client, png).status_code == 200
+
+
+@pytest.mark.parametrize("limit", [0, -1, float("nan"), float("inf")])
+def test_upload_limit_must_be_positive(model, limit):
+    with pytest.raises(DigitnetError, match="positive number of MB"):
+        serve.create_app(model["loaded"], max_upload_mb=limit)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_serve_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--port" in out and "--host" in out and "--max-upload-mb" in out
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """Fail the test if `digitnet serve` gets as far as starting uvicorn."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the server was started")
+
+    monkeypatch.setattr(serve, "serve", refuse)
+
+
+def test_unknown_model_is_an_error_before_listening(model, no_server, monkeypatch, capsys):
+    monkeypatch.setattr(serve, "bind_socket", lambda *a: pytest.fail("bound a socket"))
+    assert main(["serve", "cnn-v1/nothing", "--models-dir", model["models"]]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("digitnet: error: model reference 'cnn-v1/nothing'")
+
+
+def test_port_in_use_is_an_error(model, no_server, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", REF, "--models-dir", model["models"], "--port", str(port)]) == 1
+    assert f"digitnet: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_missing_packages_named_with_the_install_hint(model, no_server, monkeypatch, capsys):
+    real = serve.importlib.util.find_spec
+    monkeypatch.setattr(serve.importlib.util, "find_spec",
+                        lambda name: None if name == "uvicorn" else real(name))
+    assert main(["serve", REF, "--models-dir", model["models"]]) == 1
+    assert ("digitnet serve needs uvicorn, which is not installed: pip install 'digitnet[serve]'"
+            in capsys.readouterr().err)
+
+
+def test_real_server_over_http(model):
+    """`digitnet serve --port 0` in a subprocess: /health and a prediction over real HTTP."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitnet", "serve", REF, "--models-dir", model["models"],
+         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no address printed within 60 s"
+        line = proc.stdout.readline()
+        match = re.search(r"serving cnn-v1/tiny at (http://127\.0\.0\.1:\d+/)", line)
+        assert match, f"unexpected first line: {line!r}"
+        url = match.group(1)
+        with urllib.request.urlopen(url + "health", timeout=30) as response:
+            assert json.load(response)["model"] == REF
+        body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="7.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + seven_png() + b"\r\n--b--\r\n")
+        request = urllib.request.Request(url + "predict", data=body, headers={
+            "Content-Type": "multipart/form-data; boundary=b"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            result = json.load(response)
+        assert result["digit_found"] and result["label"] in range(10)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, 130, -signal.SIGINT)
