@@ -14,7 +14,12 @@ from PIL import Image
 from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.data.idx import read_idx
-from digitnet.deploy.predict import expand_inputs, predict_files, predict_images
+from digitnet.deploy.predict import (
+    expand_inputs,
+    predict_files,
+    predict_images,
+    prepare_for_prediction,
+)
 from digitnet.errors import DigitnetError
 from digitnet.store import load_model
 from digitnet.training.loop import fit
@@ -159,6 +164,36 @@ def test_predict_files_matches_predict_images(model, images):
     by_file = predict_files(model["loaded"], [images])
     by_image = predict_images(model["loaded"], [e["file"] for e in by_file])
     assert by_file == by_image
+
+
+def test_prepared_model_is_made_once_and_predicts_the_same(model, digits):
+    """A server prepares the model once; predictions equal those of the model as loaded."""
+    import dataclasses
+
+    from torch import nn
+
+    from digitnet.models import create_model
+
+    torch.manual_seed(0)
+    cnn = create_model("cnn").eval()
+    for bn in (m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial stats
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    loaded = dataclasses.replace(model["loaded"], model=cnn)
+    prepared = prepare_for_prediction(loaded)
+    assert prepared is not loaded and prepared_is_folded(prepared.model)
+    assert prepare_for_prediction(prepared) is prepared
+    assert not prepared_is_folded(loaded.model)  # the loaded model is left as it was
+    images = torch.from_numpy(digits[0][:20].copy())
+    torch.testing.assert_close(prepared.logits(images), loaded.logits(images), atol=1e-4, rtol=1e-4)
+    inputs = [render(d) for d in digits[0][:5]]
+    assert predict_images(prepared, inputs) == predict_images(loaded, inputs)
+
+
+def prepared_is_folded(module) -> bool:
+    from torch import nn
+
+    return not any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
 
 
 @pytest.mark.parametrize("top_k", [0, 11])
