@@ -241,6 +241,32 @@ def test_port_in_use_is_an_error(model, no_server, capsys):
     assert f"digitnet: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def test_accepted_connections_have_nagle_off():
+    """asyncio (and so uvicorn) sets TCP_NODELAY only on sockets whose protocol says TCP; with
+    Nagle on, each request on a kept-alive connection waited ~40 ms for a delayed ACK."""
+    import asyncio
+
+    async def accept_one() -> int:
+        sock = serve.bind_socket("127.0.0.1", 0)
+        accepted = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                conn = transport.get_extra_info("socket")
+                accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            return await asyncio.wait_for(accepted, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accept_one()) != 0
+
+
 def test_missing_packages_named_with_the_install_hint(model, no_server, monkeypatch, capsys):
     real = serve.importlib.util.find_spec
     monkeypatch.setattr(serve.importlib.util, "find_spec",

@@ -225,10 +225,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     Raises:
         DigitnetError: the address cannot be used (port taken, unknown host, no permission).
     """
+    sock = None
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        family, _, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+        # proto must say TCP (socket.create_server leaves it 0): asyncio turns Nagle's algorithm
+        # off only on such sockets, and with it on, every request on a kept-alive connection
+        # waited ~40 ms for the client's delayed ACK (benchmarks/serve_latency.py)
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen()
+        return sock
     except OSError as e:
+        if sock is not None:
+            sock.close()
         why = os.strerror(e.errno) if e.errno and e.errno > 0 else e.strerror or str(e)
         raise DigitnetError(f"cannot listen on {host}:{port} ({why}); choose another --port or "
                             f"--host") from None
