@@ -8,62 +8,39 @@ import dataclasses
 import io
 import json
 import re
-import select
-import signal
 import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from digitnet.cli import main
-from digitnet.config import TrainConfig
 from digitnet.data.preprocess import preprocess
 from digitnet.deploy import serve
 from digitnet.errors import DigitnetError
-from digitnet.store import ModelRef, load_model
-from digitnet.training.loop import fit
+from digitnet.store import ModelRef
+
+from conftest import SERVE_REF as REF
+from conftest import digitnet_server, post_image, seven_png
 
 pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")
 from fastapi.testclient import TestClient  # after the skip
 
-REF = "cnn-v1/tiny"
 RESPONSE_KEYS = {"file", "label", "probabilities", "top_k", "digit_found", "reason", "image"}
 SAME_AS_CLI = ("label", "probabilities", "top_k", "digit_found", "reason")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> dict:
-    """A cnn trained for one epoch on synthetic MNIST (a few seconds), loaded once."""
-    from conftest import make_synthetic_mnist
-
-    root = tmp_path_factory.mktemp("serve")
-    data = make_synthetic_mnist(root / "mnist")
-    models = root / "models"
-    fit(TrainConfig(arch="cnn", epochs=1, name="tiny", batch_size=32, val_size=50, threads=1,
-                    augment=False, lr=0.05), data, models, progress=False)
-    return dict(models=str(models), loaded=load_model(REF, models))
+def model(serve_model) -> dict:
+    """A cnn trained for one epoch on synthetic MNIST (conftest.serve_model)."""
+    return serve_model
 
 
 @pytest.fixture(scope="module")
 def client(model) -> TestClient:
     return TestClient(serve.create_app(model["loaded"]))
-
-
-def seven_png(size: int = 200, paper=(255, 255, 255), pen=(0, 0, 0), fmt: str = "PNG") -> bytes:
-    """A hand-drawn-looking 7 with a crossbar, dark ink on light paper."""
-    img = Image.new("RGB", (size, size), paper)
-    draw = ImageDraw.Draw(img)
-    s, w = size, max(2, size // 14)
-    draw.line([(0.3 * s, 0.2 * s), (0.7 * s, 0.2 * s), (0.45 * s, 0.8 * s)], fill=pen, width=w)
-    draw.line([(0.4 * s, 0.5 * s), (0.65 * s, 0.5 * s)], fill=pen, width=w)
-    buffer = io.BytesIO()
-    img.save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def post(client: TestClient, content: bytes, name: str = "digit.png", **params):
@@ -278,30 +255,8 @@ def test_missing_packages_named_with_the_install_hint(model, no_server, monkeypa
 
 def test_real_server_over_http(model):
     """`digitnet serve --port 0` in a subprocess: /health and a prediction over real HTTP."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digitnet", "serve", REF, "--models-dir", model["models"],
-         "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        assert ready, "no address printed within 60 s"
-        line = proc.stdout.readline()
-        match = re.search(r"serving cnn-v1/tiny at (http://127\.0\.0\.1:\d+/)", line)
-        assert match, f"unexpected first line: {line!r}"
-        url = match.group(1)
+    with digitnet_server(model["models"]) as url:
         with urllib.request.urlopen(url + "health", timeout=30) as response:
             assert json.load(response)["model"] == REF
-        body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="7.png"\r\n'
-                b"Content-Type: image/png\r\n\r\n" + seven_png() + b"\r\n--b--\r\n")
-        request = urllib.request.Request(url + "predict", data=body, headers={
-            "Content-Type": "multipart/form-data; boundary=b"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            result = json.load(response)
-        assert result["digit_found"] and result["label"] in range(10)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in (0, 130, -signal.SIGINT)
+        status, result = post_image(url, seven_png(), "7.png")
+        assert status == 200 and result["digit_found"] and result["label"] in range(10)
