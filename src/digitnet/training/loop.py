@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -163,7 +164,7 @@ def train_one_epoch(
                 images=seen, steps=steps)
 
 
-def _diverged(loss: torch.Tensor, cfg: TrainConfig):
+def _diverged(loss: torch.Tensor, cfg: TrainConfig) -> NoReturn:
     raise DigitnetError(f"training diverged (loss {loss.item()}); lower --lr (now {cfg.lr})")
 
 
