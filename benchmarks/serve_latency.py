@@ -94,6 +94,24 @@ def open_connection(port: int) -> http.client.HTTPConnection:
     return connection
 
 
+def http_poster(port: int, content: bytes):
+    """A function that POSTs `content` to /predict and returns the JSON answer. Its connection
+    opens on the first call: uvicorn drops connections idle for 5 s."""
+    body, content_type = multipart(content, "upload")
+    connection = None
+
+    def post() -> dict:
+        nonlocal connection
+        connection = connection or open_connection(port)
+        connection.request("POST", "/predict", body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 200, answer
+        return answer
+
+    return post
+
+
 def start_server(app):
     import uvicorn
 
@@ -127,33 +145,20 @@ def main() -> None:
     for name, content in images.items():
         # photos take ~100x longer to decode and clean up: fewer calls keep the run short
         calls = args.calls if len(content) < 100_000 else max(20, args.calls // 10)
-        labels = {predict_upload(m, content, name)["label"] for m in (loaded, prepared)}
-        body, content_type = multipart(content, "upload")
-        connection = None  # opened just before use: uvicorn drops connections idle for 5 s
-
-        def over_http() -> dict:
-            connection.request("POST", "/predict", body, {"Content-Type": content_type})
-            response = connection.getresponse()
-            answer = json.loads(response.read())
-            assert response.status == 200, answer
-            return answer
-
+        labels = set()  # each path's label, which must agree
         for path, call in (
             ("predict_upload, batch norm folded per call (before)",
              lambda: predict_upload(loaded, content, name)),
             ("predict_upload, model prepared once (now)",
              lambda: predict_upload(prepared, content, name)),
-            ("HTTP POST /predict to digitnet serve", over_http),
+            ("HTTP POST /predict to digitnet serve", http_poster(port, content)),
         ):
-            if call is over_http:
-                connection = open_connection(port)
-                labels.add(over_http()["label"])
+            labels.add(call()["label"])
             row = dict(image=name, bytes=len(content), path=path, calls=calls,
                        **repeated(call, calls, args.repeats))
             rows.append(row)
             print(f"{name:<22} {path:<54} p50 {row['p50_ms']['median']:8.2f} ms  "
                   f"p99 {row['p99_ms']['median']:8.2f} ms", flush=True)
-        connection.close()
         if len(labels) != 1:
             sys.exit(f"{name}: the paths disagree on the label: {sorted(labels)}")
     server.should_exit = True

@@ -63,6 +63,12 @@ def test_run_records_the_device_it_trained_on(tmp_path, synthetic_mnist):
     assert row["device"] == "cpu" and summary["final"]["device"] == "cpu"
 
 
+def test_divergence_is_a_clear_error_and_keeps_no_bad_epoch(tmp_path, synthetic_mnist):
+    with pytest.raises(DigitnetError, match=r"training diverged \(loss .*\); lower --lr"):
+        run(tmp_path, synthetic_mnist, lr=1e12, name="boom")
+    assert not (tmp_path / "models" / "cnn-v1" / "boom" / "checkpoints").exists()
+
+
 def test_auto_device_is_cuda_when_present_else_cpu():
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")

@@ -128,6 +128,7 @@ def train_one_epoch(
     total_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64,
                              device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    check_every = 1 if device.type == "cpu" else 20  # reading the loss waits for the device
     seen = steps = 0
     for images, labels in iterate_batches(train, cfg.batch_size, shuffle=True, generator=generator):
         if augment is not None:
@@ -142,18 +143,15 @@ def train_one_epoch(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if device.type == "cpu" and not math.isfinite(loss.item()):  # elsewhere: every 20 steps
-            _diverged(loss, cfg)
         total_loss += loss.detach().to(total_loss.dtype) * len(labels)
         correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
         steps += 1
+        if steps % check_every == 0 and not math.isfinite(loss.item()):
+            _diverged(loss, cfg)
         if progress is not None:
             progress.update(len(labels))
-        if steps % 20 == 0:
-            if not math.isfinite(total_loss.item()):
-                _diverged(loss, cfg)
-            if progress is not None:
+            if steps % 20 == 0:
                 progress.set_postfix(loss=f"{total_loss.item() / seen:.4f}",
                                      acc=f"{correct.item() / seen:.2%}")
         if cfg.max_steps and steps >= cfg.max_steps:
