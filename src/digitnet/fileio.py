@@ -1,12 +1,16 @@
-"""Small file helpers: atomic writes (a crash never leaves half a file) and content hashes."""
+"""Small file helpers: atomic writes (a crash never leaves half a file), content hashes, and reads
+of paths that come from data (regular files only, with a size bound)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from digitnet.errors import DigitnetError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -47,3 +51,37 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """`path` if it is a regular file (symlinks followed); else a DigitnetError naming it.
+
+    A FIFO, a device such as /dev/zero, a socket or a folder would hang or never end a read, so
+    every path that comes from data (a CSV row, a folder listing, a glob) goes through this first.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DigitnetError(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise DigitnetError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise DigitnetError(f"{path}: expected a regular {what}, found {kind}")
+    return path
+
+
+def read_regular_bytes(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
+    """The contents of regular file `path`, refusing more than `max_bytes` without reading them."""
+    path = check_regular_file(path, what)
+    try:
+        with open(path, "rb") as f:
+            content = f.read(max_bytes + 1)
+    except OSError as e:
+        raise DigitnetError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    if len(content) > max_bytes:
+        raise DigitnetError(f"{path}: {what} larger than the limit of {max_bytes:,} bytes")
+    return content
