@@ -436,12 +436,15 @@ def _acquire_lock(path: Path, name: str) -> int:
                                 f"({e.strerror or e})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise DigitnetError(f"dataset {name}: another ingestion is running (process "
                                 f"{holder} holds {path}); wait for it to finish, then try "
                                 f"again") from None
+        except OSError as e:  # e.g. a file system without locks
+            os.close(fd)
+            raise DigitnetError(f"dataset {name}: cannot lock {path} ({e.strerror or e})") from None
         # the previous holder may have removed the file between our open and flock: then we
         # hold a lock on a file nobody else will see, so open the new one instead
         try:
