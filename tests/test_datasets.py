@@ -1,9 +1,15 @@
-"""Splits and batches: the stratified validation split on real MNIST, subsets, batch coverage."""
+"""Splits and batches: the stratified validation split on real MNIST, subsets, batch coverage;
+and the test datasets read from files (IDX pairs, image folders)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from digitnet.constants import NUM_CLASSES
 from digitnet.data.datasets import (
@@ -15,8 +21,12 @@ from digitnet.data.datasets import (
     to_model_input,
     train_val_split,
 )
+from digitnet.data.idx import write_idx
 from digitnet.data.mnist import load_mnist
 from digitnet.errors import DigitnetError
+from digitnet.evaluation.datasets import load_eval_dataset
+
+from bounded import run_bounded
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +160,66 @@ def test_to_model_input(shape):
     x = to_model_input(images, mean=0.5, std=0.25)
     assert x.shape == (4, 1, 28, 28) and x.dtype == torch.float32
     assert torch.allclose(x, torch.full_like(x, 2.0))
+
+
+# ------------------------------------------- evaluation datasets: IDX pairs and image folders
+def _pair(tmp_path, images, labels) -> str:
+    write_idx(tmp_path / "i.idx", images)
+    write_idx(tmp_path / "l.idx.gz", labels)
+    return f"{tmp_path / 'i.idx'},{tmp_path / 'l.idx.gz'}"
+
+
+IMAGES4 = np.zeros((4, 28, 28), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "bad", "fragment"),
+    [
+        (IMAGES4, np.array([1, np.nan, 3, 4], np.float32), "l", "expected integer labels 0-9"),
+        (IMAGES4, np.array([1, np.inf, 3, 4], np.float64), "l", "got float64"),
+        (IMAGES4, np.array([1.0, 2.0, 3.0, 4.0], np.float32), "l", "got float32"),
+        (IMAGES4, np.array([1, -1, 3, 4], np.int8), "l", "label -1 out of range 0-9 (at index 1"),
+        (IMAGES4, np.array([1, 2, 3, 300], np.int16), "l", "label 300 out of range"),
+        (IMAGES4, np.zeros((4, 1), np.uint8), "l", "of shape (N,)"),
+        (IMAGES4.astype(np.float32), np.arange(4, dtype=np.uint8), "i", "expected uint8 images"),
+        (IMAGES4[:, :, :27], np.arange(4, dtype=np.uint8), "i", "expected uint8 images"),
+    ],
+    ids=["nan", "inf", "float-integral", "negative", "int16-300", "2d", "float-images", "27-wide"],
+)
+def test_idx_pair_oddities_name_the_file(tmp_path, images, labels, bad, fragment):
+    with pytest.raises(DigitnetError) as info:
+        load_eval_dataset(_pair(tmp_path, images, labels))
+    path = tmp_path / ("i.idx" if bad == "i" else "l.idx.gz")
+    assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
+
+
+def test_idx_pair_takes_any_integer_label_type(tmp_path):
+    ds = load_eval_dataset(_pair(tmp_path, IMAGES4, np.array([0, 9, 3, 4], np.int32)))
+    assert ds.labels.tolist() == [0, 9, 3, 4] and ds.labels.dtype == torch.int64
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_idx_pair_paths_that_never_end_are_refused(tmp_path, kind):
+    write_idx(tmp_path / "i.idx", IMAGES4)
+    labels = tmp_path / "fifo" if kind == "fifo" else Path("/dev/zero")
+    if kind == "fifo":
+        os.mkfifo(labels)
+    error = run_bounded(lambda: load_eval_dataset(f"{tmp_path / 'i.idx'},{labels}"), fifo=labels)
+    assert isinstance(error, DigitnetError) and str(labels) in str(error)
+    assert "expected a regular IDX file" in str(error)
+
+
+def test_image_folder_lists_a_fifo_as_unreadable(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "3").mkdir(parents=True)
+    canvas = Image.new("L", (120, 160), 255)
+    canvas.paste(0, (50, 30, 62, 130))
+    canvas.save(folder / "3" / "a.png")
+    os.mkfifo(folder / "3" / "b.png")
+    (folder / "3" / "c.png").symlink_to("/dev/zero")
+    error = run_bounded(lambda: load_eval_dataset(str(folder)), fifo=folder / "3" / "b.png")
+    assert isinstance(error, DigitnetError)
+    message = str(error)
+    assert "2 unreadable image(s)" in message
+    assert f"{folder / '3' / 'b.png'}: expected a regular image file, found a FIFO" in message
+    assert f"{folder / '3' / 'c.png'}: expected a regular image file, found a device" in message

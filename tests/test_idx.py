@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digitnet.data.idx import IdxError, encode_idx, parse_idx, read_idx, read_idx_bytes, write_idx
+from digitnet.data.idx import IDX_TYPES, IdxError, encode_idx, parse_idx, read_idx, write_idx
 from digitnet.errors import DigitnetError
+
+from bounded import run_bounded
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 SHAPES = [(5,), (3, 4), (2, 3, 4), (1, 1, 1, 1), (0, 28, 28), (4, 28, 28)]
@@ -81,6 +89,7 @@ def _header(type_byte: int, dims: tuple[int, ...]) -> bytes:
 
 
 GOOD = _header(0x08, (2, 3)) + bytes(range(6))
+LONG = _header(0x08, (50, 6)) + bytes(range(6)) * 50
 
 # (id, file name, file bytes, fragment the message must contain)
 CORRUPT = [
@@ -99,7 +108,7 @@ CORRUPT = [
     ("trailing-bytes", "x.idx", GOOD + b"\x00", "trailing bytes"),
     ("int64-overflowing-dims", "x.idx", _header(0x08, (2**31, 2**31, 4)), "truncated"),
     ("gz-not-gzip", "x.idx.gz", GOOD, "not a gzip file"),
-    ("gzip-truncated", "x.idx.gz", gzip.compress(GOOD * 50)[:-12], "corrupt or truncated gzip"),
+    ("gzip-truncated", "x.idx.gz", gzip.compress(LONG)[:-12], "corrupt or truncated gzip"),
     ("gzip-header-only", "x.idx.gz", gzip.compress(GOOD)[:10], "corrupt or truncated gzip"),
     ("gzip-bad-crc", "x.idx.gz", gzip.compress(GOOD)[:-8] + bytes(8), "corrupt or truncated gzip"),
     ("gzip-of-garbage", "x.idx.gz", gzip.compress(b"\x07garbage"), "bad magic"),
@@ -129,8 +138,8 @@ def test_missing_file_and_directory(tmp_path):
     with pytest.raises(IdxError, match="file not found") as info:
         read_idx(tmp_path / "nope.idx.gz")
     assert "nope.idx.gz" in str(info.value)
-    with pytest.raises(IdxError, match="cannot read file"):
-        read_idx_bytes(tmp_path)
+    with pytest.raises(IdxError, match="expected a regular IDX file, found a folder"):
+        read_idx(tmp_path)
 
 
 def test_idx_error_is_a_digitnet_error():
@@ -160,3 +169,186 @@ def test_valid_header_with_random_dims_never_escapes(dims_bytes, type_pick):
         parse_idx(content, name="fuzz.idx")
     except IdxError as e:
         assert "fuzz.idx" in str(e)
+
+
+# ------------------------------------------------------------------- bounds: bombs and oddities
+def _gzip_bomb(content: bytes, expand_mib: int) -> bytes:
+    """gzip members: `content`, then `expand_mib` MiB of zeros (1 KB each), so a ~1 MB file that
+    decompresses to `expand_mib` MiB more than `content`."""
+    zeros = gzip.compress(bytes(1 << 20), compresslevel=9, mtime=0)
+    return gzip.compress(content, mtime=0) + zeros * expand_mib
+
+
+def _peak_while(fn) -> tuple[int, Exception | None]:
+    """The tracemalloc peak (bytes) while `fn` runs, and what it raised."""
+    tracemalloc.start()
+    try:
+        fn()
+        raised = None
+    except Exception as e:  # noqa: BLE001 (returned for the test to check)
+        raised = e
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+MIB = 1 << 20
+
+# (id, file bytes, fragment): each costs at most a few MiB to refuse, whatever it claims or holds
+BOMBS = [
+    # a small file that decompresses to 1 GiB beyond the 6 bytes its header declares
+    ("gzip-expands-to-1GiB", _gzip_bomb(GOOD, 1024), "has trailing bytes"),
+    # a header claiming 1 TiB: refused before anything is allocated
+    ("gzip-claims-1TiB", gzip.compress(_header(0x08, (2**20, 2**20)) + bytes(100)),
+     "more than the limit of 2,147,483,648 bytes"),
+    ("gzip-claims-limit-plus-one", gzip.compress(_header(0x08, (2**31 + 1,)) + bytes(100)),
+     "more than the limit"),
+    ("gzip-claims-more-than-it-holds", gzip.compress(_header(0x08, (1000, 28, 28)) + bytes(10)),
+     "decompressed data has 26 bytes"),
+    ("raw-claims-1TiB", _header(0x08, (2**20, 2**20)) + bytes(100), "truncated"),
+    ("raw-claims-int32-4GiB", _header(0x0C, (2**30,)) + bytes(4), "truncated"),
+]
+
+
+@pytest.mark.parametrize(("content", "fragment"), [b[1:] for b in BOMBS], ids=[b[0] for b in BOMBS])
+def test_bombs_refused_fast_with_bounded_memory(tmp_path, content, fragment):
+    path = tmp_path / "bomb.idx"  # gzip or not by its magic bytes
+    path.write_bytes(content)
+    assert len(content) < 2 * MIB
+    start = time.perf_counter()
+    peak, raised = _peak_while(lambda: read_idx(path))
+    assert isinstance(raised, IdxError), raised
+    assert str(path) in str(raised) and fragment in str(raised)
+    assert peak < 4 * MIB  # the old reader held the whole expansion (and more) in memory
+    assert time.perf_counter() - start < 2.0
+
+
+def test_raw_file_as_large_as_its_header_says_but_over_the_limit(tmp_path):
+    path = tmp_path / "sparse.idx"
+    header = _header(0x08, (3, 2**30))  # 3 GiB of elements
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + 3 * 2**30)  # sparse: no disk used, every byte reads as zero
+    peak, raised = _peak_while(lambda: read_idx(path))
+    assert isinstance(raised, IdxError) and str(path) in str(raised)
+    assert "3,221,225,472 bytes, more than the limit of 2,147,483,648 bytes" in str(raised)
+    assert peak < MIB
+
+
+def test_memory_is_the_array_not_the_stream(tmp_path):
+    array = np.arange(4 * MIB // 4, dtype=np.int32)  # 4 MiB of int32: byteswapped in place
+    path = tmp_path / "big.idx.gz"
+    path.write_bytes(gzip.compress(encode_idx(array), compresslevel=1))
+    peak, raised = _peak_while(lambda: read_idx(path))
+    assert raised is None
+    assert peak < 4 * MIB + 2 * MIB  # the array and a 1 MiB chunk; the old reader held 2 more
+    np.testing.assert_array_equal(read_idx(path), array)
+
+
+def test_file_over_the_limit_is_refused_naming_it(tmp_path):
+    path = write_idx(tmp_path / "a.idx", np.zeros((10, 10), np.uint8))
+    with pytest.raises(IdxError, match=r"a\.idx: header says shape \(10, 10\) of uint8, 100 "
+                                       r"bytes, more than the limit of 99 bytes"):
+        read_idx(path, max_bytes=99)
+    assert read_idx(path, max_bytes=100).shape == (10, 10)
+
+
+def test_content_hash_is_of_the_decompressed_bytes(tmp_path):
+    array = np.arange(300, dtype=np.int16).reshape(3, 100)
+    for name in ("a.idx", "a.idx.gz"):
+        hasher = hashlib.sha256()
+        read_idx(write_idx(tmp_path / name, array), hasher=hasher)
+        assert hasher.hexdigest() == hashlib.sha256(encode_idx(array)).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder"])
+def test_non_regular_files_refused_without_reading(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "pipe.idx"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero") if kind == "dev-zero" else tmp_path
+    found = {"fifo": "a FIFO", "dev-zero": "a device", "folder": "a folder"}[kind]
+    error = run_bounded(lambda: read_idx(path), seconds=10, fifo=path if kind == "fifo" else None)
+    assert isinstance(error, IdxError)
+    assert str(path) in str(error) and f"expected a regular IDX file, found {found}" in str(error)
+
+
+ODDITIES = [
+    # (id, file bytes, fragment)
+    ("255-zero-dims", _header(0x08, (0,) * 255), "header declares 255 dimensions, expected 1 to 16"),
+    ("17-dims", _header(0x08, (1,) * 17) + b"\x00", "17 dimensions, expected 1 to 16"),
+    ("zero-inner-dim", _header(0x08, (5, 0)), "only the first dimension"),
+    ("zero-dims-after-empty-first", _header(0x0D, (0, 0, 0)), "only the first dimension"),
+    ("gzip-trailing-decompressed", gzip.compress(GOOD + b"junk"), "has trailing bytes"),
+    ("gzip-then-garbage", gzip.compress(GOOD) + b"junk", "corrupt or truncated gzip"),
+    ("gzip-second-member-truncated", gzip.compress(GOOD) + gzip.compress(b"")[:-3],
+     "corrupt or truncated gzip"),
+]
+
+
+@pytest.mark.parametrize(("content", "fragment"), [o[1:] for o in ODDITIES],
+                         ids=[o[0] for o in ODDITIES])
+def test_header_oddities_give_an_error_naming_the_file(tmp_path, content, fragment):
+    path = tmp_path / "odd.idx"
+    path.write_bytes(content)
+    with pytest.raises(IdxError) as info:
+        read_idx(path)
+    assert str(path) in str(info.value) and fragment in str(info.value)
+
+
+def test_empty_first_dimension_is_a_valid_empty_file():
+    array = parse_idx(_header(0x08, (0, 28, 28)))
+    assert array.shape == (0, 28, 28) and array.dtype == np.uint8
+
+
+def test_encode_refuses_what_read_refuses():
+    with pytest.raises(IdxError, match="17 dimensions"):
+        encode_idx(np.zeros((1,) * 17, np.uint8))
+
+
+# property tests: whatever the bytes, an IdxError naming the file or an exact array, quickly
+@st.composite
+def _mutated_idx(draw) -> bytes:
+    """A valid IDX file (raw bytes), then a few bytes changed, cut off or appended."""
+    type_byte = draw(st.sampled_from(sorted(IDX_TYPES)))
+    shape = tuple(draw(st.lists(st.integers(0, 4), min_size=1, max_size=4)))
+    dtype = IDX_TYPES[type_byte]
+    size = int(np.prod(shape)) * dtype.itemsize
+    content = bytearray(_header(type_byte, shape) + draw(st.binary(min_size=size, max_size=size)))
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(content) - 1))
+        content[i] = draw(st.integers(0, 255))
+    cut = draw(st.integers(0, len(content)))
+    return bytes(content[:cut] if draw(st.booleans()) else content) + draw(st.binary(max_size=4))
+
+
+def _check_parse(content: bytes, decompressed: bytes) -> None:
+    start = time.perf_counter()
+    try:
+        array = parse_idx(content, name="fuzz.idx", max_bytes=1 << 16)
+    except IdxError as e:
+        assert str(e).startswith("fuzz.idx: ")
+    else:
+        assert encode_idx(array) == decompressed  # anything accepted is exactly what it says
+    assert time.perf_counter() - start < 1.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutated_idx())
+def test_mutated_headers_give_idx_error_or_exact_array(content):
+    _check_parse(content, content)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_mutated_idx(), st.integers(0, 40), st.integers(0, 255))
+def test_mutated_gzip_gives_idx_error_or_exact_array(content, position, value):
+    packed = bytearray(gzip.compress(content, mtime=0))
+    if position < len(packed):  # corrupt the gzip stream itself, too
+        packed[position] = value
+    try:
+        decompressed = gzip.decompress(bytes(packed))
+    except (OSError, EOFError, zlib.error):
+        decompressed = None  # then nothing may be accepted
+    _check_parse(bytes(packed), decompressed)

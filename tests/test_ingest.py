@@ -3,7 +3,16 @@ append-only storage, class balance, and training and evaluation on an ingested d
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import select
+import signal
+import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
+import digitnet
+from digitnet import fileio
 from digitnet.cli import main
+from digitnet.data import ingest as ingest_module
 from digitnet.data.datasets import TensorDataset
 from digitnet.data.idx import read_idx, write_idx
 from digitnet.data.ingest import (
@@ -29,6 +41,8 @@ from digitnet.data.ingest import (
 )
 from digitnet.data.preprocess import PREPROCESS_VERSION
 from digitnet.errors import DigitnetError
+
+from bounded import run_bounded
 
 
 @pytest.fixture(scope="module")
@@ -203,15 +217,151 @@ def test_interrupted_ingest_leaves_the_previous_dataset(tmp_path, store, mnist_d
         load_dataset("mine", store)
 
 
-def test_concurrent_ingest_refused(tmp_path, store, mnist_digits):
+def test_leftover_lock_file_does_not_block(tmp_path, store, mnist_digits):
+    # what a killed ingestion used to leave: a lock file that no process holds
     write_digits(tmp_path / "src", mnist_digits, {1: 1})
     store.mkdir()
     (store / ".mine.lock").write_text("12345")
-    with pytest.raises(DigitnetError, match="another ingestion is running"):
-        ingest(tmp_path / "src", "mine", datasets_dir=store)
-    (store / ".mine.lock").unlink()
     assert ingest(tmp_path / "src", "mine", datasets_dir=store).new == 1
     assert not (store / ".mine.lock").exists()
+
+
+def _hold_lock_in_a_subprocess(store: Path, name: str) -> subprocess.Popen:
+    """A process that takes the ingestion lock of `name` and sleeps; returns once it holds it."""
+    code = ("import sys, time\nfrom pathlib import Path\nfrom digitnet.data.ingest import _lock\n"
+            "with _lock(Path(sys.argv[1]), sys.argv[2]):\n"
+            "    print('locked', flush=True)\n    time.sleep(120)\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(digitnet.__file__).parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(store), name],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    if not ready or proc.stdout.readline().strip() != "locked":
+        proc.kill()
+        pytest.fail("the lock-holding subprocess did not start")
+    return proc
+
+
+def test_lock_of_a_killed_ingestion_does_not_block(tmp_path, store, mnist_digits):
+    write_digits(tmp_path / "src", mnist_digits, {1: 1})
+    proc = _hold_lock_in_a_subprocess(store, "mine")
+    try:
+        lock = store / ".mine.lock"
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o666 & ~fileio._UMASK  # 0644, like the data
+        with pytest.raises(DigitnetError) as info:
+            ingest(tmp_path / "src", "mine", datasets_dir=store)
+        message = str(info.value)
+        assert message.startswith("dataset mine: another ingestion is running")
+        assert f"process {proc.pid} holds {lock}" in message
+        assert ingest(tmp_path / "src", "other", datasets_dir=store).new == 1  # per dataset
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert lock.exists()  # killed: nothing removed its file, but the kernel dropped its lock
+    assert ingest(tmp_path / "src", "mine", datasets_dir=store).new == 1
+    assert not lock.exists()
+
+
+def test_concurrent_ingests_one_refused_data_intact(tmp_path, store, mnist_digits, monkeypatch):
+    write_digits(tmp_path / "a", mnist_digits, {1: 3})
+    write_digits(tmp_path / "b", mnist_digits, {2: 4})
+    inside, release = threading.Event(), threading.Event()
+    real = ingest_module._ingest_locked
+
+    def slow_ingest_locked(*args, **kwargs):  # the first ingestion waits while holding the lock
+        inside.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "_ingest_locked", slow_ingest_locked)
+    first = {}
+    thread = threading.Thread(target=lambda: first.setdefault(
+        "result", ingest(tmp_path / "a", "mine", datasets_dir=store)))
+    thread.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(DigitnetError, match="dataset mine: another ingestion is running"):
+            ingest(tmp_path / "b", "mine", datasets_dir=store)
+    finally:
+        release.set()
+        thread.join(30)
+    assert first["result"].new == 3
+    monkeypatch.setattr(ingest_module, "_ingest_locked", real)
+    assert ingest(tmp_path / "b", "mine", datasets_dir=store).new == 4  # then it may run
+    assert load_dataset("mine", store).labels.tolist() == [1, 1, 1, 2, 2, 2, 2]
+
+
+def test_lock_released_between_open_and_flock_is_never_held_twice(store, monkeypatch):
+    # B opens the lock file; A finishes (removing that file) before B's flock; then C comes.
+    # B's flock succeeds on the removed file, so B must notice and lock the new file instead,
+    # or B and C would both think they hold the lock.
+    holder_a = contextlib.ExitStack()
+    holder_a.enter_context(ingest_module._lock(store, "mine"))
+    real_flock, calls = fcntl.flock, []
+
+    def flock(fd, operation):
+        if not calls:
+            calls.append(fd)
+            holder_a.close()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(ingest_module.fcntl, "flock", flock)
+    with ingest_module._lock(store, "mine"):  # B
+        assert calls  # A released inside B's acquisition
+        with pytest.raises(DigitnetError, match="another ingestion is running"):
+            with ingest_module._lock(store, "mine"):  # C
+                pass
+    assert not (store / ".mine.lock").exists()
+
+
+# ------------------------------------------------------------------ files that never end
+def _never_ending(folder: Path) -> tuple[Path, Path]:
+    """folder/3/pipe.png, a FIFO no one writes, and folder/3/zero.png, a link to /dev/zero."""
+    (folder / "3").mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / "3" / "pipe.png")
+    (folder / "3" / "zero.png").symlink_to("/dev/zero")
+    return folder / "3" / "pipe.png", folder / "3" / "zero.png"
+
+
+def _assert_skipped_as_unreadable(result, fifo: Path, zero: Path) -> None:
+    skipped = {Path(s["file"]).name: s for s in result.skipped}
+    assert skipped["pipe.png"]["why"] == skipped["zero.png"]["why"] == "unreadable"
+    assert skipped["pipe.png"]["detail"] == f"{fifo}: expected a regular image file, found a FIFO"
+    assert "found a device" in skipped["zero.png"]["detail"]
+
+
+def test_fifo_and_dev_zero_in_a_folder_are_skipped(tmp_path, store, mnist_digits):
+    write_digits(tmp_path / "src", mnist_digits, {3: 2})
+    fifo, zero = _never_ending(tmp_path / "src")
+    result = run_bounded(lambda: ingest(tmp_path / "src", "mine", datasets_dir=store), fifo=fifo)
+    assert not isinstance(result, BaseException), result
+    assert result.new == 2
+    _assert_skipped_as_unreadable(result, fifo, zero)
+
+
+def test_fifo_and_dev_zero_in_csv_rows_are_skipped(tmp_path, store, mnist_digits, capsys):
+    write_digits(tmp_path / "imgs", mnist_digits, {3: 1})
+    fifo, zero = _never_ending(tmp_path / "imgs")
+    (tmp_path / "rows.csv").write_text("imgs/3/0.png,3\nimgs/3/pipe.png,3\nimgs/3/zero.png,3\n"
+                                       "/dev/zero,5\n")
+    result = run_bounded(lambda: ingest(tmp_path / "rows.csv", "mine", datasets_dir=store),
+                         fifo=fifo)
+    assert not isinstance(result, BaseException), result
+    assert result.new == 1
+    _assert_skipped_as_unreadable(result, fifo, zero)
+    assert {s["file"]: s["why"] for s in result.skipped}["/dev/zero"] == "unreadable"
+
+
+def test_csv_source_that_never_ends_or_is_too_large(tmp_path, store, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.csv")
+    error = run_bounded(lambda: ingest(tmp_path / "pipe.csv", "mine", datasets_dir=store),
+                        fifo=tmp_path / "pipe.csv")
+    assert isinstance(error, DigitnetError)
+    assert str(error) == f"{tmp_path / 'pipe.csv'}: expected a regular CSV file, found a FIFO"
+    (tmp_path / "big.csv").write_text("a.png,1\n" * 10)
+    monkeypatch.setattr(ingest_module, "MAX_CSV_BYTES", 79)
+    with pytest.raises(DigitnetError, match="big.csv: CSV file larger than the limit of 79 bytes"):
+        ingest(tmp_path / "big.csv", "mine", datasets_dir=store)
 
 
 # ------------------------------------------------------------------------------- balance

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.client
 import io
 import os
+import tracemalloc
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,7 +31,9 @@ from digitnet.data.mnist import (
     verify_mnist,
 )
 from digitnet.errors import DigitnetError
+from digitnet.fileio import sha256_bytes
 
+from bounded import run_bounded
 from conftest import make_synthetic_mnist
 
 FILES = {f.name: f for f in MNIST_FILES}
@@ -138,6 +142,46 @@ def test_load_synthetic(synthetic_mnist, no_network):
     assert tuple(data.train_images.shape) == (200, 28, 28)
     assert tuple(data.test_labels.shape) == (50,)
     assert set(data.sha256) == set(FILES)
+    # hashed while streaming: the sha256 of each file's decompressed IDX bytes
+    for name, digest in data.sha256.items():
+        content = gzip.decompress((synthetic_mnist / f"{name}.gz").read_bytes())
+        assert digest == hashlib.sha256(content).hexdigest()
+
+
+def _bomb(header_and_data: bytes, expand_mib: int = 1024) -> bytes:
+    """A ~1 MB gzip file: a valid IDX file, then `expand_mib` MiB of zeros in more members."""
+    return gzip.compress(header_and_data) + gzip.compress(bytes(1 << 20)) * expand_mib
+
+
+def _labels_idx(n: int) -> bytes:
+    return b"\x00\x00\x08\x01" + n.to_bytes(4, "big") + bytes(n)
+
+
+def test_verify_and_load_refuse_a_bomb_with_bounded_memory(synthetic_mnist, no_network):
+    path = synthetic_mnist / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(_bomb(_labels_idx(50)))  # right header and count, 1 GiB of trailing zeros
+    tracemalloc.start()
+    try:
+        rows = {Path(r["file"]).name: r for r in verify_mnist(synthetic_mnist)}
+        with pytest.raises(IdxError, match="has trailing bytes") as info:
+            load_mnist(synthetic_mnist)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "has trailing bytes" in rows[path.name]["detail"] and not rows[path.name]["ok"]
+    assert str(path) in str(info.value)
+    assert peak < 16 * 2**20  # the old reader decompressed all 1 GiB first
+
+
+def test_fifo_in_the_data_folder_is_refused_not_read(synthetic_mnist, no_network):
+    path = synthetic_mnist / "t10k-labels-idx1-ubyte.gz"
+    path.unlink()
+    os.mkfifo(path)
+    rows = run_bounded(lambda: verify_mnist(synthetic_mnist), fifo=path)
+    detail = {Path(r["file"]).name: r["detail"] for r in rows}[path.name]
+    assert "expected a regular IDX file, found a FIFO" in detail
+    error = run_bounded(lambda: load_mnist(synthetic_mnist), fifo=path)
+    assert isinstance(error, IdxError) and str(path) in str(error) and "FIFO" in str(error)
 
 
 def test_count_mismatch_names_both_files(synthetic_mnist, no_network):
@@ -177,16 +221,19 @@ def test_load_with_verify_refuses_synthetic(synthetic_mnist, no_network):
 def test_verify_checksum_refuses_wrong_content(tmp_path):
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     with pytest.raises(ChecksumError) as info:
-        verify_checksum(path, TRAIN_LABELS, b"\x00\x00\x08\x01not mnist")
+        verify_checksum(path, TRAIN_LABELS, sha256_bytes(b"\x00\x00\x08\x01not mnist"))
     assert str(path) in str(info.value) and "checksum mismatch" in str(info.value)
 
 
 def test_verify_checksum_accepts_content_or_mirror_gzip(mnist_dir):
     path = mnist_dir / "train-labels-idx1-ubyte.gz"
     raw = path.read_bytes()
-    assert verify_checksum(path, TRAIN_LABELS, gzip.decompress(raw)) == "content"
+    assert verify_checksum(path, TRAIN_LABELS, sha256_bytes(gzip.decompress(raw))) == "content"
     # the shared label files are the mirrors' bytes, so their gzip hash matches too
-    assert verify_checksum(path, TRAIN_LABELS, b"wrong content", raw=raw) == "gzip"
+    assert verify_checksum(path, TRAIN_LABELS, sha256_bytes(b"wrong content"),
+                           raw_sha256=sha256_bytes(raw)) == "gzip"
+    # without raw_sha256, the .gz file is hashed as stored
+    assert verify_checksum(path, TRAIN_LABELS, sha256_bytes(b"wrong content")) == "gzip"
 
 
 def test_verify_synthetic_reports_every_failure(synthetic_mnist):
@@ -284,6 +331,38 @@ def test_download_falls_back_to_next_mirror(tmp_path, monkeypatch, mnist_dir):
     dest = download_file(FILES["t10k-labels-idx1-ubyte"], tmp_path)
     assert dest.read_bytes() == raw
     assert [u.split("/")[2] for u in asked] == [m.split("/")[2] for m in mnist.MIRRORS[:2]]
+
+
+def test_download_of_a_bomb_is_refused_with_bounded_memory(tmp_path, monkeypatch):
+    _serve(monkeypatch, {"train-labels-idx1-ubyte.gz": _bomb(_labels_idx(60_000))})
+    tracemalloc.start()
+    try:
+        with pytest.raises(DigitnetError, match="has trailing bytes") as info:
+            download_file(TRAIN_LABELS, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "could not download train-labels-idx1-ubyte.gz" in str(info.value)
+    assert peak < 16 * 2**20  # the ~1 MB download and a chunk, not the 1 GiB it expands to
+    assert _leftovers(tmp_path) == []
+
+
+def test_download_larger_than_any_mnist_file_is_refused(tmp_path, monkeypatch, mnist_dir):
+    raw = (mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes()
+    _serve(monkeypatch, {"train-labels-idx1-ubyte.gz": raw})
+    monkeypatch.setattr(mnist, "MAX_DOWNLOAD_BYTES", len(raw) - 1)
+    with pytest.raises(DigitnetError, match=f"more than the {len(raw) - 1:,} bytes"):
+        download_file(TRAIN_LABELS, tmp_path)
+
+    class Unannounced(FakeResponse):  # no Content-Length: refused as the bytes arrive
+        def __init__(self, content):
+            super().__init__(content)
+            self.headers = {}
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Unannounced(raw))
+    with pytest.raises(DigitnetError, match="more than the"):
+        download_file(TRAIN_LABELS, tmp_path)
+    assert _leftovers(tmp_path) == []
 
 
 def test_connection_dropped_mid_download_is_a_clear_error(tmp_path, monkeypatch):

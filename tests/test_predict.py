@@ -4,6 +4,7 @@ agreement between a rendered photo-like digit and the raw MNIST digit."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from digitnet.deploy.predict import (
 from digitnet.errors import DigitnetError
 from digitnet.store import load_model
 from digitnet.training.loop import fit
+
+from bounded import run_bounded
 
 JSON_KEYS = {"file", "label", "probabilities", "top_k", "digit_found", "reason", "error"}
 
@@ -203,3 +206,30 @@ def test_top_k_out_of_range(model, images, top_k, capsys):
     assert main(["predict", model["ref"], str(images), "--top-k", str(top_k), "--models-dir",
                  model["models"]]) == 1
     assert "top_k must be 1 to 10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["named", "in-a-folder", "by-glob"])
+def test_fifo_and_device_are_errors_never_read(images, monkeypatch, how):
+    fifo, zero = images / "pipe.png", images / "zero.png"
+    os.mkfifo(fifo)
+    zero.symlink_to("/dev/zero")
+    monkeypatch.chdir(images)
+    inputs = {"named": [fifo, zero, "/dev/zero"], "in-a-folder": [images],
+              "by-glob": ["*.png"]}[how]
+    expanded = run_bounded(lambda: expand_inputs(inputs), fifo=fifo)
+    errors = {Path(p).name: e for p, e in expanded if e is not None}
+    assert errors["pipe.png"].endswith("pipe.png: expected a regular image file, found a FIFO")
+    assert errors["zero.png"].endswith("zero.png: expected a regular image file, found a device")
+    if how == "named":
+        assert errors["zero"] == "/dev/zero: expected a regular image file, found a device"
+    else:  # the regular images are still there to predict
+        assert "a.png" in {Path(p).name for p, e in expanded if e is None}
+
+
+def test_predict_reports_a_fifo_and_predicts_the_rest(model, images, capsys):
+    os.mkfifo(images / "pipe.png")
+    code, entries = run_bounded(lambda: run_json(model, capsys, images), fifo=images / "pipe.png")
+    assert code == 1
+    by_name = {Path(e["file"]).name: e for e in entries}
+    assert "found a FIFO" in by_name["pipe.png"]["error"] and by_name["pipe.png"]["label"] is None
+    assert by_name["a.png"]["label"] is not None and len(entries) == 4

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
+import io
 import json
 import os
 import re
@@ -36,7 +38,13 @@ from digitnet.data.explore import class_distribution
 from digitnet.data.idx import IdxError, read_idx, write_idx
 from digitnet.data.preprocess import PREPROCESS_VERSION, ImageError, preprocess
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_json, sha256_bytes, sha256_file
+from digitnet.fileio import (
+    atomic_write_json,
+    check_regular_file,
+    read_regular_bytes,
+    sha256_bytes,
+    sha256_file,
+)
 
 ENV_DATASETS_DIR = "DIGITNET_DATASETS_DIR"
 IMAGES_FILE = "images-idx3-ubyte.gz"
@@ -49,6 +57,7 @@ BALANCE_SEED = 0  # fixed: which examples a policy drops or repeats is part of t
 DEFAULT_MIN_PER_CLASS = 10  # fewer examples of a class than this draws a warning
 RESERVED_NAMES = ("mnist", "mnist-test", "mnist-val", "mnist-test-augmented")
 _NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+MAX_CSV_BYTES = 64 * 2**20  # a CSV source larger than this is refused (about a million rows)
 
 # why a source file was skipped
 UNREADABLE = "unreadable"
@@ -219,9 +228,13 @@ def _parse_label(text: str) -> int | None:
 
 
 def _folder_sources(src: Path) -> list[_Source]:
-    """SRC/<digit>/... : every non-hidden file, labelled by its top-level folder."""
+    """SRC/<digit>/... : every non-hidden entry but a folder, labelled by its top-level folder.
+
+    A FIFO, device or broken link is listed too, so that it is skipped as unreadable with a
+    reason instead of silently.
+    """
     sources = []
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+    for path in sorted(p for p in src.rglob("*") if not p.is_dir()):
         parts = path.relative_to(src).parts
         if any(part.startswith(".") for part in parts):
             continue
@@ -241,10 +254,10 @@ def _is_header(row: list[str]) -> bool:
 
 def _csv_sources(src: Path) -> list[_Source]:
     """Rows `path,label` (a header row is optional); paths are relative to the CSV's folder."""
+    content = read_regular_bytes(src, MAX_CSV_BYTES, "CSV file")
     try:
-        with open(src, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        rows = list(csv.reader(io.StringIO(content.decode("utf-8-sig"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
         raise DigitnetError(f"{src}: cannot read the CSV file ({e})") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if rows and _is_header(rows[0]):
@@ -270,8 +283,8 @@ def list_sources(src: str | os.PathLike) -> list[_Source]:
     src = Path(src)
     if src.is_dir():
         return _folder_sources(src)
-    if src.is_file() and src.suffix.lower() == ".csv":
-        return _csv_sources(src)
+    if src.suffix.lower() == ".csv" and src.exists():
+        return _csv_sources(src)  # which refuses a FIFO or device by name, never reading it
     what = "not found" if not src.exists() else "not a folder or .csv file"
     raise DigitnetError(f"{src}: {what}; expected a folder SRC/<digit>/*.png or a CSV file of "
                         f"path,label rows")
@@ -317,7 +330,11 @@ def _process(sources: list[_Source], known: dict[str, dict], result: IngestResul
             result.skipped.append(dict(file=str(s.path), why=UNLABELLED, detail=s.problem))
             continue
         try:
-            digest = sha256_file(s.path)
+            # a FIFO or /dev/zero named by a CSV row or found in a folder would never end a read
+            digest = sha256_file(check_regular_file(s.path, "image file"))
+        except DigitnetError as e:
+            result.skipped.append(dict(file=str(s.path), why=UNREADABLE, detail=str(e)))
+            continue
         except OSError as e:
             why = "file not found" if isinstance(e, FileNotFoundError) else e.strerror
             detail = f"{s.path}: {why}"
@@ -390,20 +407,55 @@ def ingest(
 
 @contextmanager
 def _lock(root: Path, name: str):
-    """Only one ingestion into a dataset at a time: the second would drop the first's files."""
+    """Only one ingestion into a dataset at a time: the second would drop the first's files.
+
+    The lock is an flock on DATASETS/.NAME.lock, which the kernel releases when its process ends
+    however it ends, so a run that was killed never leaves a lock that blocks the next one. The
+    file (0644 under the usual umask) holds the owner's pid and is removed on the way out.
+
+    Raises:
+        DigitnetError: another process holds the lock, naming the dataset and that process.
+    """
     root.mkdir(parents=True, exist_ok=True)
     path = root / f".{name}.lock"
+    fd = _acquire_lock(path, name)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        raise DigitnetError(f"dataset {name}: another ingestion is running (or one was killed and "
-                            f"left {path}; delete that file if none is running)") from None
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
         yield
     finally:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # while still holding it, see _acquire_lock
+        os.close(fd)
+
+
+def _acquire_lock(path: Path, name: str) -> int:
+    """An open descriptor of `path`, flocked, that is still the file at `path`."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as in fileio
+        except OSError as e:
+            raise DigitnetError(f"dataset {name}: cannot create the lock file {path} "
+                                f"({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DigitnetError(f"dataset {name}: another ingestion is running (process "
+                                f"{holder} holds {path}); wait for it to finish, then try "
+                                f"again") from None
+        except OSError as e:  # e.g. a file system without locks
+            os.close(fd)
+            raise DigitnetError(f"dataset {name}: cannot lock {path} ({e.strerror or e})") from None
+        # the previous holder may have removed the file between our open and flock: then we
+        # hold a lock on a file nobody else will see, so open the new one instead
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
 
 
 def _ingest_locked(sources: list[_Source], src: str | os.PathLike, folder: Path,

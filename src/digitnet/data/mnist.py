@@ -7,12 +7,11 @@ a checksum-verified download.
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import http.client
 import os
 import urllib.error
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from digitnet.constants import IMAGE_SIZE, NUM_CLASSES
-from digitnet.data.idx import IdxError, parse_idx, read_idx_bytes
+from digitnet.data.idx import IdxError, parse_idx, read_idx
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_bytes, sha256_bytes
+from digitnet.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 
 ENV_DATA_DIR = "DIGITNET_DATA_DIR"
 
@@ -32,6 +31,8 @@ MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
+# A download larger than this is refused as it arrives: the largest MNIST file is 9.9 MB gzipped.
+MAX_DOWNLOAD_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -84,20 +85,25 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, s
 
 
 def find_file(data_dir: Path, f: MnistFile) -> Path | None:
-    """The file for `f` in `data_dir`, gzip-compressed or raw, or None."""
+    """The file for `f` in `data_dir`, gzip-compressed or raw, or None.
+
+    Anything but a folder counts, so that a FIFO or device under the name is refused by the reader
+    with a message, not taken for a missing file.
+    """
     for name in (f.name + ".gz", f.name):
-        if (data_dir / name).is_file():
+        if (data_dir / name).exists() and not (data_dir / name).is_dir():
             return data_dir / name
     return None
 
 
-def verify_checksum(path: Path, f: MnistFile, content: bytes, raw: bytes | None = None) -> str:
+def verify_checksum(path: Path, f: MnistFile, content_sha256: str,
+                    raw_sha256: str | None = None) -> str:
     """Accept the mirror's gzip sha256 or the sha256 of the decompressed content.
 
     Args:
-        path: the file, named in errors (and read for the gzip hash when `raw` is None).
-        content: the decompressed IDX bytes.
-        raw: the file's bytes as stored, if already in memory.
+        path: the file, named in errors (and hashed as stored when `raw_sha256` is None).
+        content_sha256: the sha256 of the decompressed IDX bytes (see `read_idx`'s `hasher`).
+        raw_sha256: the sha256 of the file's bytes as stored, if already known.
 
     Returns:
         Which checksum matched ("content" or "gzip").
@@ -105,16 +111,35 @@ def verify_checksum(path: Path, f: MnistFile, content: bytes, raw: bytes | None 
     Raises:
         ChecksumError: neither matches.
     """
-    if sha256_bytes(content) == f.content_sha256:
+    if content_sha256 == f.content_sha256:
         return "content"
-    if raw is None and path.suffix == ".gz" and path.is_file():
-        raw = path.read_bytes()
-    if raw is not None and sha256_bytes(raw) == f.gzip_sha256:
+    if raw_sha256 is None and path.suffix == ".gz" and path.is_file():
+        raw_sha256 = sha256_file(path)  # streamed: the file is never in memory twice
+    if raw_sha256 == f.gzip_sha256:
         return "gzip"
     raise ChecksumError(
-        f"{path}: checksum mismatch: content sha256 {sha256_bytes(content)[:16]}... is not the "
+        f"{path}: checksum mismatch: content sha256 {content_sha256[:16]}... is not the "
         f"published MNIST {f.name} ({f.content_sha256[:16]}...); the file is corrupt or not MNIST"
     )
+
+
+def _read_download(response, url: str) -> bytes:
+    """The body of `response`, refused past MAX_DOWNLOAD_BYTES as it arrives."""
+    total = int(response.headers.get("Content-Length") or 0) or None
+    if total is not None and total > MAX_DOWNLOAD_BYTES:
+        raise DigitnetError(f"{url}: {total:,} bytes, more than the {MAX_DOWNLOAD_BYTES:,} "
+                            f"bytes an MNIST file can be")
+    chunks, got = [], 0
+    desc = f"download {url.rsplit('/', 1)[-1]}"
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+        for chunk in iter(lambda: response.read(1 << 16), b""):
+            got += len(chunk)
+            if got > MAX_DOWNLOAD_BYTES:
+                raise DigitnetError(f"{url}: more than the {MAX_DOWNLOAD_BYTES:,} bytes an MNIST "
+                                    f"file can be")
+            chunks.append(chunk)
+            bar.update(len(chunk))
+    return b"".join(chunks)
 
 
 def download_file(f: MnistFile, dest_dir: Path, mirrors=MIRRORS, timeout: float = 30.0) -> Path:
@@ -129,22 +154,20 @@ def download_file(f: MnistFile, dest_dir: Path, mirrors=MIRRORS, timeout: float 
         url = mirror + f.name + ".gz"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                chunks = []
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {f.name}.gz") as bar:
-                    for chunk in iter(lambda: response.read(1 << 16), b""):
-                        chunks.append(chunk)
-                        bar.update(len(chunk))
-            raw = b"".join(chunks)
+                raw = _read_download(response, url)
         # HTTPException: a connection dropped mid-body raises http.client.IncompleteRead
         except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
+        except DigitnetError as e:
+            errors.append(str(e))
+            continue
         dest = dest_dir / (f.name + ".gz")
         try:
-            content = gzip.decompress(raw)
-            verify_checksum(dest, f, content, raw=raw)
-        except (OSError, EOFError, zlib.error, DigitnetError) as e:
+            content_hash = hashlib.sha256()
+            parse_idx(raw, name=url, hasher=content_hash)  # bounded, like every IDX read
+            verify_checksum(dest, f, content_hash.hexdigest(), raw_sha256=sha256_bytes(raw))
+        except DigitnetError as e:
             errors.append(f"{url}: {e}")
             continue
         atomic_write_bytes(dest, raw)
@@ -191,18 +214,41 @@ class Mnist:
     sha256: dict[str, str]  # content sha256 of each file, recorded with every trained model
 
 
+def check_images(images: np.ndarray, name: str | os.PathLike) -> None:
+    """MNIST-format images: uint8 of shape (N, 28, 28).
+
+    Raises:
+        IdxError: another type (float images too) or shape, naming `name`.
+    """
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise IdxError(
+            f"{name}: expected uint8 images of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}), "
+            f"got {images.dtype} {images.shape}"
+        )
+
+
+def check_labels(labels: np.ndarray, name: str | os.PathLike) -> None:
+    """MNIST-format labels: integers 0-9 of shape (N,); float types (NaN, 2.5) are refused.
+
+    Raises:
+        IdxError: another type or shape, or a label out of range, naming `name` and the first.
+    """
+    if labels.dtype.kind not in "ui" or labels.ndim != 1:
+        raise IdxError(f"{name}: expected integer labels 0-{NUM_CLASSES - 1} of shape (N,) "
+                       f"(IDX type 0x08, unsigned byte), got {labels.dtype} {labels.shape}")
+    bad = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+    if bad.size:
+        raise IdxError(f"{name}: label {int(labels[bad[0]])} out of range 0-{NUM_CLASSES - 1} "
+                       f"(at index {int(bad[0])}; {bad.size} such labels)")
+
+
 def _check_array(array: np.ndarray, path: Path, f: MnistFile) -> None:
     if f.kind == "images":
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-            raise IdxError(
-                f"{path}: expected uint8 images of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}), "
-                f"got {array.dtype} {array.shape}"
-            )
+        check_images(array, path)
+    elif array.dtype != np.uint8 or array.ndim != 1:  # the published files are uint8
+        raise IdxError(f"{path}: expected uint8 labels of shape (N,), got {array.dtype} {array.shape}")
     else:
-        if array.dtype != np.uint8 or array.ndim != 1:
-            raise IdxError(f"{path}: expected uint8 labels of shape (N,), got {array.dtype} {array.shape}")
-        if array.size and array.max() >= NUM_CLASSES:
-            raise IdxError(f"{path}: label {int(array.max())} out of range 0-{NUM_CLASSES - 1}")
+        check_labels(array, path)
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, verify: bool = False) -> Mnist:
@@ -219,11 +265,11 @@ def load_mnist(data_dir: str | os.PathLike | None = None, verify: bool = False) 
     arrays, sha = {}, {}
     for f in MNIST_FILES:
         path = paths[f.name]
-        content = read_idx_bytes(path)
-        sha[f.name] = sha256_bytes(content)
+        content_hash = hashlib.sha256()
+        array = read_idx(path, hasher=content_hash)
+        sha[f.name] = content_hash.hexdigest()
         if verify:
-            verify_checksum(path, f, content)
-        array = parse_idx(content, name=str(path))
+            verify_checksum(path, f, sha[f.name])
         _check_array(array, path, f)
         arrays[f.split, f.kind] = (array, path)
     for split in ("train", "test"):
@@ -256,12 +302,12 @@ def verify_mnist(data_dir: str | os.PathLike | None = None) -> list[dict]:
             rows.append(dict(file=str(folder / (f.name + ".gz")), ok=False, detail="missing"))
             continue
         try:
-            content = read_idx_bytes(path)
-            array = parse_idx(content, name=str(path))
+            content_hash = hashlib.sha256()
+            array = read_idx(path, hasher=content_hash)
             _check_array(array, path, f)
             if len(array) != f.count:
                 raise IdxError(f"{path}: {len(array)} examples, expected {f.count}")
-            matched = verify_checksum(path, f, content)
+            matched = verify_checksum(path, f, content_hash.hexdigest())
         except DigitnetError as e:
             rows.append(dict(file=str(path), ok=False, detail=str(e)))
             continue

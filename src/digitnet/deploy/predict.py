@@ -19,6 +19,7 @@ from digitnet.constants import NUM_CLASSES
 from digitnet.data.preprocess import ImageError, preprocess
 from digitnet.deploy.fast import optimize_for_inference
 from digitnet.errors import DigitnetError
+from digitnet.fileio import check_regular_file
 from digitnet.store import LoadedModel
 
 DEFAULT_TOP_K = 3
@@ -35,11 +36,12 @@ def _is_hidden(path: Path, root: Path) -> bool:
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
     """Every image file under `folder`, recursively, sorted by path; hidden files are skipped.
 
-    An image file is one whose name ends in a known image suffix (any case).
+    An image file is one whose name ends in a known image suffix (any case) and is not a folder:
+    a FIFO or device so named is listed too, for `expand_inputs` to report rather than skip.
     """
     root = Path(folder)
-    found = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-             and not _is_hidden(p, root)]
+    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+             and not p.is_dir() and not _is_hidden(p, root)]
     return sorted(found)
 
 
@@ -53,7 +55,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | 
 
     Returns:
         (path, error) pairs: error is None for a file to predict, else why the input gave no file
-        (a folder with no images, a pattern that matches nothing); path then names the input.
+        (a folder with no images, a pattern that matches nothing, a FIFO, device or socket,
+        which a read would never finish); path then names the input.
     """
     out: list[tuple[str, str | None]] = []
     seen: set[str] = set()
@@ -70,9 +73,18 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | 
                 add(str(path), f"{path}: no image files in this folder "
                                f"(looked for {', '.join(IMAGE_SUFFIXES)}, recursively)")
             for f in files:
-                add(str(f))
+                add_file(f)
         else:
-            add(str(path))
+            add_file(path)
+
+    def add_file(path: Path) -> None:
+        if path.exists():  # a missing path is kept: predicting it reports the error
+            try:
+                check_regular_file(path, "image file")
+            except DigitnetError as e:
+                add(str(path), str(e))
+                return
+        add(str(path))
 
     for item in inputs:
         text = os.fspath(item)

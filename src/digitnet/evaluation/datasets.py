@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitnet.constants import IMAGE_SIZE, NUM_CLASSES
+from digitnet.constants import NUM_CLASSES
 from digitnet.data.datasets import DEFAULT_VAL_SIZE, TensorDataset, train_val_split
 from digitnet.errors import DigitnetError
+from digitnet.fileio import check_regular_file
 
 DEFAULT_DATASET = "mnist-test"
 AUGMENTED = "mnist-test-augmented"
@@ -37,21 +38,30 @@ def _mnist(data_dir: str | None):
 
 
 def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike, name: str) -> TensorDataset:
-    """A labelled dataset from two IDX files, checked for shape, range and matching counts."""
-    from digitnet.data.idx import read_idx
+    """A labelled dataset from two IDX files, checked for type, shape, range and matching counts.
 
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DigitnetError(f"{images_path}: expected uint8 images (N, 28, 28), got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES)):
-        raise DigitnetError(f"{labels_path}: expected labels (N,) in 0-9")
+    Raises:
+        DigitnetError: naming the file: unreadable or not IDX (see `read_idx`), images that are
+            not uint8 (N, 28, 28), labels that are not integers 0-9, or counts that disagree.
+    """
+    from digitnet.data.idx import read_idx
+    from digitnet.data.mnist import check_images, check_labels
+
+    images = read_idx(images_path)
+    check_images(images, images_path)
+    labels = read_idx(labels_path)
+    check_labels(labels, labels_path)
     if len(images) != len(labels):
         raise DigitnetError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
     return TensorDataset(name, torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
 
 
 def load_image_folder(folder: Path) -> TensorDataset:
-    """DIR/<digit>/* images through the new-image preprocessing; unreadable files are errors."""
+    """DIR/<digit>/* images through the new-image preprocessing; unreadable files are errors.
+
+    Every entry but a hidden one or a subfolder counts: a FIFO or device is an unreadable file
+    (refused before it is opened, so it never hangs the read), not one silently left out.
+    """
     from digitnet.data.preprocess import preprocess
 
     images, labels, problems = [], [], []
@@ -59,9 +69,10 @@ def load_image_folder(folder: Path) -> TensorDataset:
         sub = folder / str(digit)
         if not sub.is_dir():
             continue
-        for path in sorted(p for p in sub.iterdir() if p.is_file() and not p.name.startswith(".")):
+        entries = (p for p in sub.iterdir() if not p.is_dir() and not p.name.startswith("."))
+        for path in sorted(entries):
             try:
-                result = preprocess(path)
+                result = preprocess(check_regular_file(path, "image file"))
             except DigitnetError as e:
                 problems.append(str(e))
                 continue
