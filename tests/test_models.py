@@ -103,6 +103,52 @@ def test_registered_versions_stay_frozen():
     assert not missing, f"record new versions {missing} with: python tests/test_models.py"
 
 
+# ------------------------------------------------------------------- README promises (issue 18)
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_architectures() -> dict[str, str]:
+    """The README's architecture table: arch id -> the rest of its row."""
+    import re
+
+    rows = re.findall(r"^\| `([\w-]+-v\d+)`[^|]*\|(.*)$", README.read_text(), flags=re.M)
+    return {arch: rest for arch, rest in rows}
+
+
+def test_readme_table_lists_every_architecture_with_its_parameter_count():
+    table = _readme_architectures()
+    assert sorted(table) == sorted(ARCHS)
+    for arch, rest in table.items():
+        params = int(rest.split("|")[0].strip().replace(",", ""))
+        assert count_parameters(create_model(arch)) == params, arch
+
+
+def test_readme_flop_figures():
+    """3.8 MFLOPs fast-v2, 15.5 wide-v2, 69 nopool-v1 (README table), and fast-v2 needs "a
+    quarter of cnn-v1" (README, Fast and accurate recipes)."""
+    import re
+
+    table = _readme_architectures()
+    stated = {arch: float(m.group(1)) for arch, rest in table.items()
+              if (m := re.search(r"([\d.]+) MFLOPs", rest))}
+    assert stated == {"fast-v2": 3.8, "wide-v2": 15.5, "nopool-v1": 69.0}
+    for arch, mflops in stated.items():
+        digits = len(str(mflops).split(".")[1]) if mflops % 1 else 0
+        assert round(count_flops(create_model(arch)) / 1e6, digits) == mflops, arch
+    ratio = count_flops(create_model("fast-v2")) / count_flops(create_model("cnn-v1"))
+    assert 0.22 <= ratio <= 0.28
+    assert "3.8 MFLOPs per image, a quarter of `cnn-v1`" in " ".join(README.read_text().split())
+
+
+def test_count_flops_by_hand():
+    """Two FLOPs (a multiply and an add) per weight use: a 3x3 conv 1->2 on 28x28 (padding 1) and a linear
+    layer 1568 -> 10 need 2*28*28*2*9 + 2*10*1568 FLOPs."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 28 * 28, 10))
+    assert count_flops(model) == 2 * 28 * 28 * 2 * 9 + 2 * 10 * 1568
+    assert count_parameters(model) == 2 * 9 + 2 + 1568 * 10 + 10
+
+
 if __name__ == "__main__":  # record newly registered versions; existing records never change
     records = json.loads(FROZEN.read_text())
     records.update({a: _definition(a) for a in ARCHS if a not in records})
