@@ -260,3 +260,40 @@ def test_real_server_over_http(model):
             assert json.load(response)["model"] == REF
         status, result = post_image(url, seven_png(), "7.png")
         assert status == 200 and result["digit_found"] and result["label"] in range(10)
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+@pytest.fixture
+def started(monkeypatch):
+    """Run `digitnet serve` up to the point where uvicorn would start; yields what it got."""
+    got = {}
+
+    def capture(app, sock, *args, **kwargs):
+        got["app"], got["address"] = app, sock.getsockname()[:2]
+        sock.close()
+
+    monkeypatch.setattr(serve, "serve", capture)
+    return got
+
+
+@pytest.mark.parametrize("host_args, host", [([], "127.0.0.1"), (["--host", "0.0.0.0"], "0.0.0.0")])
+def test_serve_binds_the_given_host_and_port_zero_picks_one(model, started, capsys, host_args,
+                                                            host):
+    assert main(["serve", REF, "--models-dir", model["models"], "--port", "0", *host_args]) == 0
+    bound, port = started["address"]
+    assert bound == host and port > 0
+    assert f"serving {REF} at http://{host}:{port}/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("limit_args, limit", [([], 10_000_000), (["--max-upload-mb", "0.02"], 20_000)])
+def test_serve_max_upload_mb_gives_413_above_the_given_size(model, started, limit_args, limit):
+    """--max-upload-mb MB (default 10): a file of MB * 10^6 bytes is read, one byte more is 413."""
+    assert main(["serve", REF, "--models-dir", model["models"], "--port", "0", *limit_args]) == 0
+    client = TestClient(started["app"])
+    assert client.get("/info").json()["max_upload_bytes"] == limit
+    png = seven_png()
+    at_limit = png + b"\0" * (limit - len(png))  # trailing bytes after IEND: Pillow still reads it
+    response = post(client, at_limit)
+    assert response.status_code == 200 and response.json()["digit_found"]
+    response = post(client, at_limit + b"\0")
+    assert response.status_code == 413 and "over the limit" in response.json()["detail"]
