@@ -105,3 +105,96 @@ def test_resume_refuses_flags_that_would_change_the_recipe(tmp_path, synthetic_m
     assert main(["train", "--resume", "linear-v1/r", "--lr", "0.1", "--data-dir",
                  str(synthetic_mnist), "--models-dir", str(models)]) == 1
     assert "--resume continues a run with its own configuration; drop --lr" in capsys.readouterr().err
+
+
+def test_every_train_flag_reaches_the_recorded_recipe(tmp_path, synthetic_mnist, capsys):
+    """The README's training options each set their field of config.json (and the run)."""
+    models, summary = tmp_path / "models", tmp_path / "s.json"
+    flags = dict(arch="fast", version=2, epochs=1, batch_size=16, lr=0.03, optimizer="adamw",
+                 weight_decay=0.001, label_smoothing=0.05, augment_severity=4, augment_kind="shift",
+                 seed=7, val_size=30, subset=100, threads=1, precision="bf16", name="all",
+                 max_steps=3)
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
+    assert main(["train", *argv, "--augment", "--class-weighting", "--data", "mnist", "--device",
+                 "cpu", "--json", str(summary), "--no-progress", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models)]) == 0
+    out = capsys.readouterr().out
+    run_dir = models / "fast-v2" / "all"
+    config = json.loads((run_dir / "config.json").read_text())
+    expected = {**flags, "arch": "fast", "augment": True, "class_weighting": True, "data": ["mnist"]}
+    assert {k: config["train"][k] for k in expected} == expected
+    assert config["env"]["threads"] == 1 and config["env"]["device"] == "cpu"
+    assert (config["data"]["train_size"], config["data"]["val_size"]) == (100, 30)
+    assert json.loads(summary.read_text())["ref"] == "fast-v2/all" == out.strip().splitlines()[-1]
+    [row] = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert row["images_per_s"] > 0 and row["lr"] == 0.0  # one-cycle schedule ends at 0
+    # the epoch line: train and validation loss and accuracy, learning rate, time
+    assert re.search(r"^epoch   1/1  train loss \d+\.\d{4} acc \d+\.\d\d%  val loss \d+\.\d{4} "
+                     r"acc \d+\.\d\d%  lr 0  \d+\.\ds  [\d,]+ img/s$", out, re.M)
+    assert main(["train", *TINY, "--no-class-weighting", "--name", "plain", "--data-dir",
+                 str(synthetic_mnist), "--models-dir", str(models)]) == 0
+    train = json.loads((models / "linear-v1" / "plain" / "config.json").read_text())["train"]
+    assert (train["augment"], train["class_weighting"]) == (False, False)
+
+
+def test_train_shows_a_progress_bar_with_loss_accuracy_speed_and_eta(tmp_path, synthetic_mnist,
+                                                                     capsys):
+    assert main(["train", "--arch", "linear", "--epochs", "1", "--batch-size", "4", "--val-size",
+                 "50", "--no-augment", "--name", "bar", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(tmp_path / "models")]) == 0
+    bar = capsys.readouterr().err
+    assert "epoch 1/1" in bar and "img/s" in bar
+    assert re.search(r"acc=\d+\.\d\d%", bar) and re.search(r"loss=\d+\.\d{4}", bar)
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", bar)  # elapsed<remaining (the ETA)
+    assert main(["train", *TINY, "--name", "quiet", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(tmp_path / "models")]) == 0
+    assert "img/s" not in capsys.readouterr().err  # --no-progress: no bar
+
+
+def test_compare_writes_to_reports_compare_by_default():
+    from digitnet.cli import build_parser
+
+    args = build_parser().parse_args(["compare", "cnn-v1/latest"])
+    assert args.out == "reports/compare" and args.dataset is None  # None: mnist-test
+    from digitnet.evaluation.datasets import DEFAULT_DATASET
+
+    assert DEFAULT_DATASET == "mnist-test"
+
+
+@pytest.fixture
+def make_dry_run():
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+
+    def run(*args: str, env: dict | None = None) -> str:
+        import os
+
+        environ = {k: v for k, v in os.environ.items() if k != "DIGITNET_DATA_DIR"}
+        return subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True,
+                              text=True, check=True, env={**environ, **(env or {})}).stdout
+    return run
+
+
+def test_make_run_verifies_trains_and_evaluates_on_the_chosen_data(make_dry_run):
+    """`make run`: verify the four files, train the default model into models/, evaluate it on
+    the clean and augmented test sets into reports/evaluation/; DATA_DIR or $DIGITNET_DATA_DIR
+    choose the folder (default ../shared/datasets/mnist)."""
+    out = make_dry_run("run", "DATA_DIR=/x/mnist")
+    steps = [line for line in out.splitlines() if "/bin/digitnet " in line]
+    assert [s.split("/bin/digitnet ")[1].split()[:2] for s in steps] == [
+        ["data", "verify"], ["train", "--data-dir"], ["evaluate", "latest"]]
+    assert all("--data-dir /x/mnist" in s for s in steps[:2])
+    assert "--models-dir" not in out  # the default store: ./models
+    evaluate = out.split("/bin/digitnet evaluate")[1]
+    assert ("--dataset mnist-test --dataset mnist-test-augmented" in evaluate
+            and "--data-dir /x/mnist --out reports/evaluation" in evaluate)
+    assert "pip install --quiet -c constraints.txt -e '.[dev]'" in out
+    assert "--data-dir /env/mnist" in make_dry_run("run", env={"DIGITNET_DATA_DIR": "/env/mnist"})
+    assert "--data-dir ../shared/datasets/mnist" in make_dry_run("run")
+    assert "data explore --data-dir ../shared/datasets/mnist --out reports/explore" in make_dry_run(
+        "explore")
+    test = make_dry_run("test", "PYTEST_ARGS=-m 'not slow'")
+    assert "DIGITNET_DATA_DIR=../shared/datasets/mnist .venv/bin/python -m pytest -m 'not slow'" in test
