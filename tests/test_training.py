@@ -1,5 +1,6 @@
 """Training runs, checkpoints, exact resume, corrupt and unsafe checkpoints, loading."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -618,3 +619,49 @@ def test_config_records_the_git_commit(tmp_path, synthetic_mnist, monkeypatch):
     summary = run(tmp_path, synthetic_mnist, name="nogit", epochs=1, arch="linear")
     env = json.loads((Path(summary["path"]) / "config.json").read_text())["env"]
     assert "git_commit" not in env and env["digitnet"]
+
+
+def test_recipes_are_what_the_readme_says():
+    """Default: cnn-v1, 12 epochs, warp augmentation severity 2, label smoothing 0.1; fast.yaml:
+    fast-v2 with bf16, whole-pixel shifts, batches of 512, 6 epochs; best.yaml: wide-v1;
+    ensemble.yaml: best.yaml trained for 20 epochs; fast-v1.yaml: fast-v1."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def recipe(name: str) -> TrainConfig:
+        return resolve_config(repo / "configs" / f"{name}.yaml")
+
+    def arch_id(cfg: TrainConfig) -> str:
+        return get_spec(cfg.arch, cfg.version).arch_id
+
+    default = TrainConfig()
+    assert arch_id(default) == "cnn-v1"
+    assert (default.epochs, default.augment, default.augment_kind, default.augment_severity,
+            default.label_smoothing, default.val_size) == (12, True, "warp", 2, 0.1, 5000)
+    fast = recipe("fast")
+    assert arch_id(fast) == "fast-v2"
+    assert (fast.precision, fast.augment_kind, fast.batch_size, fast.epochs) == ("bf16", "shift", 512, 6)
+    best, ensemble = recipe("best"), recipe("ensemble")
+    assert arch_id(best) == arch_id(ensemble) == "wide-v1"
+    assert (best.epochs, ensemble.epochs) == (10, 20)
+    assert dataclasses.replace(best, epochs=20) == ensemble
+    assert arch_id(recipe("fast-v1")) == "fast-v1"
+
+
+def test_one_cycle_schedule_peaks_at_lr_and_ends_at_zero():
+    """--lr is the peak of a one-cycle schedule: a linear warm-up over warmup_frac of the steps,
+    then a linear decay to 0 at the last step."""
+    from digitnet.models import create_model
+    from digitnet.training.loop import build_optimizer, build_scheduler
+
+    cfg = TrainConfig(arch="linear", epochs=2, lr=0.4, warmup_frac=0.2)
+    optimizer = build_optimizer(create_model("linear"), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=25)  # 50 steps, 10 warming up
+    lrs = []
+    for _ in range(50):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:10] == pytest.approx([0.4 * (s + 1) / 10 for s in range(10)])
+    assert lrs[10:] == pytest.approx([0.4 * (50 - s) / 40 for s in range(10, 50)])
+    assert max(lrs) == pytest.approx(0.4) and scheduler.get_last_lr()[0] == 0.0
+    assert all(g["lr"] == 0.0 for g in optimizer.param_groups)  # both parameter groups
