@@ -148,3 +148,23 @@ def test_augmented_severity_out_of_range_is_an_error(synthetic_mnist, level):
     name = f"mnist-test-augmented:{level}"
     with pytest.raises(DigitnetError, match=r"severity must be 1 to 5"):
         load_eval_dataset(name, synthetic_mnist)
+
+
+def test_mnist_val_is_the_models_own_validation_split(trained, tmp_path):
+    """`mnist-val` is the split the model was validated on (its own --val-size), never images it
+    was trained on."""
+    from digitnet.data.datasets import load_splits
+    from digitnet.evaluation.evaluate import evaluate_model
+    from digitnet.store import load_model
+
+    models = tmp_path / "models"
+    fit(TrainConfig(arch="linear", epochs=1, batch_size=32, val_size=30, threads=1, augment=False,
+                    name="v30"), trained["data"], models, progress=False)
+    [result] = evaluate_model("linear-v1/v30", ["mnist-val"], trained["data"], models)
+    splits = load_splits(trained["data"], val_size=30)
+    val, train = splits["val"], splits["train"]
+    assert result["n"] == 30 and result["dataset"] == "mnist-val"
+    predicted = load_model("linear-v1/v30", models).logits(val.images).argmax(1)
+    assert result["accuracy"] == pytest.approx((predicted == val.labels).float().mean().item())
+    train_bytes = {bytes(image.numpy()) for image in train.images}
+    assert not any(bytes(image.numpy()) in train_bytes for image in val.images)
