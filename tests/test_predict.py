@@ -4,6 +4,7 @@ agreement between a rendered photo-like digit and the raw MNIST digit."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,18 @@ def test_top_k_out_of_range(model, images, top_k, capsys):
     assert main(["predict", model["ref"], str(images), "--top-k", str(top_k), "--models-dir",
                  model["models"]]) == 1
     assert "top_k must be 1 to 10" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+def test_text_mode_prints_file_label_and_the_top_3_by_default(model, images, capsys):
+    """Text mode: one line per file with the label and the top-k (default 3) with probabilities."""
+    code = main(["predict", model["ref"], str(images / "a.png"), "--models-dir", model["models"]])
+    assert code == 0
+    [line] = capsys.readouterr().out.splitlines()
+    m = re.fullmatch(rf"{re.escape(str(images / 'a.png'))}  (\d)  ((?:\d:\d+\.\d%\s*)+)", line)
+    assert m, line
+    ranked = m.group(2).split()
+    assert len(ranked) == 3 and ranked[0].split(":")[0] == m.group(1)
+    code, [entry] = run_json(model, capsys, images / "a.png")
+    assert len(entry["top_k"]) == 3 and [str(c) for c, _ in entry["top_k"]] == [
+        r.split(":")[0] for r in ranked]

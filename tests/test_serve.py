@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from digitnet.cli import main
@@ -297,3 +298,31 @@ def test_serve_max_upload_mb_gives_413_above_the_given_size(model, started, limi
     assert response.status_code == 200 and response.json()["digit_found"]
     response = post(client, at_limit + b"\0")
     assert response.status_code == 413 and "over the limit" in response.json()["detail"]
+
+
+def test_top_k_defaults_to_3_and_takes_1_to_10(client):
+    assert len(post(client, seven_png()).json()["top_k"]) == 3
+    for k in (1, 10):
+        assert len(post(client, seven_png(), top_k=k).json()["top_k"]) == k
+    assert post(client, seven_png(), top_k=0).status_code == 422
+
+
+def test_batch_norm_is_folded_once_at_start_up(model, monkeypatch):
+    """create_app folds batch norm into the convolutions once; requests reuse that model."""
+    from digitnet.deploy import predict as predict_module
+
+    calls = []
+    real = predict_module.optimize_for_inference
+
+    def counting(module, **kwargs):
+        calls.append(module)
+        return real(module, **kwargs)
+
+    monkeypatch.setattr(predict_module, "optimize_for_inference", counting)
+    client = TestClient(serve.create_app(model["loaded"]))
+    assert len(calls) == 1
+    for _ in range(3):
+        assert post(client, seven_png()).status_code == 200
+    assert len(calls) == 1
+    folded = real(model["loaded"].model, script=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
