@@ -151,13 +151,26 @@ def test_train_shows_a_progress_bar_with_loss_accuracy_speed_and_eta(tmp_path, s
     assert "img/s" not in capsys.readouterr().err  # --no-progress: no bar
 
 
-def test_compare_writes_to_reports_compare_by_default():
+@pytest.mark.parametrize("argv, defaults", [
+    (["compare", "cnn-v1/latest"], dict(out="reports/compare", dataset=None, metric="accuracy")),
+    (["evaluate", "cnn-v1/latest"], dict(dataset=None, out=None, json=None)),
+    (["data", "explore"], dict(out="reports/explore", val_size=5000, data_dir=None)),
+    (["data", "ingest", "photos", "--name", "mine"], dict(min_per_class=10, balance=None)),
+    (["predict", "latest", "a.png"], dict(top_k=3, json=False)),
+    (["serve", "latest"], dict(host="127.0.0.1", port=8000, max_upload_mb=10.0)),
+    (["export", "latest"], dict(out="huggingface", onnx=False, repo_id=None)),
+    (["publish", "latest", "--repo-id", "me/x"], dict(out="huggingface", via="git", dry_run=False)),
+    (["train"], dict(device="auto", resume=None, config=None)),
+])
+def test_defaults_the_readme_states(argv, defaults):
+    """compare writes to reports/compare/, explore to reports/explore/, --min-per-class 10,
+    --top-k 3, serve on 127.0.0.1:8000 with a 10 MB limit, export into huggingface/; a dataset
+    left out (None) means mnist-test."""
     from digitnet.cli import build_parser
-
-    args = build_parser().parse_args(["compare", "cnn-v1/latest"])
-    assert args.out == "reports/compare" and args.dataset is None  # None: mnist-test
     from digitnet.evaluation.datasets import DEFAULT_DATASET
 
+    args = vars(build_parser().parse_args(argv))
+    assert {k: args[k] for k in defaults} == defaults
     assert DEFAULT_DATASET == "mnist-test"
 
 

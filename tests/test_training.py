@@ -340,7 +340,9 @@ def test_every_model_reference_loads_exactly_the_checkpoint_it_names(store):
         str(ckpt / "epoch-002"): epoch[2],
     }
     for ref, expected in cases.items():
-        assert _loaded_is(load_model(ref, models), expected), ref
+        loaded = load_model(ref, models)
+        assert _loaded_is(loaded, expected), ref
+        assert not loaded.model.training and next(loaded.model.parameters()).device.type == "cpu"
     assert load_model("cnn-v1/new@best", models).ref.label == "cnn-v1/new@epoch-002"
     assert load_model("latest", models).config["arch"]["id"] == "linear-v1"
     assert _loaded_is(load_model("cnn-v1/new", models), epoch[3])  # final = the last epoch
@@ -665,3 +667,66 @@ def test_one_cycle_schedule_peaks_at_lr_and_ends_at_zero():
     assert lrs[10:] == pytest.approx([0.4 * (50 - s) / 40 for s in range(10, 50)])
     assert max(lrs) == pytest.approx(0.4) and scheduler.get_last_lr()[0] == 0.0
     assert all(g["lr"] == 0.0 for g in optimizer.param_groups)  # both parameter groups
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, synthetic_mnist, monkeypatch):
+    """Checkpoints are written atomically: a crash while writing epoch 2 leaves epoch 1 complete
+    and findable, with no partial epoch-002 folder and the pointers untouched."""
+    from digitnet.training import checkpoint
+
+    run_dir = tmp_path / "models" / "cnn-v1" / "crash"
+    real_save = checkpoint.torch.save
+
+    def crash_on_epoch_2(obj, path, *args, **kwargs):
+        if obj.get("epoch") == 2:
+            Path(path).write_bytes(b"half a file")
+            raise OSError("disk full")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash_on_epoch_2)
+    with pytest.raises(OSError, match="disk full"):
+        run(tmp_path, synthetic_mnist, name="crash")
+    ckpts = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch-001", "pointers.json"]
+    assert json.loads((ckpts / "pointers.json").read_text())["last"] == "epoch-001"
+    load_checkpoint(ckpts / "epoch-001")  # complete and verified
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/crash",
+                  progress=False)
+    assert resumed["epochs_done"] == 3
+
+
+def test_summary_json_holds_the_final_metrics(tmp_path, synthetic_mnist):
+    """summary.json: the reference, epochs done, the last epoch's metrics and the MNIST test loss
+    and accuracy of the final weights."""
+    from digitnet.evaluation.datasets import load_eval_dataset
+
+    summary = run(tmp_path, synthetic_mnist, name="s", epochs=2, arch="linear")
+    run_dir = Path(summary["path"])
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert summary["epochs_done"] == 2 and summary["final"] == rows[-1]
+    test = load_eval_dataset("mnist-test", synthetic_mnist)
+    loaded = load_model("linear-v1/s", tmp_path / "models")
+    logits = loaded.logits(test.images)
+    assert summary["test_acc"] == pytest.approx((logits.argmax(1) == test.labels).float().mean().item())
+    assert summary["test_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, test.labels).item(), rel=1e-5)
+
+
+def test_changed_parameter_shapes_alone_are_refused(tmp_path, synthetic_mnist, monkeypatch):
+    """Every model stores its parameter shapes: a definition whose hyperparameters read the same
+    but whose layers differ is refused with the advice to register a new version."""
+    run(tmp_path, synthetic_mnist, name="shapes", epochs=1)
+    spec = _registry._REGISTRY["cnn", 1]
+
+    def same_args_other_shapes(**kw):
+        model = SmallCNN(stages=[[16], [32], [64]], dropout=0.1, **kw)
+        model.model_args = spec.builder().model_args  # claims the recorded hyperparameters
+        return model
+
+    monkeypatch.setitem(_registry._REGISTRY, ("cnn", 1), _registry.ModelSpec(
+        "cnn", 1, same_args_other_shapes, spec.description))
+    with pytest.raises(DigitnetError, match=r"register the change under a new version number "
+                                            r"\(parameter names or shapes differ\)"):
+        load_model("cnn-v1/shapes", models_dir=tmp_path / "models")
