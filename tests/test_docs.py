@@ -2,6 +2,7 @@
 benchmarks/results/, its layout names files that exist, and docs/testing.md names real tests."""
 
 import ast
+import functools
 import json
 import re
 from pathlib import Path
@@ -69,6 +70,7 @@ def test_layout_names_files_that_exist():
     assert len(checked) >= 35 and not missing
 
 
+@functools.cache
 def _test_names(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}

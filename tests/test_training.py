@@ -560,8 +560,8 @@ def test_shift_augmentation_in_training_shifts_by_whole_pixels():
 
 
 def test_every_file_of_a_checkpoint_is_integrity_checked(tmp_path, synthetic_mnist):
-    """Changing any file a checkpoint holds (weights, training state, or the checksums in
-    meta.json) is detected on load; resuming then falls back to the previous epoch."""
+    """Changing any file a checkpoint holds (weights, training state, or meta.json: its
+    checksums, or its epoch, which says where a resume starts) is detected on load."""
     import shutil
 
     from digitnet.training.checkpoint import verify_checkpoint
@@ -585,8 +585,20 @@ def test_every_file_of_a_checkpoint_is_integrity_checked(tmp_path, synthetic_mni
         meta["sha256"]["state.pt"] = "0" * 64
         path.write_text(json.dumps(meta))
 
+    def edit_meta(**changes):
+        def tamper(path: Path) -> None:
+            meta = json.loads(path.read_text())
+            meta.update(changes)
+            path.write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+        return tamper
+
     for name, tamper in (("model.safetensors", flip_byte), ("state.pt", flip_byte),
-                         ("meta.json", swap_hash), ("meta.json", lambda p: p.write_text("{"))):
+                         ("meta.json", swap_hash), ("meta.json", lambda p: p.write_text("{")),
+                         ("meta.json", edit_meta(sha256=None)),  # no hashes: nothing to check
+                         ("meta.json", edit_meta(sha256={"model.safetensors": meta["sha256"][
+                             "model.safetensors"]})),  # the state's hash dropped
+                         ("meta.json", edit_meta(epoch=1)),  # would resume at the wrong epoch
+                         ("meta.json", lambda p: p.write_text("[]"))):
         tamper(ckpt / name)
         with pytest.raises(CheckpointError, match="corrupt or tampered|unreadable"):
             load_checkpoint(ckpt)
