@@ -326,3 +326,12 @@ def test_batch_norm_is_folded_once_at_start_up(model, monkeypatch):
     assert len(calls) == 1
     folded = real(model["loaded"].model, script=False)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_info_gives_the_models_test_accuracy_and_preprocessing(client, model):
+    summary = json.loads((Path(model["models"]) / "cnn-v1" / "tiny" / "summary.json").read_text())
+    info = client.get("/info").json()
+    assert info["test_accuracy"] == summary["test_acc"]
+    data = model["loaded"].data_config
+    assert (info["mean"], info["std"], info["label_names"]) == (data["mean"], data["std"],
+                                                                data["label_names"])

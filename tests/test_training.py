@@ -742,3 +742,16 @@ def test_changed_parameter_shapes_alone_are_refused(tmp_path, synthetic_mnist, m
     with pytest.raises(DigitnetError, match=r"register the change under a new version number "
                                             r"\(parameter names or shapes differ\)"):
         load_model("cnn-v1/shapes", models_dir=tmp_path / "models")
+
+
+def test_compare_takes_globs_oldest_first_and_latest_at_all(store, tmp_path):
+    """`digitnet compare 'cnn-v1/*'` compares every matching run, oldest first, and
+    `cnn-v1/latest@all` every epoch of the newest run."""
+    out = tmp_path / "cmp"
+    assert main(["compare", "cnn-v1/*", "cnn-v1/latest@all", "--dataset", "mnist-test",
+                 "--out", str(out), "--data-dir", str(store["data"]),
+                 "--models-dir", str(store["models"])]) == 0
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [(r["model"], r["epoch"]) for r in rows] == [
+        ("cnn-v1/old", 3), ("cnn-v1/new", 3), ("cnn-v1/new@epoch-001", 1),
+        ("cnn-v1/new@epoch-002", 2), ("cnn-v1/new@epoch-003", 3)]
