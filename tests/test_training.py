@@ -755,3 +755,19 @@ def test_compare_takes_globs_oldest_first_and_latest_at_all(store, tmp_path):
     assert [(r["model"], r["epoch"]) for r in rows] == [
         ("cnn-v1/old", 3), ("cnn-v1/new", 3), ("cnn-v1/new@epoch-001", 1),
         ("cnn-v1/new@epoch-002", 2), ("cnn-v1/new@epoch-003", 3)]
+
+
+def test_training_augmentation_uses_the_transforms_of_the_augmented_test_set():
+    """--augment (warp) applies to a training batch exactly what mnist-test-augmented applies at
+    the same severity: one augment_batch call over the whole batch."""
+    from digitnet.data.augment import make_augmented_dataset
+    from digitnet.training.loop import batch_augmentation
+
+    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(40) % 10
+    for severity in (2, 4):
+        train = batch_augmentation(TrainConfig(augment_severity=severity))(
+            images, torch.Generator().manual_seed(5))
+        fixed, _ = make_augmented_dataset(images, labels, severity, seed=5)
+        assert torch.equal(train, fixed) and not torch.equal(train, images)
