@@ -23,7 +23,8 @@ def test_version_is_the_package_version(capsys):
         main(["--version"])
     assert info.value.code == 0
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert capsys.readouterr().out.strip() == f"digitnet {version}" == f"digitnet {digitnet.__version__}"
+    assert version == digitnet.__version__
+    assert capsys.readouterr().out.strip() == f"digitnet {version}"
 
 
 def test_models_list_shows_every_architecture_its_size_and_flops_and_trained_models(
@@ -37,7 +38,8 @@ def test_models_list_shows_every_architecture_its_size_and_flops_and_trained_mod
     capsys.readouterr()
     assert main(["models", "list", "--models-dir", str(models)]) == 0
     out = capsys.readouterr().out
-    rows = {m.group(1): m for m in re.finditer(r"^(\S+-v\d+)\s+([\d,]+)\s+([\d.]+)  (.*)$", out, re.M)}
+    line = re.compile(r"^(\S+-v\d+)\s+([\d,]+)\s+([\d.]+)  (.*)$", re.M)
+    rows = {m.group(1): m for m in line.finditer(out)}
     assert sorted(rows) == sorted(s.arch_id for s in list_specs())
     for arch, m in rows.items():
         model = create_model(arch)
@@ -90,8 +92,8 @@ def test_json_recipe_works_like_yaml_and_flags_override_it(tmp_path, synthetic_m
     assert len(rows) == 1
     (tmp_path / "bad.json").write_text(json.dumps({"epochs": 1, "learning_rate": 0.1}))
     capsys.readouterr()
-    assert main(["train", "--config", str(tmp_path / "bad.json"), "--data-dir", str(synthetic_mnist),
-                 "--models-dir", str(models)]) == 1
+    assert main(["train", "--config", str(tmp_path / "bad.json"), "--data-dir",
+                 str(synthetic_mnist), "--models-dir", str(models)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"digitnet: error: {tmp_path / 'bad.json'}: unknown config key(s) "
                           "learning_rate") and err.count("\n") == 1
@@ -104,7 +106,8 @@ def test_resume_refuses_flags_that_would_change_the_recipe(tmp_path, synthetic_m
     capsys.readouterr()
     assert main(["train", "--resume", "linear-v1/r", "--lr", "0.1", "--data-dir",
                  str(synthetic_mnist), "--models-dir", str(models)]) == 1
-    assert "--resume continues a run with its own configuration; drop --lr" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--resume continues a run with its own configuration; drop --lr" in err
 
 
 def test_every_train_flag_reaches_the_recorded_recipe(tmp_path, synthetic_mnist, capsys):
@@ -121,7 +124,8 @@ def test_every_train_flag_reaches_the_recorded_recipe(tmp_path, synthetic_mnist,
     out = capsys.readouterr().out
     run_dir = models / "fast-v2" / "all"
     config = json.loads((run_dir / "config.json").read_text())
-    expected = {**flags, "arch": "fast", "augment": True, "class_weighting": True, "data": ["mnist"]}
+    expected = {**flags, "arch": "fast", "augment": True, "class_weighting": True,
+                "data": ["mnist"]}
     assert {k: config["train"][k] for k in expected} == expected
     assert config["env"]["threads"] == 1 and config["env"]["device"] == "cpu"
     assert (config["data"]["train_size"], config["data"]["val_size"]) == (100, 30)
@@ -210,4 +214,5 @@ def test_make_run_verifies_trains_and_evaluates_on_the_chosen_data(make_dry_run)
     assert "data explore --data-dir ../shared/datasets/mnist --out reports/explore" in make_dry_run(
         "explore")
     test = make_dry_run("test", "PYTEST_ARGS=-m 'not slow'")
-    assert "DIGITNET_DATA_DIR=../shared/datasets/mnist .venv/bin/python -m pytest -m 'not slow'" in test
+    assert ("DIGITNET_DATA_DIR=../shared/datasets/mnist .venv/bin/python -m pytest "
+            "-m 'not slow'") in test

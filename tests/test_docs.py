@@ -73,7 +73,8 @@ def test_layout_names_files_that_exist():
 @functools.cache
 def _test_names(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
-    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+    return {n.name for n in tree.body
+            if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
 
 
 def test_testing_doc_names_only_tests_that_exist():

@@ -141,8 +141,8 @@ def test_readme_flop_figures():
 
 
 def test_count_flops_by_hand():
-    """Two FLOPs (a multiply and an add) per weight use: a 3x3 conv 1->2 on 28x28 (padding 1) and a linear
-    layer 1568 -> 10 need 2*28*28*2*9 + 2*10*1568 FLOPs."""
+    """Two FLOPs (a multiply and an add) per weight use: a 3x3 conv 1->2 on 28x28 (padding 1)
+    and a linear layer 1568 -> 10 need 2*28*28*2*9 + 2*10*1568 FLOPs."""
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(),
                                 torch.nn.Linear(2 * 28 * 28, 10))
     assert count_flops(model) == 2 * 28 * 28 * 2 * 9 + 2 * 10 * 1568

@@ -286,7 +286,8 @@ def test_serve_binds_the_given_host_and_port_zero_picks_one(model, started, caps
     assert f"serving {REF} at http://{host}:{port}/" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("limit_args, limit", [([], 10_000_000), (["--max-upload-mb", "0.02"], 20_000)])
+@pytest.mark.parametrize("limit_args, limit", [([], 10_000_000),
+                                               (["--max-upload-mb", "0.02"], 20_000)])
 def test_serve_max_upload_mb_gives_413_above_the_given_size(model, started, limit_args, limit):
     """--max-upload-mb MB (default 10): a file of MB * 10^6 bytes is read, one byte more is 413."""
     assert main(["serve", REF, "--models-dir", model["models"], "--port", "0", *limit_args]) == 0

@@ -373,7 +373,8 @@ def test_resume_refuses_changed_mnist_files(tmp_path, synthetic_mnist):
     run_dir = tmp_path / "models" / "cnn-v1" / "d"
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     make_synthetic_mnist(synthetic_mnist, seed=1)  # same layout and sizes, other pixels
-    with pytest.raises(DigitnetError, match="cannot resume cnn-v1/d@epoch-1: the MNIST files differ"):
+    with pytest.raises(DigitnetError,
+                       match="cannot resume cnn-v1/d@epoch-1: the MNIST files differ"):
         fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/d@epoch-1",
             progress=False)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
@@ -400,8 +401,6 @@ def _imbalanced_mnist(folder: Path, counts: list[int]) -> Path:
 def test_class_weighting_uses_inverse_class_frequency(tmp_path, monkeypatch):
     """--class-weighting: the loss weight of class c is N / (10 * count_c) for the training
     split's counts (mean 1), and the loss of a step equals F.cross_entropy with those weights."""
-    import torch.nn.functional as F
-
     from digitnet.training import loop
 
     counts = [40, 20, 10, 10, 10, 10, 10, 10, 10, 10]
@@ -478,18 +477,21 @@ def test_weight_decay_only_on_conv_and_linear_weights(arch):
     from digitnet.training.loop import build_optimizer
 
     model = create_model(arch)
-    decayed = {n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    layers = (torch.nn.Conv2d, torch.nn.Linear)
+    decayed = {n for n, m in model.named_modules() if isinstance(m, layers)}
     expected = {f"{n}.weight" for n in decayed}
     names = {id(p): n for n, p in model.named_parameters()}
     optimizer = build_optimizer(model, TrainConfig(weight_decay=0.03))
     by_decay = {}
     for group in optimizer.param_groups:
-        by_decay.setdefault(group["weight_decay"], set()).update(names[id(p)] for p in group["params"])
+        group_names = {names[id(p)] for p in group["params"]}
+        by_decay.setdefault(group["weight_decay"], set()).update(group_names)
     assert by_decay[0.03] == expected
     assert by_decay[0.0] == set(names.values()) - expected
     assert any(".bias" in n for n in by_decay[0.0])
     if arch != "lenet5-v1":  # LeNet-5 has no batch norm
-        norms = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+        norms = {f"{n}.weight" for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.BatchNorm2d)}
         assert norms and norms <= by_decay[0.0]
 
 
@@ -554,7 +556,8 @@ def test_shift_augmentation_in_training_shifts_by_whole_pixels():
         shifts.append(found[0])
     assert sum(s != (0, 0) for s in shifts) >= 48  # 24 of the 25 shifts move the image
     assert len(set(shifts)) >= 10
-    warp = batch_augmentation(TrainConfig(augment_kind="warp"))(images, torch.Generator().manual_seed(0))
+    warp = batch_augmentation(TrainConfig(augment_kind="warp"))(
+        images, torch.Generator().manual_seed(0))
     assert not torch.equal(warp, out)
     assert batch_augmentation(TrainConfig(augment=False)) is None
 
@@ -653,7 +656,8 @@ def test_recipes_are_what_the_readme_says():
             default.label_smoothing, default.val_size) == (12, True, "warp", 2, 0.1, 5000)
     fast = recipe("fast")
     assert arch_id(fast) == "fast-v2"
-    assert (fast.precision, fast.augment_kind, fast.batch_size, fast.epochs) == ("bf16", "shift", 512, 6)
+    assert (fast.precision, fast.augment_kind, fast.batch_size, fast.epochs) == (
+        "bf16", "shift", 512, 6)
     best, ensemble = recipe("best"), recipe("ensemble")
     assert arch_id(best) == arch_id(ensemble) == "wide-v1"
     assert (best.epochs, ensemble.epochs) == (10, 20)
@@ -721,7 +725,8 @@ def test_summary_json_holds_the_final_metrics(tmp_path, synthetic_mnist):
     test = load_eval_dataset("mnist-test", synthetic_mnist)
     loaded = load_model("linear-v1/s", tmp_path / "models")
     logits = loaded.logits(test.images)
-    assert summary["test_acc"] == pytest.approx((logits.argmax(1) == test.labels).float().mean().item())
+    accuracy = (logits.argmax(1) == test.labels).float().mean().item()
+    assert summary["test_acc"] == pytest.approx(accuracy)
     assert summary["test_loss"] == pytest.approx(
         torch.nn.functional.cross_entropy(logits, test.labels).item(), rel=1e-5)
 
