@@ -1,6 +1,7 @@
 """Training runs, checkpoints, exact resume, corrupt and unsafe checkpoints, loading."""
 
 import dataclasses
+import inspect
 import json
 import os
 import signal
@@ -408,9 +409,11 @@ def test_class_weighting_uses_inverse_class_frequency(tmp_path, monkeypatch):
     seen = {}
     real = loop.train_one_epoch
 
-    def spy(model, train, *args, **kwargs):
-        seen["weights"], seen["counts"] = args[5], train.class_counts().tolist()
-        return real(model, train, *args, **kwargs)
+    def spy(*args, **kwargs):
+        call = inspect.signature(real).bind(*args, **kwargs).arguments
+        seen["weights"] = call.get("class_weights")
+        seen["counts"] = call["train"].class_counts().tolist()
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_one_epoch", spy)
     fit(TrainConfig(**{**FAST, "epochs": 1, "val_size": 0, "class_weighting": True}), data,
