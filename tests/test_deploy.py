@@ -428,3 +428,17 @@ def test_publish_rejects_bad_arguments(kwargs, message):
     args = dict(ref="cnn-v1/tiny", repo_id="me/tiny") | kwargs
     with pytest.raises(DigitnetError, match=message):
         publish(**args)
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+def test_predict_accepts_an_exported_folder(trained, tmp_path, capsys):
+    """`digitnet predict huggingface/ digit.png`: the same labels as the model it came from."""
+    from conftest import seven_png
+
+    (tmp_path / "seven.png").write_bytes(seven_png())
+    outputs = []
+    for ref in (str(trained["export"]), "cnn-v1/tiny"):
+        assert main(["predict", ref, str(tmp_path / "seven.png"), "--json", "--models-dir",
+                     str(trained["models"])]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0][0]["digit_found"]

@@ -109,3 +109,62 @@ def test_unknown_dataset_and_bad_ref_are_clear(trained, capsys):
         load_eval_dataset("nope", trained["data"])
     code = main(["evaluate", "cnn-v9/x", "--models-dir", str(trained["models"])])
     assert code == 1 and "not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+# sha256 (first 16 hex digits) of the images of mnist-test-augmented:N built from conftest's
+# synthetic test set: the augmented sets are the same in every process, on every machine.
+AUGMENTED_DIGESTS = {1: "ab5968f9aa03daa1", 2: "51401396534aa813", 3: "e3df8f409fffb049",
+                     4: "feb697b43b68c7a9", 5: "d7148ef35d7dd781"}
+
+
+def test_augmented_test_set_severity_picks_fixed_different_images(synthetic_mnist):
+    """mnist-test-augmented:N is the test set under severity N (1-5) with the fixed seed;
+    plain mnist-test-augmented is severity 3."""
+    import hashlib
+
+    from digitnet.data.augment import make_augmented_dataset
+
+    clean = load_eval_dataset("mnist-test", synthetic_mnist)
+    sets = {n: load_eval_dataset(f"mnist-test-augmented:{n}", synthetic_mnist) for n in range(1, 6)}
+    for n, ds in sets.items():
+        images, labels = make_augmented_dataset(clean.images, clean.labels, n, 0)
+        assert ds.name == f"mnist-test-augmented:{n}"
+        assert ds.images.numpy().tobytes() == images.numpy().tobytes(), n
+        assert ds.labels.tolist() == labels.tolist() == clean.labels.tolist()
+        assert hashlib.sha256(ds.images.numpy().tobytes()).hexdigest()[:16] == AUGMENTED_DIGESTS[n]
+    assert len({ds.images.numpy().tobytes() for ds in sets.values()}) == 5
+    default = load_eval_dataset("mnist-test-augmented", synthetic_mnist)
+    assert default.images.numpy().tobytes() == sets[3].images.numpy().tobytes()
+
+    def change(ds):
+        return (ds.images.float() - clean.images.float()).abs().mean().item()
+
+    assert change(sets[1]) < change(sets[3]) < change(sets[5])
+
+
+@pytest.mark.parametrize("level", ["0", "6", "-1", "x", "", "3.5"])
+def test_augmented_severity_out_of_range_is_an_error(synthetic_mnist, level):
+    name = f"mnist-test-augmented:{level}"
+    with pytest.raises(DigitnetError, match=r"severity must be 1 to 5"):
+        load_eval_dataset(name, synthetic_mnist)
+
+
+def test_mnist_val_is_the_models_own_validation_split(trained, tmp_path):
+    """`mnist-val` is the split the model was validated on (its own --val-size), never images it
+    was trained on."""
+    from digitnet.data.datasets import load_splits
+    from digitnet.evaluation.evaluate import evaluate_model
+    from digitnet.store import load_model
+
+    models = tmp_path / "models"
+    fit(TrainConfig(arch="linear", epochs=1, batch_size=32, val_size=30, threads=1, augment=False,
+                    name="v30"), trained["data"], models, progress=False)
+    [result] = evaluate_model("linear-v1/v30", ["mnist-val"], trained["data"], models)
+    splits = load_splits(trained["data"], val_size=30)
+    val, train = splits["val"], splits["train"]
+    assert result["n"] == 30 and result["dataset"] == "mnist-val"
+    predicted = load_model("linear-v1/v30", models).logits(val.images).argmax(1)
+    assert result["accuracy"] == pytest.approx((predicted == val.labels).float().mean().item())
+    train_bytes = {bytes(image.numpy()) for image in train.images}
+    assert not any(bytes(image.numpy()) in train_bytes for image in val.images)

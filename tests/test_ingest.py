@@ -467,3 +467,37 @@ def test_ingest_train_evaluate_end_to_end(
     assert [(r["dataset"], r["n"]) for r in rows] == [("mine", 20), ("mnist-test", 50)]
     assert main(["train", "--data", "mnist", "--data", "nope", *common]) == 1
     assert "training dataset 'nope'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+@pytest.mark.parametrize("change", ["more images", "balance policy"])
+def test_resume_refuses_changed_ingested_data(tmp_path, mnist_digits, synthetic_mnist, monkeypatch,
+                                              change):
+    """A run records each ingested dataset's count, policy and content hash; `--resume` continues
+    on the same data and refuses once the dataset changed."""
+    from digitnet.training.loop import fit
+
+    store, models = tmp_path / "store", tmp_path / "models"
+    monkeypatch.setenv("DIGITNET_DATASETS_DIR", str(store))
+    write_digits(tmp_path / "photos", mnist_digits, {c: 1 for c in range(10)})
+    ingest(tmp_path / "photos", "mine")
+    common = ["--data-dir", str(synthetic_mnist), "--models-dir", str(models), "--arch", "linear",
+              "--epochs", "2", "--batch-size", "32", "--val-size", "50", "--no-augment",
+              "--no-progress", "--data", "mnist", "--data", "mine", "--name", "r"]
+    assert main(["train", *common]) == 0
+    run_dir = models / "linear-v1" / "r"
+    [info] = json.loads((run_dir / "config.json").read_text())["data"]["ingested"]
+    manifest = read_manifest("mine", store)
+    assert (info["count"], info["balance"], info["content_sha256"]) == (
+        10, manifest["balance"], manifest["content_sha256"])
+    resume = ["--data-dir", str(synthetic_mnist), "--models-dir", str(models), "--no-progress",
+              "--resume", "linear-v1/r@epoch-1"]
+    assert main(["train", *resume]) == 0  # unchanged data: resumes
+    if change == "more images":
+        write_digits(tmp_path / "photos", mnist_digits, {3: 1}, start=1)
+        assert ingest(tmp_path / "photos", "mine").changed
+    else:
+        assert ingest(tmp_path / "photos", "mine", "oversample").changed
+    with pytest.raises(DigitnetError, match="cannot resume linear-v1/r@epoch-1: ingested dataset "
+                                            "'mine' changed since the run started"):
+        fit(None, synthetic_mnist, models, resume="linear-v1/r@epoch-1", progress=False)

@@ -267,3 +267,22 @@ def test_bad_inputs_raise(labels, probs, message):
 def test_wrong_number_of_columns_raises():
     with pytest.raises(DigitnetError, match="10 columns"):
         compute_metrics(np.array([0]), np.array([[0.5, 0.5]]))
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+def test_ece_uses_15_equal_width_bins_by_default():
+    """README: "the expected calibration error (15 bins)". Confidences 0.68 (right) and 0.72
+    (wrong) share the bin (2/3, 11/15] of 15 bins (ECE 0.2) but not a bin of 10 or 20 (0.52)."""
+    from digitnet.evaluation.metrics import compute_metrics
+
+    probs = np.zeros((20, 2))
+    probs[:10] = [0.68, 0.32]
+    probs[10:] = [0.72, 0.28]
+    labels = np.array([0] * 10 + [1] * 10)
+    assert expected_calibration_error(labels, probs) == pytest.approx(0.2)
+    assert compute_metrics(labels, probs, num_classes=2)["ece"] == pytest.approx(0.2)
+    for n_bins in (10, 20):
+        assert expected_calibration_error(labels, probs, n_bins=n_bins) == pytest.approx(0.52)
+    bins = reliability_bins(labels, probs)
+    assert len(bins["count"]) == 15 and bins["edges"].tolist() == pytest.approx(
+        np.linspace(0, 1, 16).tolist())

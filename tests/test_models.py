@@ -103,6 +103,139 @@ def test_registered_versions_stay_frozen():
     assert not missing, f"record new versions {missing} with: python tests/test_models.py"
 
 
+# ------------------------------------------------------------------- README promises (issue 18)
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_architectures() -> dict[str, str]:
+    """The README's architecture table: arch id -> the rest of its row."""
+    import re
+
+    rows = re.findall(r"^\| `([\w-]+-v\d+)`[^|]*\|(.*)$", README.read_text(), flags=re.M)
+    return {arch: rest for arch, rest in rows}
+
+
+def test_readme_table_lists_every_architecture_with_its_parameter_count():
+    table = _readme_architectures()
+    assert sorted(table) == sorted(ARCHS)
+    for arch, rest in table.items():
+        params = int(rest.split("|")[0].strip().replace(",", ""))
+        assert count_parameters(create_model(arch)) == params, arch
+
+
+def test_readme_flop_figures():
+    """3.8 MFLOPs fast-v2, 15.5 wide-v2, 69 nopool-v1 (README table), and fast-v2 needs "a
+    quarter of cnn-v1" (README, Fast and accurate recipes)."""
+    import re
+
+    table = _readme_architectures()
+    stated = {arch: float(m.group(1)) for arch, rest in table.items()
+              if (m := re.search(r"([\d.]+) MFLOPs", rest))}
+    assert stated == {"fast-v2": 3.8, "wide-v2": 15.5, "nopool-v1": 69.0}
+    for arch, mflops in stated.items():
+        digits = len(str(mflops).split(".")[1]) if mflops % 1 else 0
+        assert round(count_flops(create_model(arch)) / 1e6, digits) == mflops, arch
+    ratio = count_flops(create_model("fast-v2")) / count_flops(create_model("cnn-v1"))
+    assert 0.22 <= ratio <= 0.28
+    assert "3.8 MFLOPs per image, a quarter of `cnn-v1`" in " ".join(README.read_text().split())
+
+
+def test_count_flops_by_hand():
+    """Two FLOPs (a multiply and an add) per weight use: a 3x3 conv 1->2 on 28x28 (padding 1)
+    and a linear layer 1568 -> 10 need 2*28*28*2*9 + 2*10*1568 FLOPs."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 28 * 28, 10))
+    assert count_flops(model) == 2 * 28 * 28 * 2 * 9 + 2 * 10 * 1568
+    assert count_parameters(model) == 2 * 9 + 2 + 1568 * 10 + 10
+
+
+
+def _trace(arch: str) -> list[tuple]:
+    """(layer type, kernel, input side, output side, output channels) of every conv, pooling,
+    batch norm and linear layer, in the order the forward pass runs them."""
+    model = create_model(arch).eval()
+    trace = []
+
+    def hook(module, inputs, output):
+        kind = type(module).__name__
+        kernel = module.kernel_size[0] if isinstance(module, torch.nn.Conv2d) else None
+        side_in = inputs[0].shape[-1] if inputs[0].ndim == 4 else None
+        side_out = output.shape[-1] if output.ndim == 4 else None
+        trace.append((kind, kernel, side_in, side_out, output.shape[1]))
+
+    kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d,
+             torch.nn.Linear)
+    for m in model.modules():
+        if isinstance(m, kinds):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    return trace
+
+
+def test_architectures_are_what_the_readme_table_says():
+    """The "what it is" column of the README's architecture table."""
+    def convs(trace):
+        return [(k, i, o, c) for kind, k, i, o, c in trace if kind == "Conv2d"]
+
+    def kinds(trace):
+        return [t[0] for t in trace]
+
+    assert kinds(_trace("linear-v1")) == ["Linear"]
+    assert [t[4] for t in _trace("mlp-v1")] == [256, 128, 10]  # two hidden layers
+    cnn = _trace("cnn-v1")
+    assert [(k, i, c) for k, i, o, c in convs(cnn)] == [(3, 28, 32), (3, 14, 64), (3, 7, 128)]
+    assert "BatchNorm2d" in kinds(cnn) and "MaxPool2d" in kinds(cnn)
+    assert kinds(cnn)[-2:] == ["AdaptiveMaxPool2d", "Linear"]  # global max pool
+    for arch in ("fast-v1", "fast-v2"):  # stride-2 stem: no layer runs at 28x28
+        trace = _trace(arch)
+        assert convs(trace)[0][:3] == (3, 28, 14)
+        assert all(t[3] is None or t[3] < 28 for t in trace), arch
+    for arch, sides in (("fast-v2", [14, 7, 3]), ("wide-v2", [28, 14, 7])):
+        trace = _trace(arch)
+        stages = trace[2:] if arch == "fast-v2" else trace  # after fast-v2's conv + BN stem
+        norms = [i for i, t in enumerate(stages) if t[0] == "BatchNorm2d"]
+        assert norms and all(stages[i - 1][0] == "MaxPool2d" for i in norms), arch  # pool first
+        assert [t[1] for t in convs(stages)] == sides[:len(convs(stages))]
+        assert kinds(trace)[-2:] == ["Linear", "Linear"]  # MLP head
+    assert [(k, i, c) for k, i, o, c in convs(_trace("wide-v2"))] == [
+        (3, 28, 32), (3, 14, 64), (3, 7, 128)]
+    assert [(k, i) for k, i, o, c in convs(_trace("wide-v1"))] == [
+        (3, 28), (3, 14), (3, 14), (3, 7), (3, 7)]  # two 3x3 convs at 14x14 and at 7x7
+    nopool = _trace("nopool-v1")
+    assert [(k, i, o) for k, i, o, c in convs(nopool)] == [
+        (5, 28, 24), (5, 24, 20), (5, 20, 16), (5, 16, 12), (5, 12, 8)]
+    assert not any("Pool" in kind for kind in kinds(nopool))
+    [linear] = [m for m in create_model("nopool-v1").modules() if isinstance(m, torch.nn.Linear)]
+    assert (linear.in_features, linear.out_features) == (convs(nopool)[-1][3] * 8 * 8, 10)
+    lenet = _trace("lenet5-v1")
+    assert [(k, c) for k, i, o, c in convs(lenet)] == [(5, 6), (5, 16)]
+    assert [t[4] for t in lenet if t[0] == "Linear"] == [120, 84, 10]
+
+
+@pytest.mark.slow  # a subprocess that imports torch: about 5 s
+def test_recording_a_new_version_only_adds(tmp_path):
+    """`python tests/test_models.py` adds versions missing from architectures.json and never
+    rewrites a recorded one."""
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "data").mkdir()
+    shutil.copy(Path(__file__), tmp_path / "test_models.py")
+    records = json.loads(FROZEN.read_text())
+    kept = dict(model_args={"edited": True}, signature=[])  # a record the script must not touch
+    dropped = "lenet5-v1"
+    changed = {**{k: v for k, v in records.items() if k != dropped}, "cnn-v1": kept}
+    (tmp_path / "data" / "architectures.json").write_text(json.dumps(changed))
+    src = Path(__file__).resolve().parents[1] / "src"
+    subprocess.run([sys.executable, str(tmp_path / "test_models.py")], check=True,
+                   capture_output=True, env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    after = json.loads((tmp_path / "data" / "architectures.json").read_text())
+    assert after["cnn-v1"] == kept
+    assert after[dropped] == records[dropped] and set(after) == set(records)
+
+
 if __name__ == "__main__":  # record newly registered versions; existing records never change
     records = json.loads(FROZEN.read_text())
     records.update({a: _definition(a) for a in ARCHS if a not in records})

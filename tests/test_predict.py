@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,18 @@ def test_predict_reports_a_fifo_and_predicts_the_rest(model, images, capsys):
     by_name = {Path(e["file"]).name: e for e in entries}
     assert "found a FIFO" in by_name["pipe.png"]["error"] and by_name["pipe.png"]["label"] is None
     assert by_name["a.png"]["label"] is not None and len(entries) == 4
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+def test_text_mode_prints_file_label_and_the_top_3_by_default(model, images, capsys):
+    """Text mode: one line per file with the label and the top-k (default 3) with probabilities."""
+    code = main(["predict", model["ref"], str(images / "a.png"), "--models-dir", model["models"]])
+    assert code == 0
+    [line] = capsys.readouterr().out.splitlines()
+    m = re.fullmatch(rf"{re.escape(str(images / 'a.png'))}  (\d)  ((?:\d:\d+\.\d%\s*)+)", line)
+    assert m, line
+    ranked = m.group(2).split()
+    assert len(ranked) == 3 and ranked[0].split(":")[0] == m.group(1)
+    code, [entry] = run_json(model, capsys, images / "a.png")
+    assert len(entry["top_k"]) == 3 and [str(c) for c, _ in entry["top_k"]] == [
+        r.split(":")[0] for r in ranked]

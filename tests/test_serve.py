@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from digitnet.cli import main
@@ -260,3 +261,78 @@ def test_real_server_over_http(model):
             assert json.load(response)["model"] == REF
         status, result = post_image(url, seven_png(), "7.png")
         assert status == 200 and result["digit_found"] and result["label"] in range(10)
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+@pytest.fixture
+def started(monkeypatch):
+    """Run `digitnet serve` up to the point where uvicorn would start; yields what it got."""
+    got = {}
+
+    def capture(app, sock, *args, **kwargs):
+        got["app"], got["address"] = app, sock.getsockname()[:2]
+        sock.close()
+
+    monkeypatch.setattr(serve, "serve", capture)
+    return got
+
+
+@pytest.mark.parametrize("host_args, host", [([], "127.0.0.1"), (["--host", "0.0.0.0"], "0.0.0.0")])
+def test_serve_binds_the_given_host_and_port_zero_picks_one(model, started, capsys, host_args,
+                                                            host):
+    assert main(["serve", REF, "--models-dir", model["models"], "--port", "0", *host_args]) == 0
+    bound, port = started["address"]
+    assert bound == host and port > 0
+    assert f"serving {REF} at http://{host}:{port}/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("limit_args, limit", [([], 10_000_000),
+                                               (["--max-upload-mb", "0.02"], 20_000)])
+def test_serve_max_upload_mb_gives_413_above_the_given_size(model, started, limit_args, limit):
+    """--max-upload-mb MB (default 10): a file of MB * 10^6 bytes is read, one byte more is 413."""
+    assert main(["serve", REF, "--models-dir", model["models"], "--port", "0", *limit_args]) == 0
+    client = TestClient(started["app"])
+    assert client.get("/info").json()["max_upload_bytes"] == limit
+    png = seven_png()
+    at_limit = png + b"\0" * (limit - len(png))  # trailing bytes after IEND: Pillow still reads it
+    response = post(client, at_limit)
+    assert response.status_code == 200 and response.json()["digit_found"]
+    response = post(client, at_limit + b"\0")
+    assert response.status_code == 413 and "over the limit" in response.json()["detail"]
+
+
+def test_top_k_defaults_to_3_and_takes_1_to_10(client):
+    assert len(post(client, seven_png()).json()["top_k"]) == 3
+    for k in (1, 10):
+        assert len(post(client, seven_png(), top_k=k).json()["top_k"]) == k
+    assert post(client, seven_png(), top_k=0).status_code == 422
+
+
+def test_batch_norm_is_folded_once_at_start_up(model, monkeypatch):
+    """create_app folds batch norm into the convolutions once; requests reuse that model."""
+    from digitnet.deploy import predict as predict_module
+
+    calls = []
+    real = predict_module.optimize_for_inference
+
+    def counting(module, **kwargs):
+        calls.append(module)
+        return real(module, **kwargs)
+
+    monkeypatch.setattr(predict_module, "optimize_for_inference", counting)
+    client = TestClient(serve.create_app(model["loaded"]))
+    assert len(calls) == 1
+    for _ in range(3):
+        assert post(client, seven_png()).status_code == 200
+    assert len(calls) == 1
+    folded = real(model["loaded"].model, script=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_info_gives_the_models_test_accuracy_and_preprocessing(client, model):
+    summary = json.loads((Path(model["models"]) / "cnn-v1" / "tiny" / "summary.json").read_text())
+    info = client.get("/info").json()
+    assert info["test_accuracy"] == summary["test_acc"]
+    data = model["loaded"].data_config
+    assert (info["mean"], info["std"], info["label_names"]) == (data["mean"], data["std"],
+                                                                data["label_names"])

@@ -1,5 +1,7 @@
 """Training runs, checkpoints, exact resume, corrupt and unsafe checkpoints, loading."""
 
+import dataclasses
+import inspect
 import json
 import os
 import signal
@@ -276,3 +278,504 @@ def test_resume_without_validation_split(tmp_path, synthetic_mnist):
                   progress=False)
     assert resumed["epochs_done"] == 3
     assert all(torch.equal(weights(summary["path"])[k], v) for k, v in weights(resumed["path"]).items())
+
+
+# ------------------------------------------------------------------- README promises (issue 18)
+def _tensors_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _loaded_is(loaded, weights_file: Path) -> bool:
+    """The loaded model holds exactly the tensors of `weights_file`."""
+    from safetensors.torch import load_file
+
+    return _tensors_equal(loaded.model.state_dict(), load_file(str(weights_file)))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """cnn-v1/old and cnn-v1/new (3 epochs each, made in that order), then linear-v1/newest."""
+    from conftest import make_synthetic_mnist
+
+    root = tmp_path_factory.mktemp("refs")
+    data = make_synthetic_mnist(root / "mnist")
+    models = root / "models"
+    for arch, name, epochs in (("cnn", "old", 3), ("cnn", "new", 3), ("linear", "newest", 2)):
+        fit(TrainConfig(**{**FAST, "arch": arch, "name": name, "epochs": epochs}), data, models,
+            progress=False)
+    return dict(data=data, models=models)
+
+
+def test_every_model_reference_loads_exactly_the_checkpoint_it_names(store):
+    """README "Model references": each form resolves to the weights file it names, not merely to
+    something that loads."""
+    import json as _json
+
+    models = store["models"]
+    new, old = models / "cnn-v1" / "new", models / "cnn-v1" / "old"
+    ckpt = new / "checkpoints"
+    epoch = {n: ckpt / f"epoch-00{n}" / "model.safetensors" for n in (1, 2, 3)}
+    assert not _tensors_equal(load_model(str(ckpt / "epoch-001")).model.state_dict(),
+                              load_model(str(ckpt / "epoch-003")).model.state_dict())
+    # @best follows the pointer, which names the first epoch with the highest validation accuracy
+    rows = [_json.loads(r) for r in (new / "metrics.jsonl").read_text().splitlines()]
+    best = max(range(3), key=lambda i: (rows[i]["val_acc"], -i)) + 1
+    pointers = _json.loads((ckpt / "pointers.json").read_text())
+    assert pointers == {"last": "epoch-003", "best": f"epoch-00{best}"}
+    pointers["best"] = "epoch-002"  # make best differ from last, so that @best is told apart
+    (ckpt / "pointers.json").write_text(_json.dumps(pointers))
+    linear = models / "linear-v1" / "newest"
+    cases = {
+        "cnn-v1/new": new / "model.safetensors",
+        "cnn-v1/old": old / "model.safetensors",
+        "cnn-v1/latest": new / "model.safetensors",
+        "latest": linear / "model.safetensors",  # the newest model of any architecture
+        "latest@epoch-1": linear / "checkpoints" / "epoch-001" / "model.safetensors",
+        "cnn-v1/new@last": epoch[3],
+        "cnn-v1/new@best": epoch[2],
+        "cnn-v1/latest@best": epoch[2],
+        "cnn-v1/new@epoch-1": epoch[1],
+        "cnn-v1/old@epoch-2": old / "checkpoints" / "epoch-002" / "model.safetensors",
+        str(new): new / "model.safetensors",
+        f"{new}@epoch-1": epoch[1],
+        str(ckpt / "epoch-002"): epoch[2],
+    }
+    for ref, expected in cases.items():
+        loaded = load_model(ref, models)
+        assert _loaded_is(loaded, expected), ref
+        assert not loaded.model.training and next(loaded.model.parameters()).device.type == "cpu"
+    assert load_model("cnn-v1/new@best", models).ref.label == "cnn-v1/new@epoch-002"
+    assert load_model("latest", models).config["arch"]["id"] == "linear-v1"
+    assert _loaded_is(load_model("cnn-v1/new", models), epoch[3])  # final = the last epoch
+
+
+def test_globs_name_every_matching_run_oldest_first_and_all_every_epoch(store):
+    """A quoted glob expands in creation order (old before new, though "new" sorts first), and
+    compare's REF@all names each epoch checkpoint, each loading that checkpoint's weights."""
+    from digitnet.evaluation.compare import expand_refs as expand_all
+    from digitnet.store import expand_refs
+
+    models = store["models"]
+    assert expand_refs(["cnn-v1/*"], models) == ["cnn-v1/old", "cnn-v1/new"]
+    assert expand_refs(["cnn-v1/*@epoch-1", "linear-v1/n*"], models) == [
+        "cnn-v1/old@epoch-1", "cnn-v1/new@epoch-1", "linear-v1/newest"]
+    refs = expand_all(["cnn-v1/new@all"], models)
+    assert len(refs) == 3
+    for n, ref in enumerate(refs, 1):
+        loaded = load_model(ref, models)
+        path = models / "cnn-v1" / "new" / "checkpoints" / f"epoch-00{n}" / "model.safetensors"
+        assert loaded.epoch == n and _loaded_is(loaded, path), ref
+
+
+def test_resume_refuses_changed_mnist_files(tmp_path, synthetic_mnist):
+    from conftest import make_synthetic_mnist
+
+    run(tmp_path, synthetic_mnist, name="d", epochs=2)
+    run_dir = tmp_path / "models" / "cnn-v1" / "d"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    make_synthetic_mnist(synthetic_mnist, seed=1)  # same layout and sizes, other pixels
+    with pytest.raises(DigitnetError,
+                       match="cannot resume cnn-v1/d@epoch-1: the MNIST files differ"):
+        fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/d@epoch-1",
+            progress=False)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def _imbalanced_mnist(folder: Path, counts: list[int]) -> Path:
+    """Synthetic MNIST whose training labels have the given count per class."""
+    import numpy as np
+
+    from conftest import make_synthetic_mnist
+    from digitnet.data.idx import write_idx
+
+    make_synthetic_mnist(folder)
+    labels = np.repeat(np.arange(10), counts).astype(np.uint8)
+    images = np.zeros((len(labels), 28, 28), np.uint8)
+    for i, label in enumerate(labels):
+        r, c = divmod(int(label), 5)
+        images[i, 4 + 10 * r : 12 + 10 * r, 2 + 5 * c : 6 + 5 * c] = 255
+    write_idx(folder / "train-images-idx3-ubyte.gz", images)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def test_class_weighting_uses_inverse_class_frequency(tmp_path, monkeypatch):
+    """--class-weighting: the loss weight of class c is N / (10 * count_c) for the training
+    split's counts (mean 1), and the loss of a step equals F.cross_entropy with those weights."""
+    from digitnet.training import loop
+
+    counts = [40, 20, 10, 10, 10, 10, 10, 10, 10, 10]
+    data = _imbalanced_mnist(tmp_path / "mnist", counts)
+    seen = {}
+    real = loop.train_one_epoch
+
+    def spy(*args, **kwargs):
+        call = inspect.signature(real).bind(*args, **kwargs).arguments
+        seen["weights"] = call.get("class_weights")
+        seen["counts"] = call["train"].class_counts().tolist()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", spy)
+    fit(TrainConfig(**{**FAST, "epochs": 1, "val_size": 0, "class_weighting": True}), data,
+        tmp_path / "models", progress=False)
+    assert seen["counts"] == counts
+    expected = torch.tensor([sum(counts) / (10 * c) for c in counts])
+    assert torch.allclose(seen["weights"], expected)  # 0.35, 0.7, 1.4, ...
+    fit(TrainConfig(**{**FAST, "epochs": 1, "val_size": 0}), data, tmp_path / "models",
+        progress=False)
+    assert seen["weights"] is None  # off by default
+    # the weights reach the loss: one full-batch step of a linear model (no dropout, no BN)
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    loss, reference = _first_step_loss(data, class_weighting=True, weight=expected)
+    assert loss == pytest.approx(reference, rel=1e-5)
+    unweighted, _ = _first_step_loss(data)
+    assert unweighted != pytest.approx(loss, rel=1e-3)
+
+
+def _first_step_loss(data: Path, weight=None, class_weighting=False, label_smoothing=0.0):
+    """The training loss of one full-batch step of linear-v1 (as train_one_epoch reports it) and
+    F.cross_entropy(weight, label_smoothing) of the same model on the same images."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from digitnet.data.datasets import load_splits, to_model_input
+    from digitnet.models import create_model
+    from digitnet.store import default_data_config
+    from digitnet.training import loop
+
+    cfg = TrainConfig(arch="linear", epochs=1, batch_size=10_000, val_size=0, augment=False,
+                      max_steps=1, label_smoothing=label_smoothing,
+                      class_weighting=class_weighting)
+    train = load_splits(data, val_size=0)["train"]
+    torch.manual_seed(0)
+    model = create_model("linear")
+    before = copy.deepcopy(model)
+    optimizer = loop.build_optimizer(model, cfg)
+    scheduler = loop.build_scheduler(optimizer, cfg, 1)
+    weights = loop.class_weights_for(train) if class_weighting else None
+    data_config = default_data_config()
+    row = loop.train_one_epoch(model, train, optimizer, scheduler, cfg, data_config,
+                               torch.Generator().manual_seed(0), weights)
+    with torch.no_grad():
+        logits = before(to_model_input(train.images, data_config["mean"], data_config["std"]))
+    reference = F.cross_entropy(logits, train.labels, weight=weight,
+                                label_smoothing=label_smoothing).item()
+    return row["train_loss"], reference
+
+
+def test_label_smoothing_is_the_cross_entropy_smoothing(synthetic_mnist):
+    """--label-smoothing S: the training loss is F.cross_entropy(..., label_smoothing=S)."""
+    loss, reference = _first_step_loss(synthetic_mnist, label_smoothing=0.3)
+    assert loss == pytest.approx(reference, rel=1e-5)
+    plain, plain_reference = _first_step_loss(synthetic_mnist, label_smoothing=0.0)
+    assert plain == pytest.approx(plain_reference, rel=1e-5)
+    assert plain != pytest.approx(loss, rel=1e-3)  # the two settings give different losses
+
+
+@pytest.mark.parametrize("arch", ["cnn-v1", "fast-v2", "lenet5-v1"])
+def test_weight_decay_only_on_conv_and_linear_weights(arch):
+    """--weight-decay applies to conv and linear weights; norms and biases get none."""
+    from digitnet.models import create_model
+    from digitnet.training.loop import build_optimizer
+
+    model = create_model(arch)
+    layers = (torch.nn.Conv2d, torch.nn.Linear)
+    decayed = {n for n, m in model.named_modules() if isinstance(m, layers)}
+    expected = {f"{n}.weight" for n in decayed}
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.03))
+    by_decay = {}
+    for group in optimizer.param_groups:
+        group_names = {names[id(p)] for p in group["params"]}
+        by_decay.setdefault(group["weight_decay"], set()).update(group_names)
+    assert by_decay[0.03] == expected
+    assert by_decay[0.0] == set(names.values()) - expected
+    assert any(".bias" in n for n in by_decay[0.0])
+    if arch != "lenet5-v1":  # LeNet-5 has no batch norm
+        norms = {f"{n}.weight" for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.BatchNorm2d)}
+        assert norms and norms <= by_decay[0.0]
+
+
+@pytest.mark.parametrize("name, cls, state_key", [("sgd", torch.optim.SGD, "momentum_buffer"),
+                                                 ("adamw", torch.optim.AdamW, "exp_avg")])
+def test_optimizer_flag_builds_that_optimizer(tmp_path, synthetic_mnist, name, cls, state_key):
+    """--optimizer NAME builds that class (SGD with Nesterov momentum 0.9) and its state is what
+    the checkpoint holds."""
+    from digitnet.models import create_model
+    from digitnet.training.checkpoint import load_training_state
+    from digitnet.training.loop import build_optimizer
+
+    optimizer = build_optimizer(create_model("linear"), TrainConfig(optimizer=name, lr=0.02))
+    assert type(optimizer) is cls and optimizer.defaults["lr"] == 0.02
+    if name == "sgd":
+        assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["nesterov"]
+    assert main(["train", "--arch", "linear", "--optimizer", name, "--epochs", "1", "--batch-size",
+                 "32", "--val-size", "50", "--no-augment", "--name", name, "--no-progress",
+                 "--data-dir", str(synthetic_mnist), "--models-dir", str(tmp_path / "m")]) == 0
+    run_dir = tmp_path / "m" / "linear-v1" / name
+    assert json.loads((run_dir / "config.json").read_text())["train"]["optimizer"] == name
+    state = load_training_state(run_dir / "checkpoints" / "epoch-001" / "state.pt")
+    assert all(state_key in s for s in state["optimizer"]["state"].values())
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_bf16_precision_autocasts_the_forward_pass(synthetic_mnist, precision, dtype):
+    """--precision bf16: convolutions run in bfloat16 during training; the weights stay float32."""
+    from digitnet.data.datasets import load_splits
+    from digitnet.models import create_model
+    from digitnet.store import default_data_config
+    from digitnet.training import loop
+
+    cfg = TrainConfig(arch="fast", epochs=1, batch_size=16, max_steps=2, augment=False,
+                      precision=precision)
+    model = create_model("fast").to(memory_format=torch.channels_last)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    dtypes = []
+    conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    optimizer = loop.build_optimizer(model, cfg)
+    loop.train_one_epoch(model, load_splits(synthetic_mnist, val_size=0)["train"], optimizer,
+                         loop.build_scheduler(optimizer, cfg, 2), cfg, default_data_config(),
+                         torch.Generator().manual_seed(0))
+    assert dtypes == [dtype, dtype]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_shift_augmentation_in_training_shifts_by_whole_pixels():
+    """--augment-kind shift: each training image is the original moved by whole pixels (at most
+    --augment-severity, the vacated border zero), and most images are actually moved."""
+    from digitnet.training.loop import batch_augmentation
+
+    images = torch.randint(1, 256, (64, 28, 28), dtype=torch.uint8)
+    augment = batch_augmentation(TrainConfig(augment_kind="shift", augment_severity=2))
+    out = augment(images, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    shifts = []
+    for i in range(len(images)):
+        found = [(dy - 2, dx - 2) for dy in range(5) for dx in range(5)
+                 if torch.equal(out[i], padded[i, dy:dy + 28, dx:dx + 28])]
+        assert len(found) == 1, i
+        shifts.append(found[0])
+    assert sum(s != (0, 0) for s in shifts) >= 48  # 24 of the 25 shifts move the image
+    assert len(set(shifts)) >= 10
+    warp = batch_augmentation(TrainConfig(augment_kind="warp"))(
+        images, torch.Generator().manual_seed(0))
+    assert not torch.equal(warp, out)
+    assert batch_augmentation(TrainConfig(augment=False)) is None
+
+
+def test_every_file_of_a_checkpoint_is_integrity_checked(tmp_path, synthetic_mnist):
+    """Changing any file a checkpoint holds (weights, training state, or meta.json: its
+    checksums, or its epoch, which says where a resume starts) is detected on load."""
+    import shutil
+
+    from digitnet.training.checkpoint import verify_checkpoint
+
+    summary = run(tmp_path, synthetic_mnist, name="t", epochs=2)
+    ckpt = Path(summary["path"]) / "checkpoints" / "epoch-002"
+    pristine = tmp_path / "pristine"
+    shutil.copytree(ckpt, pristine)
+    names = sorted(p.name for p in ckpt.iterdir())
+    assert names == ["meta.json", "model.safetensors", "state.pt"]
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert set(meta["sha256"]) == {"model.safetensors", "state.pt"}
+
+    def flip_byte(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+
+    def swap_hash(path: Path) -> None:
+        meta = json.loads(path.read_text())
+        meta["sha256"]["state.pt"] = "0" * 64
+        path.write_text(json.dumps(meta))
+
+    def edit_meta(**changes):
+        def tamper(path: Path) -> None:
+            meta = json.loads(path.read_text())
+            meta.update(changes)
+            path.write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+        return tamper
+
+    for name, tamper in (("model.safetensors", flip_byte), ("state.pt", flip_byte),
+                         ("meta.json", swap_hash), ("meta.json", lambda p: p.write_text("{")),
+                         ("meta.json", edit_meta(sha256=None)),  # no hashes: nothing to check
+                         ("meta.json", edit_meta(sha256={"model.safetensors": meta["sha256"][
+                             "model.safetensors"]})),  # the state's hash dropped
+                         ("meta.json", edit_meta(epoch=1)),  # would resume at the wrong epoch
+                         ("meta.json", lambda p: p.write_text("[]"))):
+        tamper(ckpt / name)
+        with pytest.raises(CheckpointError, match="corrupt or tampered|unreadable"):
+            load_checkpoint(ckpt)
+        shutil.rmtree(ckpt)
+        shutil.copytree(pristine, ckpt)
+        verify_checkpoint(ckpt)  # restored: good again
+    (ckpt / "state.pt").unlink()
+    with pytest.raises(CheckpointError, match="state.pt: missing from checkpoint"):
+        load_checkpoint(ckpt)
+
+
+def test_config_records_the_git_commit(tmp_path, synthetic_mnist, monkeypatch):
+    """config.json's env.git_commit is `git rev-parse HEAD` of the source tree (with "-dirty" when
+    tracked files changed); outside a git repository the field is left out and training works."""
+    import shutil
+
+    from digitnet.training import loop
+
+    src = Path(loop.__file__).resolve().parent
+    if shutil.which("git") is None or subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"],
+                                                     capture_output=True).returncode != 0:
+        pytest.skip("the source tree is not a git checkout")
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    summary = run(tmp_path, synthetic_mnist, name="g", epochs=1, arch="linear")
+    env = json.loads((Path(summary["path"]) / "config.json").read_text())["env"]
+    assert env["git_commit"] == head + ("-dirty" if dirty else "")
+    assert len(head) == 40
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "not-a-repository"))  # git finds no repository
+    summary = run(tmp_path, synthetic_mnist, name="nogit", epochs=1, arch="linear")
+    env = json.loads((Path(summary["path"]) / "config.json").read_text())["env"]
+    assert "git_commit" not in env and env["digitnet"]
+
+
+def test_recipes_are_what_the_readme_says():
+    """Default: cnn-v1, 12 epochs, warp augmentation severity 2, label smoothing 0.1; fast.yaml:
+    fast-v2 with bf16, whole-pixel shifts, batches of 512, 6 epochs; best.yaml: wide-v1;
+    ensemble.yaml: best.yaml trained for 20 epochs; fast-v1.yaml: fast-v1."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def recipe(name: str) -> TrainConfig:
+        return resolve_config(repo / "configs" / f"{name}.yaml")
+
+    def arch_id(cfg: TrainConfig) -> str:
+        return get_spec(cfg.arch, cfg.version).arch_id
+
+    default = TrainConfig()
+    assert arch_id(default) == "cnn-v1"
+    assert (default.epochs, default.augment, default.augment_kind, default.augment_severity,
+            default.label_smoothing, default.val_size) == (12, True, "warp", 2, 0.1, 5000)
+    fast = recipe("fast")
+    assert arch_id(fast) == "fast-v2"
+    assert (fast.precision, fast.augment_kind, fast.batch_size, fast.epochs) == (
+        "bf16", "shift", 512, 6)
+    best, ensemble = recipe("best"), recipe("ensemble")
+    assert arch_id(best) == arch_id(ensemble) == "wide-v1"
+    assert (best.epochs, ensemble.epochs) == (10, 20)
+    assert dataclasses.replace(best, epochs=20) == ensemble
+    assert arch_id(recipe("fast-v1")) == "fast-v1"
+
+
+def test_one_cycle_schedule_peaks_at_lr_and_ends_at_zero():
+    """--lr is the peak of a one-cycle schedule: a linear warm-up over warmup_frac of the steps,
+    then a linear decay to 0 at the last step."""
+    from digitnet.models import create_model
+    from digitnet.training.loop import build_optimizer, build_scheduler
+
+    cfg = TrainConfig(arch="linear", epochs=2, lr=0.4, warmup_frac=0.2)
+    optimizer = build_optimizer(create_model("linear"), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=25)  # 50 steps, 10 warming up
+    lrs = []
+    for _ in range(50):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:10] == pytest.approx([0.4 * (s + 1) / 10 for s in range(10)])
+    assert lrs[10:] == pytest.approx([0.4 * (50 - s) / 40 for s in range(10, 50)])
+    assert max(lrs) == pytest.approx(0.4) and scheduler.get_last_lr()[0] == 0.0
+    assert all(g["lr"] == 0.0 for g in optimizer.param_groups)  # both parameter groups
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, synthetic_mnist, monkeypatch):
+    """Checkpoints are written atomically: a crash while writing epoch 2 leaves epoch 1 complete
+    and findable, with no partial epoch-002 folder and the pointers untouched."""
+    from digitnet.training import checkpoint
+
+    run_dir = tmp_path / "models" / "cnn-v1" / "crash"
+    real_save = checkpoint.torch.save
+
+    def crash_on_epoch_2(obj, path, *args, **kwargs):
+        if obj.get("epoch") == 2:
+            Path(path).write_bytes(b"half a file")
+            raise OSError("disk full")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash_on_epoch_2)
+    with pytest.raises(OSError, match="disk full"):
+        run(tmp_path, synthetic_mnist, name="crash")
+    ckpts = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch-001", "pointers.json"]
+    assert json.loads((ckpts / "pointers.json").read_text())["last"] == "epoch-001"
+    load_checkpoint(ckpts / "epoch-001")  # complete and verified
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/crash",
+                  progress=False)
+    assert resumed["epochs_done"] == 3
+
+
+def test_summary_json_holds_the_final_metrics(tmp_path, synthetic_mnist):
+    """summary.json: the reference, epochs done, the last epoch's metrics and the MNIST test loss
+    and accuracy of the final weights."""
+    from digitnet.evaluation.datasets import load_eval_dataset
+
+    summary = run(tmp_path, synthetic_mnist, name="s", epochs=2, arch="linear")
+    run_dir = Path(summary["path"])
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert summary["epochs_done"] == 2 and summary["final"] == rows[-1]
+    test = load_eval_dataset("mnist-test", synthetic_mnist)
+    loaded = load_model("linear-v1/s", tmp_path / "models")
+    logits = loaded.logits(test.images)
+    accuracy = (logits.argmax(1) == test.labels).float().mean().item()
+    assert summary["test_acc"] == pytest.approx(accuracy)
+    assert summary["test_loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, test.labels).item(), rel=1e-5)
+
+
+def test_changed_parameter_shapes_alone_are_refused(tmp_path, synthetic_mnist, monkeypatch):
+    """Every model stores its parameter shapes: a definition whose hyperparameters read the same
+    but whose layers differ is refused with the advice to register a new version."""
+    run(tmp_path, synthetic_mnist, name="shapes", epochs=1)
+    spec = _registry._REGISTRY["cnn", 1]
+
+    def same_args_other_shapes(**kw):
+        model = SmallCNN(stages=[[16], [32], [64]], dropout=0.1, **kw)
+        model.model_args = spec.builder().model_args  # claims the recorded hyperparameters
+        return model
+
+    monkeypatch.setitem(_registry._REGISTRY, ("cnn", 1), _registry.ModelSpec(
+        "cnn", 1, same_args_other_shapes, spec.description))
+    with pytest.raises(DigitnetError, match=r"register the change under a new version number "
+                                            r"\(parameter names or shapes differ\)"):
+        load_model("cnn-v1/shapes", models_dir=tmp_path / "models")
+
+
+def test_compare_takes_globs_oldest_first_and_latest_at_all(store, tmp_path):
+    """`digitnet compare 'cnn-v1/*'` compares every matching run, oldest first, and
+    `cnn-v1/latest@all` every epoch of the newest run."""
+    out = tmp_path / "cmp"
+    assert main(["compare", "cnn-v1/*", "cnn-v1/latest@all", "--dataset", "mnist-test",
+                 "--out", str(out), "--data-dir", str(store["data"]),
+                 "--models-dir", str(store["models"])]) == 0
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [(r["model"], r["epoch"]) for r in rows] == [
+        ("cnn-v1/old", 3), ("cnn-v1/new", 3), ("cnn-v1/new@epoch-001", 1),
+        ("cnn-v1/new@epoch-002", 2), ("cnn-v1/new@epoch-003", 3)]
+
+
+def test_training_augmentation_uses_the_transforms_of_the_augmented_test_set():
+    """--augment (warp) applies to a training batch exactly what mnist-test-augmented applies at
+    the same severity: one augment_batch call over the whole batch."""
+    from digitnet.data.augment import make_augmented_dataset
+    from digitnet.training.loop import batch_augmentation
+
+    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(40) % 10
+    for severity in (2, 4):
+        train = batch_augmentation(TrainConfig(augment_severity=severity))(
+            images, torch.Generator().manual_seed(5))
+        fixed, _ = make_augmented_dataset(images, labels, severity, seed=5)
+        assert torch.equal(train, fixed) and not torch.equal(train, images)

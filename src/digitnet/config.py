@@ -28,7 +28,7 @@ class TrainConfig:
     augment: bool = True  # random rotation/scale/shift/elastic/thickness on training batches
     augment_severity: int = 2  # 1 (mild) to 5 (harsh)
     augment_kind: str = "warp"  # "warp" (augment_batch) or "shift" (random shifts of up to
-    # augment_severity whole pixels: ~7x cheaper, for fast recipes)
+    # augment_severity whole pixels: ~30-40x cheaper than warp, for fast recipes)
     seed: int = 0  # seeds weights, shuffling, augmentation and dropout
     val_size: int = 5_000  # stratified validation split held out of the 60,000 training images
     subset: int | None = None  # train on a stratified subset of this many images (quick runs)

@@ -172,7 +172,15 @@ def verify_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path}: incomplete checkpoint, {META_FILE} missing") from None
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path / META_FILE}: unreadable ({e})") from None
-    for name, expected in meta.get("sha256", {}).items():
+    hashes = meta.get("sha256") if isinstance(meta, dict) else None
+    if not isinstance(hashes, dict) or set(hashes) != {WEIGHTS_FILE, STATE_FILE}:
+        raise CheckpointError(f"{path / META_FILE}: corrupt or tampered (expected the sha256 of "
+                              f"{WEIGHTS_FILE} and {STATE_FILE})")
+    m = _EPOCH_DIR.match(path.name)
+    if not isinstance(meta.get("epoch"), int) or (m and meta["epoch"] != int(m.group(1))):
+        raise CheckpointError(f"{path / META_FILE}: corrupt or tampered (epoch "
+                              f"{meta.get('epoch')!r} in a checkpoint folder named {path.name})")
+    for name, expected in hashes.items():
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"{file}: missing from checkpoint")
