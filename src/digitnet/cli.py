@@ -414,7 +414,7 @@ def _add_serve_command(sub) -> None:
                    help="address to listen on; 0.0.0.0 for every network interface "
                    "(default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000,
-                   help="port; 0 picks a free one (default: 8000)")
+                   help="port, 0 to 65535; 0 picks a free one (default: 8000)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,  # serve.DEFAULT_MAX_UPLOAD_MB
                    metavar="MB",
                    help="largest image file accepted; larger uploads get HTTP 413 (default: 10)")
