@@ -103,7 +103,7 @@ def read_regular_bytes(path: str | os.PathLike, max_bytes: int, what: str = "fil
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike, busy: str, advice: str = "") -> Iterator[None]:
     """Hold an exclusive `flock` on `path` (created if missing, 0644) while the block runs.
 
     The kernel drops the lock when the holder exits in any way (SIGKILL included), so a lock file
@@ -111,7 +111,7 @@ def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
     let two processes lock two different files). It holds the holder's process id.
 
     Raises:
-        DigitnetError: another process holds the lock: `busy`, then that process's id.
+        DigitnetError: another process holds the lock: `busy`, that process's id, `advice`.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
     try:
@@ -121,7 +121,7 @@ def exclusive_lock(path: str | os.PathLike, busy: str) -> Iterator[None]:
             except BlockingIOError:
                 holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
                 pid = f" (process {holder})" if holder.isdigit() else ""
-                raise DigitnetError(f"{busy}{pid}") from None
+                raise DigitnetError(f"{busy}{pid}" + (f"; {advice}" if advice else "")) from None
         with contextlib.suppress(OSError):  # the pid is for the message only; a full disk
             os.ftruncate(fd, 0)             # must not stop the lock from working
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

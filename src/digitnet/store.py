@@ -145,7 +145,7 @@ def lock_run(run_dir: Path):
     """
     return exclusive_lock(run_dir / LOCK_FILE,
                           f"run {run_dir.parent.name}/{run_dir.name} is being trained by another "
-                          f"process; wait for it to end or stop it (its lock: {run_dir / LOCK_FILE})")
+                          f"process", f"wait for it to end or stop it (lock file {run_dir / LOCK_FILE})")
 
 
 def is_explicit_path(base: str) -> bool:

@@ -382,15 +382,15 @@ def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict,
 def _resume_run(ref: str, splits_for, models_dir, which: str | None,
                 device: torch.device, stack: contextlib.ExitStack) -> tuple[RunState, dict]:
     mref = resolve_ref(ref, models_dir)
+    config = read_json(mref.run_dir / CONFIG_FILE)  # written once, atomically: no lock needed
+    cfg = config_from_dict(config["train"], source=f"{mref.run_dir / CONFIG_FILE} (train)")
     with _writing(mref.run_dir, mref.run_dir):
         stack.enter_context(lock_run(mref.run_dir))
-    config = read_json(mref.run_dir / CONFIG_FILE)
-    cfg = config_from_dict(config["train"], source=f"{mref.run_dir / CONFIG_FILE} (train)")
     which = which or mref.checkpoint or "last"
     ckpt_dir = mref.run_dir / CHECKPOINTS_DIR
     from_scratch = not list_checkpoints(ckpt_dir)
     if from_scratch and which != "last":
-        raise DigitnetError(f"cannot resume {mref.label} from {which!r}: it finished no epoch; "
+        raise DigitnetError(f"cannot resume {config['ref']} from {which!r}: it finished no epoch; "
                             f"`digitnet train --resume {config['ref']}` starts it from scratch")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -474,7 +474,9 @@ def fit(
             cfg = cfg or TrainConfig()
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-            get_spec(cfg.arch, cfg.version)  # an unknown architecture fails before data loading
+            spec = get_spec(cfg.arch, cfg.version)  # an unknown architecture fails before data loading
+            if cfg.name and (models_root(models_dir) / spec.arch_id / cfg.name).exists():
+                raise DigitnetError(_taken(models_root(models_dir) / spec.arch_id / cfg.name))
             torch.manual_seed(cfg.seed)  # weight initialisation
             splits = splits_for(cfg)
             mnist = splits["mnist"]
