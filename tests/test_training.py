@@ -231,6 +231,11 @@ def test_cli_train_prints_ref_last_and_writes_json(tmp_path, synthetic_mnist, ca
     assert code == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "cnn-v1/cli"
     assert json.loads(out.read_text())["ref"] == "cnn-v1/cli"
+    code = main(["train", "--epochs", "1", "--batch-size", "32", "--val-size", "50", "--no-augment",
+                 "--data-dir", str(synthetic_mnist), "--models-dir", str(tmp_path / "m"),
+                 "--name", "cli2", "--json", str(tmp_path), "--no-progress"])  # a folder
+    assert code == 1 and capsys.readouterr().err.startswith(
+        f"digitnet: error: {tmp_path}: cannot write the summary (")
     code = main(["train", "--arch", "nope", "--data-dir", str(synthetic_mnist),
                  "--models-dir", str(tmp_path / "m")])
     assert code == 1 and "unknown architecture" in capsys.readouterr().err

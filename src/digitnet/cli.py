@@ -130,7 +130,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = fit(cfg, args.data_dir, args.models_dir, progress=not args.no_progress,
                       device=args.device)
     if args.json:
-        atomic_write_json(args.json, summary)
+        try:
+            atomic_write_json(args.json, summary)
+        except OSError as e:  # the run itself is complete and saved
+            raise DigitnetError(f"{args.json}: cannot write the summary ({e.strerror or e}); "
+                                f"the run {summary['ref']} is complete") from None
     print(summary["ref"])
     return 0
 
