@@ -675,3 +675,18 @@ def test_taken_name_says_what_the_folder_holds(finished_run, tmp_path, capsys, s
                  "--models-dir", str(models), "--no-progress"])
     assert code == 1
     assert capsys.readouterr().err == f"digitnet: error: {run_dir} {message}\n"
+
+
+def test_finished_run_without_checkpoints_is_not_trained_again(finished_run, tmp_path):
+    import shutil
+
+    data, models = copy_store(finished_run, tmp_path)
+    run_dir = models / "cnn-v1" / "done"
+    shutil.rmtree(run_dir / "checkpoints")  # to save space, say
+    before = snapshot(run_dir)
+    with pytest.raises(DigitnetError, match="cannot resume cnn-v1/done: it is finished and has no "
+                                            "checkpoints left"):
+        fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)
+    after = snapshot(run_dir)
+    assert after.pop("train.lock")[1] == f"{os.getpid()}\n".encode()  # taken, then decided
+    assert after == {k: v for k, v in before.items() if k != "train.lock"}

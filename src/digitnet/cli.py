@@ -158,7 +158,8 @@ def _add_train_command(sub) -> None:
     p.add_argument("--batch-size", type=int, help=f"batch size, 1-65536 (default: {d.batch_size})")
     p.add_argument("--lr", type=float, help=f"peak learning rate, finite and > 0 (default: {d.lr})")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], help=f"optimizer (default: {d.optimizer})")
-    p.add_argument("--weight-decay", type=float, help=f"weight decay, finite and >= 0 (default: {d.weight_decay})")
+    p.add_argument("--weight-decay", type=float,
+                   help=f"weight decay, finite and >= 0 (default: {d.weight_decay})")
     p.add_argument("--label-smoothing", type=float,
                    help=f"label smoothing, 0 <= S < 1 (default: {d.label_smoothing})")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -169,13 +170,16 @@ def _add_train_command(sub) -> None:
                    help="warp: rotation, scale, shear, elastic, stroke, noise; shift: random whole-"
                    f"pixel shifts of up to SEVERITY pixels, cheaper (default: {d.augment_kind})")
     p.add_argument("--seed", type=int, help=f"random seed, 0 to 2**63-1 (default: {d.seed})")
-    p.add_argument("--val-size", type=int, help=f"validation images, 0 to fewer than the training images (default: {d.val_size})")
-    p.add_argument("--subset", type=int, help="train on a stratified subset of N images, at least 10 (default: all)")
+    p.add_argument("--val-size", type=int, help="validation images, 0 to fewer than the training "
+                   f"images (default: {d.val_size})")
+    p.add_argument("--subset", type=int,
+                   help="train on a stratified subset of N >= 10 images (default: all)")
     p.add_argument("--data", action="append", help="training dataset, repeatable: mnist or an "
                    "ingested dataset name (default: mnist)")
     p.add_argument("--class-weighting", action=argparse.BooleanOptionalAction, default=None,
                    help="weight the loss by inverse class frequency (default: off)")
-    p.add_argument("--threads", type=int, help=f"torch threads, 1-{MAX_THREADS} (default: torch's choice)")
+    p.add_argument("--threads", type=int,
+                   help=f"torch threads, 1-{MAX_THREADS} (default: torch's choice)")
     p.add_argument("--device", default="auto", metavar="DEVICE",
                    help="where to train: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or "
                    "mps; a run may be resumed on another device (default: auto)")

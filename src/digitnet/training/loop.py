@@ -15,8 +15,8 @@ import errno
 import json
 import math
 import os
-import shutil
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -389,6 +389,9 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None,
     which = which or mref.checkpoint or "last"
     ckpt_dir = mref.run_dir / CHECKPOINTS_DIR
     from_scratch = not list_checkpoints(ckpt_dir)
+    if from_scratch and training_done(mref.run_dir):  # its checkpoints deleted: keep the weights
+        raise DigitnetError(f"cannot resume {config['ref']}: it is finished and has no "
+                            f"checkpoints left")
     if from_scratch and which != "last":
         raise DigitnetError(f"cannot resume {config['ref']} from {which!r}: it finished no epoch; "
                             f"`digitnet train --resume {config['ref']}` starts it from scratch")
@@ -474,9 +477,10 @@ def fit(
             cfg = cfg or TrainConfig()
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-            spec = get_spec(cfg.arch, cfg.version)  # an unknown architecture fails before data loading
-            if cfg.name and (models_root(models_dir) / spec.arch_id / cfg.name).exists():
-                raise DigitnetError(_taken(models_root(models_dir) / spec.arch_id / cfg.name))
+            spec = get_spec(cfg.arch, cfg.version)  # unknown architecture: fails before data loading
+            taken = models_root(models_dir) / spec.arch_id / (cfg.name or "")
+            if cfg.name and taken.exists():  # a taken name too
+                raise DigitnetError(_taken(taken))
             torch.manual_seed(cfg.seed)  # weight initialisation
             splits = splits_for(cfg)
             mnist = splits["mnist"]
