@@ -690,3 +690,15 @@ def test_finished_run_without_checkpoints_is_not_trained_again(finished_run, tmp
     after = snapshot(run_dir)
     assert after.pop("train.lock")[1] == f"{os.getpid()}\n".encode()  # taken, then decided
     assert after == {k: v for k, v in before.items() if k != "train.lock"}
+
+
+@pytest.mark.parametrize("pointer", ["../../../escaped", "/etc", 5, ["epoch-001"]])
+def test_pointer_outside_the_checkpoints_folder_is_ignored(finished_run, tmp_path, pointer):
+    """@last and @best resolve to an epoch folder of the run, whatever pointers.json says."""
+    _, models = copy_store(finished_run, tmp_path)
+    ckpt_dir = models / "cnn-v1" / "done" / "checkpoints"
+    (models / "escaped" / "checkpoints").mkdir(parents=True)  # where ../../../escaped leads
+    (ckpt_dir / "pointers.json").write_text(json.dumps({"last": pointer, "best": pointer}))
+    assert load_model("cnn-v1/done@last", models).ref.checkpoint == "epoch-001"
+    with pytest.raises(CheckpointError, match="no 'best' checkpoint recorded"):
+        load_model("cnn-v1/done@best", models)

@@ -184,7 +184,9 @@ def resolve_checkpoint(checkpoints_dir: Path, which: str = "last") -> Path:
         raise CheckpointError(f"{checkpoints_dir}: no checkpoints")
     pointers = read_pointers(checkpoints_dir)
     if which in ("last", "best"):
-        name = pointers.get(which) or (epoch_dir_name(epochs[-1]) if which == "last" else None)
+        name = pointers.get(which)
+        if not (isinstance(name, str) and _EPOCH_DIR.match(name)):  # never a path out of here
+            name = epoch_dir_name(epochs[-1]) if which == "last" else None
         if name is None or not (checkpoints_dir / name).is_dir():
             raise CheckpointError(f"{checkpoints_dir}: no '{which}' checkpoint recorded")
         return checkpoints_dir / name
