@@ -190,7 +190,7 @@ def make_dry_run():
         import os
 
         environ = {k: v for k, v in os.environ.items() if k != "DIGITNET_DATA_DIR"}
-        return subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True,
+        return subprocess.run(["make", "-n", "-B", "-C", str(REPO), *args], capture_output=True,
                               text=True, check=True, env={**environ, **(env or {})}).stdout
     return run
 

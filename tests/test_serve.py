@@ -219,6 +219,14 @@ def test_port_in_use_is_an_error(model, no_server, capsys):
     assert f"digitnet: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("port", [-1, 65536, 100000])
+def test_port_out_of_range_is_an_error(model, no_server, capsys, port):
+    """getaddrinfo took 100000 as port 34464 (100000 mod 65536) and listened there."""
+    assert main(["serve", REF, "--models-dir", model["models"], "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"digitnet: error: --port must be 0 to 65535 (0: any free port), got {port}\n"
+
+
 def test_accepted_connections_have_nagle_off():
     """asyncio (and so uvicorn) sets TCP_NODELAY only on sockets whose protocol says TCP; with
     Nagle on, each request on a kept-alive connection waited ~40 ms for a delayed ACK."""

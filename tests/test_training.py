@@ -1,10 +1,14 @@
-"""Training runs, checkpoints, exact resume, corrupt and unsafe checkpoints, loading."""
+"""Training runs, checkpoints, exact resume, corrupt and unsafe checkpoints, loading; option
+ranges, full disks, one writer per run, runs killed in their first epoch."""
 
 import dataclasses
+import errno
 import inspect
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -229,6 +233,11 @@ def test_cli_train_prints_ref_last_and_writes_json(tmp_path, synthetic_mnist, ca
     assert code == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "cnn-v1/cli"
     assert json.loads(out.read_text())["ref"] == "cnn-v1/cli"
+    code = main(["train", "--epochs", "1", "--batch-size", "32", "--val-size", "50", "--no-augment",
+                 "--data-dir", str(synthetic_mnist), "--models-dir", str(tmp_path / "m"),
+                 "--name", "cli2", "--json", str(tmp_path), "--no-progress"])  # a folder
+    assert code == 1 and capsys.readouterr().err.startswith(
+        f"digitnet: error: {tmp_path}: cannot write the summary (")
     code = main(["train", "--arch", "nope", "--data-dir", str(synthetic_mnist),
                  "--models-dir", str(tmp_path / "m")])
     assert code == 1 and "unknown architecture" in capsys.readouterr().err
@@ -694,22 +703,22 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, synthetic_m
     from digitnet.training import checkpoint
 
     run_dir = tmp_path / "models" / "cnn-v1" / "crash"
-    real_save = checkpoint.torch.save
+    real_write = checkpoint.atomic_write_bytes
 
-    def crash_on_epoch_2(obj, path, *args, **kwargs):
-        if obj.get("epoch") == 2:
+    def crash_on_epoch_2(path, content):
+        if Path(path).name == checkpoint.STATE_FILE and "epoch-002" in Path(path).parent.name:
             Path(path).write_bytes(b"half a file")
             raise OSError("disk full")
-        return real_save(obj, path, *args, **kwargs)
+        return real_write(path, content)
 
-    monkeypatch.setattr(checkpoint.torch, "save", crash_on_epoch_2)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", crash_on_epoch_2)
+    with pytest.raises(DigitnetError, match=r"\(disk full\), last good checkpoint is epoch 1"):
         run(tmp_path, synthetic_mnist, name="crash")
     ckpts = run_dir / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch-001", "pointers.json"]
     assert json.loads((ckpts / "pointers.json").read_text())["last"] == "epoch-001"
     load_checkpoint(ckpts / "epoch-001")  # complete and verified
-    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", real_write)
     resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/crash",
                   progress=False)
     assert resumed["epochs_done"] == 3
@@ -779,3 +788,420 @@ def test_training_augmentation_uses_the_transforms_of_the_augmented_test_set():
             images, torch.Generator().manual_seed(5))
         fixed, _ = make_augmented_dataset(images, labels, severity, seed=5)
         assert torch.equal(train, fixed) and not torch.equal(train, images)
+
+
+# ------------------------------------------------------------------ ranges of numeric options
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A 1-epoch run on synthetic data, to be copied by tests that change it."""
+    from conftest import make_synthetic_mnist
+
+    root = tmp_path_factory.mktemp("finished")
+    data = make_synthetic_mnist(root / "mnist")
+    fit(TrainConfig(**{**FAST, "epochs": 1, "name": "done"}), data, root / "models", progress=False)
+    return root
+
+
+def copy_store(finished_run, tmp_path) -> tuple[Path, Path]:
+    """A private copy of `finished_run`: (data folder, models folder)."""
+    import shutil
+
+    shutil.copytree(finished_run, tmp_path / "copy")
+    return tmp_path / "copy" / "mnist", tmp_path / "copy" / "models"
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+# (flag, value given, field, message after "must be")
+BAD_VALUES = [
+    ("threads", "100000", ">= 1 and <= 256, got 100000"),
+    ("threads", "0", ">= 1 and <= 256, got 0"),
+    ("epochs", "0", ">= 1 and <= 10000, got 0"),
+    ("epochs", "10001", ">= 1 and <= 10000, got 10001"),
+    ("batch-size", "0", ">= 1 and <= 65536, got 0"),
+    ("batch-size", "1000000", ">= 1 and <= 65536, got 1000000"),
+    ("lr", "nan", "> 0 and finite, got nan"),
+    ("lr", "inf", "> 0 and finite, got inf"),
+    ("lr", "0", "> 0 and finite, got 0.0"),
+    ("lr", "-0.1", "> 0 and finite, got -0.1"),
+    ("weight-decay", "-0.0001", ">= 0 and finite, got -0.0001"),
+    ("weight-decay", "inf", ">= 0 and finite, got inf"),
+    ("label-smoothing", "1", ">= 0 and < 1, got 1.0"),
+    ("label-smoothing", "nan", ">= 0 and < 1, got nan"),
+    ("augment-severity", "6", ">= 1 and <= 5, got 6"),
+    ("seed", "-1", f">= 0 and <= {2**63 - 1}, got -1"),
+    ("seed", str(2**63), f">= 0 and <= {2**63 - 1}, got {2**63}"),
+    ("val-size", "-1", ">= 0, got -1"),
+    ("subset", "9", ">= 10, got 9"),
+    ("max-steps", "0", ">= 1, got 0"),
+    ("version", "0", ">= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("flag, value, message", BAD_VALUES)
+def test_out_of_range_flag_is_one_line_before_any_work(tmp_path, synthetic_mnist, capsys, flag,
+                                                       value, message):
+    models = tmp_path / "models"
+    code = main(["train", f"--{flag}={value}", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models), "--no-progress"])
+    err = capsys.readouterr().err
+    field = flag.replace("-", "_")
+    assert code == 1
+    assert err == f"digitnet: error: invalid training configuration: {field} must be {message}\n"
+    assert not models.exists()
+
+
+def _typed(flag: str, value: str):
+    return float(value) if flag in ("lr", "weight-decay", "label-smoothing") else int(value)
+
+
+@pytest.mark.parametrize("flag, value, message", BAD_VALUES)
+def test_out_of_range_value_in_a_resumed_config_is_refused(finished_run, tmp_path, capsys, flag,
+                                                          value, message):
+    """A run's config.json is checked like a flag, before the run is touched."""
+    data, models = copy_store(finished_run, tmp_path)
+    run_dir = models / "cnn-v1" / "done"
+    config = json.loads((run_dir / "config.json").read_text())
+    field = flag.replace("-", "_")
+    config["train"][field] = _typed(flag, value)
+    (run_dir / "config.json").write_text(json.dumps(config))  # NaN and Infinity as json writes them
+    before = snapshot(models)
+    code = main(["train", "--resume", "cnn-v1/done", "--data-dir", str(data),
+                 "--models-dir", str(models), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == (f"digitnet: error: {run_dir / 'config.json'} (train): invalid training "
+                   f"configuration: {field} must be {message}\n")
+    assert snapshot(models) == before
+
+
+@pytest.mark.parametrize("line, message", [
+    ("threads: 100000", "threads must be >= 1 and <= 256, got 100000"),
+    ("lr: .nan", "lr must be > 0 and finite, got nan"),
+    ("weight_decay: -.inf", "weight_decay must be >= 0 and finite, got -inf"),
+])
+def test_out_of_range_value_in_a_recipe_names_the_file(tmp_path, synthetic_mnist, capsys, line,
+                                                       message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"epochs: 1\n{line}\n")
+    models = tmp_path / "models"
+    code = main(["train", "--config", str(recipe), "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models)])
+    assert code == 1
+    assert capsys.readouterr().err == (f"digitnet: error: {recipe}: invalid training "
+                                       f"configuration: {message}\n")
+    assert not models.exists()
+
+
+def test_validation_split_larger_than_the_data_is_refused_before_a_run(tmp_path, synthetic_mnist,
+                                                                        capsys):
+    models = tmp_path / "models"
+    code = main(["train", "--val-size", "1000000", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models)])
+    assert code == 1 and "validation size 1000000 must be between 0 and" in capsys.readouterr().err
+    assert not models.exists()
+
+
+def test_largest_seed_trains():
+    """epoch_seed is taken modulo 2**64: the largest seed of the range seeds torch."""
+    from digitnet.training.loop import epoch_seed
+
+    assert epoch_seed(0, 3) == 3 and epoch_seed(5, 2) == 5 * 1_000_003 + 2  # seeds of old runs
+    torch.Generator().manual_seed(epoch_seed(2**63 - 1, 10_000))
+
+
+def test_python_api_rejects_wrong_types():
+    with pytest.raises(DigitnetError, match="epochs must be an integer, got True"):
+        TrainConfig(epochs=True)
+    with pytest.raises(DigitnetError, match="lr must be a number, got '0.1'"):
+        TrainConfig(lr="0.1")
+    assert TrainConfig(threads=256, seed=2**63 - 1, lr=1e12).threads == 256  # the bounds hold
+
+
+# ----------------------------------------------------------- full disk, failed writes, leftovers
+def fail_fsync(monkeypatch, pattern: str, err: int = errno.ENOSPC, skip: int = 0) -> list[str]:
+    """Make os.fsync raise OSError(err) for the files whose path matches `pattern`, after letting
+    `skip` of them through: what a full disk does to a write (ext4 and NFS report it there too).
+    Returns the paths it failed."""
+    real, seen, failed = os.fsync, [], []
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if re.search(pattern, path):
+            seen.append(path)
+            if len(seen) > skip:
+                failed.append(path)
+                raise OSError(err, os.strerror(err))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return failed
+
+
+def leftovers(run_dir: Path) -> list[str]:
+    from digitnet.training.checkpoint import TEMPORARY
+
+    return [str(p) for p in run_dir.rglob("*") if TEMPORARY.match(p.name)]
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+
+# (what fails, path pattern, errno, matching files let through, message, epoch `last` names)
+FAILED_WRITES = [
+    ("checkpoint state", r"checkpoints/\.tmp-epoch-002\.[^/]+/\.state\.pt\.", errno.ENOSPC, 0,
+     "no space left on {ckpt}, last good checkpoint is epoch 1", 1),
+    ("checkpoint weights", r"checkpoints/\.tmp-epoch-002\.[^/]+/\.model\.safetensors\.",
+     errno.EDQUOT, 0, "disk quota exceeded on {ckpt}, last good checkpoint is epoch 1", 1),
+    ("first checkpoint", r"\.tmp-epoch-001\.[^/]+/\.state\.pt\.", errno.ENOSPC, 0,
+     "no space left on {ckpt}, no checkpoint yet", 0),
+    ("pointers", r"checkpoints/\.pointers\.json\.", errno.EROFS, 1,
+     "{ckpt} is on a read-only file system, last good checkpoint is epoch 1", 1),
+    ("metrics line", r"metrics\.jsonl$", errno.ENOSPC, 1,
+     "no space left on {run}, last good checkpoint is epoch 1", 1),
+    ("final weights", r"/full/\.model\.safetensors\.", errno.ENOSPC, 0,
+     "no space left on {run}, last good checkpoint is epoch 2", 2),
+    ("summary", r"/full/\.summary\.json\.", errno.ENOSPC, 0,
+     "no space left on {run}, last good checkpoint is epoch 2", 2),
+]
+
+
+@needs_proc
+@pytest.mark.parametrize("what, pattern, err, skip, message, last", FAILED_WRITES,
+                         ids=[w[0] for w in FAILED_WRITES])
+def test_failed_write_names_the_last_good_checkpoint_and_resumes(
+        tmp_path, synthetic_mnist, monkeypatch, capsys, what, pattern, err, skip, message, last):
+    models = tmp_path / "models"
+    run_dir, ckpt = models / "cnn-v1" / "full", models / "cnn-v1" / "full" / "checkpoints"
+    args = ["train", "--epochs", "2", "--batch-size", "32", "--val-size", "50", "--threads", "1",
+            "--no-augment", "--name", "full", "--data-dir", str(synthetic_mnist),
+            "--models-dir", str(models), "--no-progress"]
+    failed = fail_fsync(monkeypatch, pattern, err, skip)
+    assert main(args) == 1
+    assert failed, f"the {what} write was never attempted"
+    err_text = capsys.readouterr().err
+    assert err_text == (f"digitnet: error: {message.format(ckpt=ckpt, run=run_dir)}; make room, "
+                        f"then continue with `digitnet train --resume cnn-v1/full`\n")
+    assert leftovers(run_dir) == []
+    pointers = ckpt / "pointers.json"
+    assert (json.loads(pointers.read_text())["last"] if pointers.exists() else None) == (
+        f"epoch-{last:03d}" if last else None)
+    monkeypatch.undo()  # room made
+    assert main(["train", "--resume", "cnn-v1/full", *args[-5:]]) == 0
+    rows = [json.loads(r)["epoch"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2]
+    assert json.loads((run_dir / "summary.json").read_text())["epochs_done"] == 2
+    assert leftovers(run_dir) == []
+
+
+@needs_proc
+def test_run_resumed_after_a_full_disk_equals_an_uninterrupted_one(tmp_path, synthetic_mnist,
+                                                                   monkeypatch):
+    straight = run(tmp_path, synthetic_mnist, name="straight")
+    fail_fsync(monkeypatch, r"\.tmp-epoch-002\.[^/]+/\.state\.pt\.")
+    with pytest.raises(DigitnetError, match="no space left on .*, last good checkpoint is epoch 1"):
+        run(tmp_path, synthetic_mnist, name="full")
+    monkeypatch.undo()
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/full",
+                  progress=False)
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+
+
+@needs_proc
+def test_full_disk_while_creating_a_run_leaves_nothing(tmp_path, synthetic_mnist, monkeypatch):
+    fail_fsync(monkeypatch, r"\.config\.json\.")
+    with pytest.raises(DigitnetError, match=r"no space left on .*cnn-v1/new; the run was not created$"):
+        run(tmp_path, synthetic_mnist, name="new")
+    assert list((tmp_path / "models" / "cnn-v1").iterdir()) == []
+    monkeypatch.undo()
+    assert run(tmp_path, synthetic_mnist, name="new", epochs=1)["ref"] == "cnn-v1/new"
+
+
+def test_resume_removes_temporaries_of_a_killed_writer(finished_run, tmp_path, capsys):
+    data, models = copy_store(finished_run, tmp_path)
+    run_dir = models / "cnn-v1" / "done"
+    left = [run_dir / "checkpoints" / ".tmp-epoch-002.k3j4", run_dir / "checkpoints" / ".epoch-002.old1",
+            run_dir / "checkpoints" / ".tmp-stale-epoch-001.x"]
+    for folder in left:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    (run_dir / ".model.safetensors.ab12.tmp").write_bytes(b"half")
+    (run_dir / "checkpoints" / ".pointers.json.zz.tmp").write_text("{")
+    fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)
+    assert leftovers(run_dir) == []
+    assert "removed 5 temporary file(s) of an interrupted write" in capsys.readouterr().err
+    assert (run_dir / "checkpoints" / "epoch-001" / "meta.json").is_file()  # real ones stay
+
+
+def test_every_written_file_and_folder_has_the_normal_permissions(finished_run, tmp_path):
+    """Weights were 0600 (mkstemp) and checkpoint folders 0700 (mkdtemp), other files 0644."""
+    data, models = copy_store(finished_run, tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    run(tmp_path / "x", data, name="modes", epochs=2)
+    run_dir = tmp_path / "x" / "models" / "cnn-v1" / "modes"
+    fit(models_dir=tmp_path / "x" / "models", data_dir=data, resume="cnn-v1/modes@epoch-1",
+        progress=False)
+    modes = {str(p.relative_to(run_dir)): stat.S_IMODE(p.stat().st_mode)
+             for p in [run_dir, *run_dir.rglob("*")]}
+    want = {path: (0o777 if (run_dir / path).is_dir() else 0o666) & ~mask for path in modes}
+    assert modes == want
+    assert {"model.safetensors", "train.lock", "checkpoints/epoch-002/state.pt",
+            "checkpoints/epoch-002"} <= set(modes)
+
+
+# ------------------------------------------------------------------- one writer per run folder
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from digitnet.store import lock_run
+with lock_run(Path(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_second_writer_of_a_run_is_refused_and_a_killed_one_blocks_nothing(finished_run, tmp_path,
+                                                                          capsys):
+    data, models = copy_store(finished_run, tmp_path)
+    run_dir = models / "cnn-v1" / "done"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        before = snapshot(models)
+        code = main(["train", "--resume", "cnn-v1/done", "--data-dir", str(data),
+                     "--models-dir", str(models), "--no-progress"])
+        assert code == 1
+        assert capsys.readouterr().err == (
+            f"digitnet: error: run cnn-v1/done is being trained by another process (process "
+            f"{holder.pid}); wait for it to end or stop it (lock file {run_dir / 'train.lock'})\n")
+        assert snapshot(models) == before
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+    assert (run_dir / "train.lock").exists()  # what the killed process left does not block:
+    assert fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)["epochs_done"] == 1
+
+
+def test_the_lock_is_held_for_the_whole_run(tmp_path, synthetic_mnist, monkeypatch):
+    from digitnet.store import lock_run
+    from digitnet.training import loop
+
+    tries = []
+    real = loop.train_one_epoch
+
+    def train_and_try_the_lock(*args, **kwargs):
+        run_dir = tmp_path / "models" / "cnn-v1" / "held"
+        with pytest.raises(DigitnetError, match="cnn-v1/held is being trained by another process"):
+            with lock_run(run_dir):  # a second open file description conflicts, even in-process
+                pass
+        tries.append(run_dir)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", train_and_try_the_lock)
+    run(tmp_path, synthetic_mnist, name="held", epochs=2)
+    assert len(tries) == 2
+    with lock_run(tries[0]):  # released when the run ended
+        pass
+
+
+# ---------------------------------------------------------- a run killed in its first epoch
+@pytest.fixture
+def killed_in_first_epoch(tmp_path, synthetic_mnist, monkeypatch) -> Path:
+    """The models folder of run cnn-v1/k, stopped during its first epoch: config.json, no
+    checkpoint, and a half-written checkpoint folder like SIGKILL leaves."""
+    from digitnet.training import loop
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "train_one_epoch", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, synthetic_mnist, name="k", epochs=2)
+    run_dir = tmp_path / "models" / "cnn-v1" / "k"
+    (run_dir / "checkpoints" / ".tmp-epoch-001.abcd").mkdir(parents=True)
+    assert (run_dir / "config.json").is_file()
+    return tmp_path / "models"
+
+
+def test_run_killed_in_its_first_epoch_resumes_from_scratch(killed_in_first_epoch, tmp_path,
+                                                            synthetic_mnist, capsys):
+    models = killed_in_first_epoch
+    resumed = fit(models_dir=models, data_dir=synthetic_mnist, resume="cnn-v1/k", progress=False)
+    assert ("cnn-v1/k stopped before it finished an epoch: starting it from scratch with its own "
+            "configuration") in capsys.readouterr().err
+    assert resumed["epochs_done"] == 2 and leftovers(models / "cnn-v1" / "k") == []
+    straight = fit(TrainConfig(**{**FAST, "epochs": 2, "name": "s"}), synthetic_mnist, models,
+                   progress=False)
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+
+
+def test_name_of_a_run_killed_in_its_first_epoch_says_what_to_do(killed_in_first_epoch,
+                                                                   synthetic_mnist, capsys):
+    models = killed_in_first_epoch
+    code = main(["train", "--name", "k", "--epochs", "1", "--data-dir", str(synthetic_mnist),
+                 "--models-dir", str(models), "--no-progress"])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"digitnet: error: {models / 'cnn-v1' / 'k'} already exists: run cnn-v1/k stopped before "
+        f"it finished an epoch; `digitnet train --resume cnn-v1/k` starts it again with its own "
+        f"configuration, or choose another --name\n")
+    with pytest.raises(DigitnetError, match="cannot resume cnn-v1/k from 'best': it finished no "
+                                            "epoch; `digitnet train --resume cnn-v1/k` starts it"):
+        fit(models_dir=models, data_dir=synthetic_mnist, resume="cnn-v1/k@best", progress=False)
+
+
+@pytest.mark.parametrize("state, message", [
+    ("finished", "already exists (a finished run cnn-v1/done); choose another --name"),
+    ("one epoch", "already exists: run cnn-v1/done stopped after 1 finished epoch(s); continue it "
+                  "with `digitnet train --resume cnn-v1/done` or choose another --name"),
+    ("no config", "already exists and is not a run (no config.json); remove it or choose another "
+                  "--name"),
+])
+def test_taken_name_says_what_the_folder_holds(finished_run, tmp_path, capsys, state, message):
+    data, models = copy_store(finished_run, tmp_path)
+    run_dir = models / "cnn-v1" / "done"
+    if state == "one epoch":
+        (run_dir / "summary.json").unlink()
+    elif state == "no config":
+        (run_dir / "config.json").unlink()
+    code = main(["train", "--name", "done", "--epochs", "1", "--data-dir", str(data),
+                 "--models-dir", str(models), "--no-progress"])
+    assert code == 1
+    assert capsys.readouterr().err == f"digitnet: error: {run_dir} {message}\n"
+
+
+def test_finished_run_without_checkpoints_is_not_trained_again(finished_run, tmp_path):
+    import shutil
+
+    data, models = copy_store(finished_run, tmp_path)
+    run_dir = models / "cnn-v1" / "done"
+    shutil.rmtree(run_dir / "checkpoints")  # to save space, say
+    before = snapshot(run_dir)
+    with pytest.raises(DigitnetError, match="cannot resume cnn-v1/done: it is finished and has no "
+                                            "checkpoints left"):
+        fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)
+    after = snapshot(run_dir)
+    assert after.pop("train.lock")[1] == f"{os.getpid()}\n".encode()  # taken, then decided
+    assert after == {k: v for k, v in before.items() if k != "train.lock"}
+
+
+@pytest.mark.parametrize("pointer", ["../../../escaped", "/etc", 5, ["epoch-001"]])
+def test_pointer_outside_the_checkpoints_folder_is_ignored(finished_run, tmp_path, pointer):
+    """@last and @best resolve to an epoch folder of the run, whatever pointers.json says."""
+    _, models = copy_store(finished_run, tmp_path)
+    ckpt_dir = models / "cnn-v1" / "done" / "checkpoints"
+    (models / "escaped" / "checkpoints").mkdir(parents=True)  # where ../../../escaped leads
+    (ckpt_dir / "pointers.json").write_text(json.dumps({"last": pointer, "best": pointer}))
+    assert load_model("cnn-v1/done@last", models).ref.checkpoint == "epoch-001"
+    with pytest.raises(CheckpointError, match="no 'best' checkpoint recorded"):
+        load_model("cnn-v1/done@best", models)

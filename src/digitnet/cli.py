@@ -130,7 +130,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = fit(cfg, args.data_dir, args.models_dir, progress=not args.no_progress,
                       device=args.device)
     if args.json:
-        atomic_write_json(args.json, summary)
+        try:
+            atomic_write_json(args.json, summary)
+        except OSError as e:  # the run itself is complete and saved
+            raise DigitnetError(f"{args.json}: cannot write the summary ({e.strerror or e}); "
+                                f"the run {summary['ref']} is complete") from None
     print(summary["ref"])
     return 0
 
@@ -143,20 +147,21 @@ _TRAIN_FIELDS = ("arch", "version", "epochs", "batch_size", "lr", "optimizer", "
 
 
 def _add_train_command(sub) -> None:
-    from digitnet.config import TrainConfig
+    from digitnet.config import MAX_THREADS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (or --resume one) into the model store")
     p.add_argument("--arch", help=f"architecture name, e.g. cnn or cnn-v1 (default: {d.arch}); "
                    "see `digitnet models list`")
     p.add_argument("--version", type=int, help="architecture version (default: the newest)")
-    p.add_argument("--epochs", type=int, help=f"epochs (default: {d.epochs})")
-    p.add_argument("--batch-size", type=int, help=f"batch size (default: {d.batch_size})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.lr})")
+    p.add_argument("--epochs", type=int, help=f"epochs, 1-10000 (default: {d.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"batch size, 1-65536 (default: {d.batch_size})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate, finite and > 0 (default: {d.lr})")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], help=f"optimizer (default: {d.optimizer})")
-    p.add_argument("--weight-decay", type=float, help=f"weight decay (default: {d.weight_decay})")
+    p.add_argument("--weight-decay", type=float,
+                   help=f"weight decay, finite and >= 0 (default: {d.weight_decay})")
     p.add_argument("--label-smoothing", type=float,
-                   help=f"label smoothing (default: {d.label_smoothing})")
+                   help=f"label smoothing, 0 <= S < 1 (default: {d.label_smoothing})")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help=f"augment training batches (default: {d.augment})")
     p.add_argument("--augment-severity", type=int,
@@ -164,22 +169,26 @@ def _add_train_command(sub) -> None:
     p.add_argument("--augment-kind", choices=["warp", "shift"],
                    help="warp: rotation, scale, shear, elastic, stroke, noise; shift: random whole-"
                    f"pixel shifts of up to SEVERITY pixels, cheaper (default: {d.augment_kind})")
-    p.add_argument("--seed", type=int, help=f"random seed (default: {d.seed})")
-    p.add_argument("--val-size", type=int, help=f"validation images (default: {d.val_size})")
-    p.add_argument("--subset", type=int, help="train on a stratified subset of N images (default: all)")
+    p.add_argument("--seed", type=int, help=f"random seed, 0 to 2**63-1 (default: {d.seed})")
+    p.add_argument("--val-size", type=int, help="validation images, 0 to fewer than the training "
+                   f"images (default: {d.val_size})")
+    p.add_argument("--subset", type=int,
+                   help="train on a stratified subset of N >= 10 images (default: all)")
     p.add_argument("--data", action="append", help="training dataset, repeatable: mnist or an "
                    "ingested dataset name (default: mnist)")
     p.add_argument("--class-weighting", action=argparse.BooleanOptionalAction, default=None,
                    help="weight the loss by inverse class frequency (default: off)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int,
+                   help=f"torch threads, 1-{MAX_THREADS} (default: torch's choice)")
     p.add_argument("--device", default="auto", metavar="DEVICE",
                    help="where to train: auto (CUDA if present, else CPU), cpu, cuda, cuda:N or "
                    "mps; a run may be resumed on another device (default: auto)")
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="bf16: autocast training to bfloat16, faster on CPUs with AVX512-BF16 "
                    f"(default: {d.precision})")
-    p.add_argument("--name", help="run name (default: a timestamp)")
-    p.add_argument("--max-steps", type=int, help="stop each epoch after N steps (smoke tests)")
+    p.add_argument("--name", help="run name: 1-128 letters, digits, '.', '_' or '-', starting "
+                   "with a letter or digit, not 'latest' (default: a timestamp)")
+    p.add_argument("--max-steps", type=int, help="stop each epoch after N >= 1 steps (smoke tests)")
     p.add_argument("--config", help="YAML or JSON recipe; flags given here override it")
     p.add_argument("--resume", metavar="REF",
                    help="continue a run from its last checkpoint (or REF@epoch-N, REF@best)")
@@ -413,7 +422,7 @@ def _add_serve_command(sub) -> None:
                    help="address to listen on; 0.0.0.0 for every network interface "
                    "(default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000,
-                   help="port; 0 picks a free one (default: 8000)")
+                   help="port, 0 to 65535; 0 picks a free one (default: 8000)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,  # serve.DEFAULT_MAX_UPLOAD_MB
                    metavar="MB",
                    help="largest image file accepted; larger uploads get HTTP 413 (default: 10)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,25 +44,19 @@ class TrainConfig:
     eval_batch_size: int = 1_000  # images per forward pass in evaluation
 
     def __post_init__(self):
+        for name, (lo, hi, lo_open, hi_open) in NUMERIC_RANGES.items():
+            _check_number(name, getattr(self, name), lo, hi, lo_open, hi_open)
         checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
             (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
-            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (0 < self.warmup_frac < 1, "warmup_frac must be in (0, 1)"),
-            (1 <= self.augment_severity <= 5, "augment_severity must be 1 to 5"),
             (self.augment_kind in ("warp", "shift"), "augment_kind must be 'warp' or 'shift'"),
             (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'"),
-            (self.val_size >= 0, "val_size must be >= 0"),
-            (self.subset is None or self.subset >= 10, "subset must be >= 10"),
-            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
-            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
             (len(self.data) >= 1, "data must name at least one dataset"),
         ]
         for ok, message in checks:
             if not ok:
                 raise DigitnetError(f"invalid training configuration: {message}")
+        if self.name is not None:
+            check_run_name(self.name)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -68,9 +64,80 @@ class TrainConfig:
         return d
 
 
+# The range of every numeric field: (low, high, low excluded, high excluded); None = unbounded.
+# Checked by TrainConfig itself, so CLI flags, recipe files and a resumed run's config.json all
+# meet the same check before any work starts. val_size and subset are also checked against the
+# size of the training data when it is loaded (data/datasets.py).
+MAX_THREADS = 256  # fixed, not os.cpu_count(): a recipe or a run stays valid on every machine
+# (resumed elsewhere too); torch runs 256 threads fine, while 100000 crashed it without a message
+NUMERIC_RANGES: dict[str, tuple] = dict(
+    version=(1, None, False, False),
+    epochs=(1, 10_000, False, False),
+    batch_size=(1, 65_536, False, False),
+    lr=(0.0, None, True, False),  # any finite value above 0 (too large a value diverges, with a
+    # message saying so)
+    weight_decay=(0.0, None, False, False),
+    label_smoothing=(0.0, 1.0, False, True),
+    warmup_frac=(0.0, 1.0, True, True),
+    augment_severity=(1, 5, False, False),
+    seed=(0, 2**63 - 1, False, False),
+    val_size=(0, None, False, False),
+    subset=(10, None, False, False),
+    threads=(1, MAX_THREADS, False, False),
+    max_steps=(1, None, False, False),
+    eval_batch_size=(1, 65_536, False, False),
+)
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+# Run names: one folder name, safe in a shell and on every file system; `latest` is a reference.
+RUN_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+RESERVED_RUN_NAMES = ("latest",)
+
+
+def describe_range(name: str) -> str:
+    """The documented range of numeric field `name`, e.g. ">= 1 and <= 256"."""
+    lo, hi, lo_open, hi_open = NUMERIC_RANGES[name]
+    text = f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        text += f" and {'<' if hi_open else '<='} {hi:g}" if isinstance(hi, float) else f" and <= {hi}"
+    return text + (" and finite" if isinstance(lo, float) and hi is None else "")
+
+
+def _check_number(name: str, value, lo, hi, lo_open: bool, hi_open: bool) -> None:
+    if value is None and _FIELDS[name].default is None:
+        return
+    want_float = isinstance(lo, float)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not (is_int or (want_float and isinstance(value, float))):
+        raise DigitnetError(f"invalid training configuration: {name} must be "
+                            f"{'a number' if want_float else 'an integer'}, got {value!r}")
+    ok = (is_int or math.isfinite(value)) and (value > lo if lo_open else value >= lo) and (
+        hi is None or (value < hi if hi_open else value <= hi))
+    if not ok:
+        raise DigitnetError(f"invalid training configuration: {name} must be "
+                            f"{describe_range(name)}, got {value!r}")
+
+
+def check_run_name(name) -> str:
+    """`name` if it can name a run folder: one path component matching RUN_NAME_PATTERN, not
+    `latest`.
+
+    Raises:
+        DigitnetError: naming the value and the rule.
+    """
+    if (not isinstance(name, str) or not re.fullmatch(RUN_NAME_PATTERN, name)
+            or name in RESERVED_RUN_NAMES):
+        raise DigitnetError(
+            f"invalid training configuration: name must be 1 to 128 letters, digits, '.', '_' "
+            f"or '-', starting with a letter or digit (one folder name, not "
+            f"{' or '.join(repr(n) for n in RESERVED_RUN_NAMES)}), got {name!r}")
+    return name
+
+
 def _coerce(name: str, value):
     """Check a value from a config file against the field's default type."""
-    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    f = _FIELDS[name]
     if name == "data":
         if isinstance(value, str):
             value = [value]
@@ -111,7 +178,12 @@ def load_config_file(path: str | os.PathLike) -> dict:
         raise DigitnetError(
             f"{path}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
         )
-    return {k: _coerce(k, v) for k, v in raw.items()}
+    values = {k: _coerce(k, v) for k, v in raw.items()}
+    try:
+        TrainConfig(**values)  # each value in range, before CLI flags are merged in
+    except DigitnetError as e:
+        raise DigitnetError(f"{path}: {e}") from None
+    return values
 
 
 def resolve_config(config_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:
@@ -123,10 +195,20 @@ def resolve_config(config_file: str | os.PathLike | None = None, **overrides) ->
     return TrainConfig(**values)
 
 
-def config_from_dict(d: dict) -> TrainConfig:
-    """Rebuild a TrainConfig saved in a run's config.json (for resuming)."""
+def config_from_dict(d: dict, source: str | os.PathLike | None = None) -> TrainConfig:
+    """Rebuild a TrainConfig saved in a run's config.json (for resuming): the same type and range
+    checks as a recipe file; keys of other digitnet versions are ignored.
+
+    Raises:
+        DigitnetError: a value of the wrong type or out of range, named with `source`.
+    """
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in d.items() if k in known}
-    if "data" in values:
-        values["data"] = tuple(values["data"])
-    return TrainConfig(**values)
+    try:
+        if not isinstance(d, dict):
+            raise DigitnetError(f"expected a mapping of training options, got {type(d).__name__}")
+        values = {k: _coerce(k, v) for k, v in d.items() if k in known}
+        return TrainConfig(**values)
+    except DigitnetError as e:
+        if source is None:
+            raise
+        raise DigitnetError(f"{source}: {e}") from None

@@ -3,12 +3,19 @@ of paths that come from data (regular files only, with a size bound)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so no protection against a second writer
+    fcntl = None
 
 from digitnet.errors import DigitnetError
 
@@ -31,6 +38,14 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new uniquely named folder in `parent` with the permissions of any other folder (mkdtemp
+    makes 0700), to be renamed into place once complete."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~_UMASK)
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -85,3 +100,31 @@ def read_regular_bytes(path: str | os.PathLike, max_bytes: int, what: str = "fil
     if len(content) > max_bytes:
         raise DigitnetError(f"{path}: {what} larger than the limit of {max_bytes:,} bytes")
     return content
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, busy: str, advice: str = "") -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing, 0644) while the block runs.
+
+    The kernel drops the lock when the holder exits in any way (SIGKILL included), so a lock file
+    that a dead process left behind never blocks anyone; the file itself stays (deleting it would
+    let two processes lock two different files). It holds the holder's process id.
+
+    Raises:
+        DigitnetError: another process holds the lock: `busy`, that process's id, `advice`.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                pid = f" (process {holder})" if holder.isdigit() else ""
+                raise DigitnetError(f"{busy}{pid}" + (f"; {advice}" if advice else "")) from None
+        with contextlib.suppress(OSError):  # the pid is for the message only; a full disk
+            os.ftruncate(fd, 0)             # must not stop the lock from working
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

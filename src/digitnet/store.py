@@ -10,6 +10,11 @@
 A reference is `ARCH-vN/RUN`, `ARCH-vN/latest`, `latest` (the newest model of any architecture),
 any of them with `@last`, `@best` or `@epoch-N`, or a path to a model or checkpoint folder.
 Commands that take several models also accept a glob for the run name (`wide-v1/ens-*`).
+
+A store reference always names a folder inside the store: RUN is one folder name (never `..`, never
+with a `/`). A path is explicit when it is absolute or starts with `./`, `../` or `~`; any other
+text is a path only when it is an existing folder with no `..` in it, else a store reference.
+One process at a time trains into a run folder: it holds the folder's lock (`lock_run`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 
 from digitnet.constants import IMAGE_SIZE, LABEL_NAMES, MNIST_MEAN, MNIST_STD
 from digitnet.errors import DigitnetError
+from digitnet.fileio import exclusive_lock
 from digitnet.training.checkpoint import (
     META_FILE,
     WEIGHTS_FILE,
@@ -41,7 +47,9 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS_DIR = "checkpoints"
+LOCK_FILE = "train.lock"  # held by the process that trains into the run folder
 FORMAT_VERSION = 1
+ARCH_ID_PATTERN = r"[A-Za-z0-9][\w.-]*-v\d+"
 
 
 def models_root(models_dir: str | os.PathLike | None = None) -> Path:
@@ -110,9 +118,11 @@ def list_runs(models_dir: str | os.PathLike | None = None, arch_id: str | None =
 
     def created(run: Path) -> str:
         try:
-            return json.loads((run / CONFIG_FILE).read_text()).get("created", "")
-        except (OSError, json.JSONDecodeError):
+            config = json.loads((run / CONFIG_FILE).read_text())
+        except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, too deep
             return ""
+        value = config.get("created") if isinstance(config, dict) else None
+        return value if isinstance(value, str) else ""
 
     return sorted(runs, key=lambda r: (created(r), r.name))
 
@@ -127,16 +137,59 @@ def _newest_run(root: Path, arch_id: str | None, ref: str) -> Path:
     return runs[-1]
 
 
+def lock_run(run_dir: Path):
+    """A context manager that holds `run_dir`'s lock: one training process per run folder.
+
+    Raises:
+        DigitnetError: another live process trains into the folder (a killed one does not count).
+    """
+    return exclusive_lock(run_dir / LOCK_FILE,
+                          f"run {run_dir.parent.name}/{run_dir.name} is being trained by another "
+                          f"process", f"wait for it to end or stop it (lock file {run_dir / LOCK_FILE})")
+
+
+def is_explicit_path(base: str) -> bool:
+    """A reference that is a path, whatever else exists: absolute, or `./`, `../`, `~`."""
+    return (Path(base).is_absolute() or base in (".", "..", "~")
+            or base.startswith(("./", "../", "~/", ".\\", "..\\")))
+
+
+def _is_path(base: str) -> bool:
+    """Explicit, or an existing folder named without `..` (so `cnn-v1/../..` never counts)."""
+    if is_explicit_path(base):
+        return True
+    return ".." not in Path(base).parts and Path(base).is_dir()
+
+
+def _parse_store_ref(ref: str, base: str) -> tuple[str, str]:
+    """`ARCH-vN/RUN` -> (arch id, run name or glob), RUN one folder name inside the store."""
+    arch_id, sep, run = base.partition("/")
+    if not sep or not re.fullmatch(ARCH_ID_PATTERN, arch_id):
+        raise DigitnetError(
+            f"model reference {ref!r}: expected ARCH-vN/RUN, ARCH-vN/latest (optionally with "
+            f"@last, @best or @epoch-N) or the path to a model folder"
+        )
+    if not run or run in (".", "..") or any(c in run for c in "/\\\0"):
+        raise DigitnetError(
+            f"model reference {ref!r}: the run name {run!r} is not one folder name of the store; "
+            f"a path to a folder elsewhere must start with /, ./, ../ or ~"
+        )
+    return arch_id, run
+
+
 def resolve_ref(ref: str, models_dir: str | os.PathLike | None = None) -> ModelRef:
     """Turn a reference into a model folder and a checkpoint name.
 
     Raises:
-        DigitnetError: nothing matches; says what exists.
+        DigitnetError: nothing matches (says what exists), or a store reference that would leave
+            the store.
     """
     base, _, checkpoint = ref.partition("@")
     checkpoint = checkpoint or None
-    path = Path(base).expanduser()
-    if path.is_dir():
+    if _is_path(base):
+        path = Path(base).expanduser()
+        if not path.is_dir():
+            raise DigitnetError(f"model reference {ref!r}: {path} is not a folder")
         if (path / CONFIG_FILE).is_file():
             return ModelRef(path.resolve(), checkpoint)
         if (path / META_FILE).is_file() and path.parent.name == CHECKPOINTS_DIR:
@@ -145,12 +198,7 @@ def resolve_ref(ref: str, models_dir: str | os.PathLike | None = None) -> ModelR
     root = models_root(models_dir)
     if base == "latest":
         base = "/".join(_newest_run(root, None, ref).parts[-2:])
-    arch_id, sep, run = base.partition("/")
-    if not sep or not re.fullmatch(r"[\w.-]+-v\d+", arch_id):
-        raise DigitnetError(
-            f"model reference {ref!r}: expected ARCH-vN/RUN, ARCH-vN/latest (optionally with "
-            f"@last, @best or @epoch-N) or the path to a model folder"
-        )
+    arch_id, run = _parse_store_ref(ref, base)
     if run == "latest":
         return ModelRef(_newest_run(root, arch_id, ref).resolve(), checkpoint)
     run_dir = root / arch_id / run
@@ -166,16 +214,17 @@ def expand_refs(refs: list[str], models_dir: str | os.PathLike | None = None) ->
     `ARCH-vN/RUN` reference per matching run, oldest first; other references pass unchanged.
 
     Raises:
-        DigitnetError: a pattern matches no run.
+        DigitnetError: a pattern matches no run, or is not one folder name of the store.
     """
     root = models_root(models_dir)
     out = []
     for ref in refs:
         base, at, checkpoint = ref.partition("@")
-        arch_id, sep, pattern = base.partition("/")
-        if not sep or not any(c in pattern for c in "*?[") or Path(base).expanduser().exists():
+        _, sep, pattern = base.partition("/")
+        if not sep or not any(c in pattern for c in "*?[") or _is_path(base):
             out.append(ref)
             continue
+        arch_id, pattern = _parse_store_ref(ref, base)
         runs = [r.name for r in list_runs(root, arch_id) if fnmatch.fnmatchcase(r.name, pattern)]
         if not runs:
             raise DigitnetError(f"model reference {ref!r}: no {arch_id} run in {root} matches "

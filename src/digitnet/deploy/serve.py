@@ -223,8 +223,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0: any free port).
 
     Raises:
-        DigitnetError: the address cannot be used (port taken, unknown host, no permission).
+        DigitnetError: the port is not 0 to 65535, or the address cannot be used (port taken,
+            unknown host, no permission).
     """
+    if not 0 <= port <= 65535:  # getaddrinfo would take 100000 as 100000 % 65536
+        raise DigitnetError(f"--port must be 0 to 65535 (0: any free port), got {port}")
     sock = None
     try:
         family, _, proto, _, address = socket.getaddrinfo(

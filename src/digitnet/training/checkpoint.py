@@ -6,27 +6,30 @@
     checkpoints/pointers.json                 {"last": "epoch-003", "best": "epoch-002", ...}
 
 A folder is written under a temporary name and renamed into place only when complete, and the
-pointers are replaced atomically afterwards: a crash at any moment leaves the previous checkpoint
-intact and findable.
+pointers are replaced atomically afterwards: a crash or a full disk at any moment leaves the
+previous checkpoint intact and findable. Temporary names start with "." (TEMPORARY names them all);
+`remove_temporaries` deletes what a killed writer left. Files get the permissions of any other
+file (0644 under the usual umask 022), folders those of any other folder (0755).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import safetensors
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_json, sha256_file
+from digitnet.fileio import atomic_write_bytes, atomic_write_json, make_temp_dir, sha256_file
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -34,6 +37,10 @@ STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 POINTERS_FILE = "pointers.json"
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+TMP_PREFIX = ".tmp-"  # checkpoint folders being written or being replaced
+# what a writer that died left behind: our temporary folders, fileio's `.NAME.XXXX.tmp` files, and
+# the `.epoch-NNN.XXXX` and `.stale-*` folders of earlier digitnet versions
+TEMPORARY = re.compile(r"^\.(tmp-.*|.*\.tmp|epoch-\d+\..+|stale-.*)$")
 
 
 class CheckpointError(DigitnetError):
@@ -45,16 +52,15 @@ def epoch_dir_name(epoch: int) -> str:
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Save weights as safetensors (contiguous CPU tensors), atomically."""
+    """Save weights as safetensors (contiguous CPU tensors), atomically.
+
+    Raises:
+        OSError: the file cannot be written (a full disk: errno ENOSPC); no temporary file is left.
+    """
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # serialized in memory and written by fileio: an OSError with its errno (not safetensors' own
+    # error type) when the disk is full, an fsync, and normal permissions (mkstemp's are 0600)
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"format": "pt"}))
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -74,24 +80,30 @@ def save_checkpoint(
     training_state: dict,
     meta: dict,
 ) -> Path:
-    """Write the checkpoint of a finished epoch (1-based) and point `last` at it.
+    """Write the checkpoint of a finished epoch (1-based); `write_pointers` then names it `last`.
 
     Args:
         training_state: optimizer and scheduler state dicts, RNG states, counters; only tensors
             and Python primitives, so that it loads with `weights_only=True`.
         meta: JSON-able facts (metrics, config digest) stored in meta.json.
+
+    Raises:
+        OSError: the folder cannot be written (a full disk: errno ENOSPC); its temporary folder
+            is removed and the previous checkpoints are untouched.
     """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / epoch_dir_name(epoch)
-    tmp = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{final.name}."))
+    tmp = make_temp_dir(checkpoints_dir, f"{TMP_PREFIX}{final.name}.")
     try:
         save_state_dict(model_state, tmp / WEIGHTS_FILE)
-        torch.save({"format_version": FORMAT_VERSION, "epoch": epoch, **training_state}, tmp / STATE_FILE)
+        state = io.BytesIO()  # in memory, then written by fileio (see save_state_dict)
+        torch.save({"format_version": FORMAT_VERSION, "epoch": epoch, **training_state}, state)
+        atomic_write_bytes(tmp / STATE_FILE, state.getvalue())
         sha = {name: sha256_file(tmp / name) for name in (WEIGHTS_FILE, STATE_FILE)}
         atomic_write_json(tmp / META_FILE, {"format_version": FORMAT_VERSION, "epoch": epoch,
                                             "sha256": sha, **meta})
         if final.exists():  # a stale checkpoint of a run resumed from an earlier epoch
-            stale = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".stale-{final.name}."))
+            stale = make_temp_dir(checkpoints_dir, f"{TMP_PREFIX}stale-{final.name}.")
             os.replace(final, stale / final.name)
             shutil.rmtree(stale)
         os.replace(tmp, final)
@@ -99,6 +111,29 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def remove_temporaries(*folders: Path) -> list[Path]:
+    """Delete the temporary files and folders (TEMPORARY) that a killed writer left in `folders`.
+
+    Only call it while holding the run's lock: a live writer's temporaries look the same.
+
+    Returns:
+        What was removed.
+    """
+    removed = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if not TEMPORARY.match(p.name):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def read_pointers(checkpoints_dir: Path) -> dict:
@@ -129,6 +164,15 @@ def list_checkpoints(checkpoints_dir: Path) -> list[int]:
     return sorted(epochs)
 
 
+def last_checkpoint_epoch(checkpoints_dir: Path) -> int:
+    """The epoch of the checkpoint that `last` (and so a resume) names; 0 when there is none."""
+    try:
+        m = _EPOCH_DIR.match(resolve_checkpoint(checkpoints_dir, "last").name)
+    except CheckpointError:
+        return 0
+    return int(m.group(1)) if m else 0
+
+
 def resolve_checkpoint(checkpoints_dir: Path, which: str = "last") -> Path:
     """The folder for "last", "best", "epoch-N" or "N".
 
@@ -140,7 +184,9 @@ def resolve_checkpoint(checkpoints_dir: Path, which: str = "last") -> Path:
         raise CheckpointError(f"{checkpoints_dir}: no checkpoints")
     pointers = read_pointers(checkpoints_dir)
     if which in ("last", "best"):
-        name = pointers.get(which) or (epoch_dir_name(epochs[-1]) if which == "last" else None)
+        name = pointers.get(which)
+        if not (isinstance(name, str) and _EPOCH_DIR.match(name)):  # never a path out of here
+            name = epoch_dir_name(epochs[-1]) if which == "last" else None
         if name is None or not (checkpoints_dir / name).is_dir():
             raise CheckpointError(f"{checkpoints_dir}: no '{which}' checkpoint recorded")
         return checkpoints_dir / name

@@ -2,15 +2,21 @@
 
 Every epoch draws its randomness (shuffling, augmentation, dropout) from generators seeded by
 (seed, epoch), and a checkpoint is written after every epoch, so a resumed run ends with weights
-bit-identical to an uninterrupted one (same seed and thread count).
+bit-identical to an uninterrupted one (same seed and thread count). One process at a time trains
+into a run folder (its lock), and a write that fails (a full disk) stops the run with a message
+that names the last good checkpoint, leaving the run resumable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import json
 import math
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +49,7 @@ from digitnet.store import (
     build_frozen_model,
     default_data_config,
     load_weights,
+    lock_run,
     models_root,
     read_json,
     read_metrics,
@@ -50,7 +57,10 @@ from digitnet.store import (
 )
 from digitnet.training.checkpoint import (
     epoch_dir_name,
+    last_checkpoint_epoch,
+    list_checkpoints,
     load_latest_good,
+    remove_temporaries,
     save_checkpoint,
     save_state_dict,
     write_pointers,
@@ -71,7 +81,9 @@ def batch_augmentation(cfg: TrainConfig):
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+    # modulo 2**64, what torch's generators take: the same seeds as before for every seed that
+    # fitted, and any seed of TrainConfig's range (up to 2**63 - 1) now works too
+    return (seed * 1_000_003 + epoch) % 2**64
 
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -250,15 +262,72 @@ def class_weights_for(train: TensorDataset) -> torch.Tensor:
 
 
 def new_run_dir(root: Path, arch_id: str, name: str | None) -> Path:
-    """A fresh folder for a run; a timestamp name gets a suffix if taken."""
-    base = name or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if name and (root / arch_id / name).exists():
-        raise DigitnetError(f"{root / arch_id / name} already exists; choose another --name or --resume it")
+    """A fresh folder for a run; a timestamp name gets a suffix if taken.
+
+    Raises:
+        DigitnetError: `name` is taken; says what the folder holds and what to do.
+    """
+    if name:
+        run_dir = root / arch_id / name
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
+        except FileExistsError:
+            raise DigitnetError(_taken(run_dir)) from None
+        return run_dir
+    base = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir, i = root / arch_id / base, 2
-    while run_dir.exists():
-        run_dir, i = root / arch_id / f"{base}-{i}", i + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    root.joinpath(arch_id).mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            run_dir, i = root / arch_id / f"{base}-{i}", i + 1
+
+
+def _taken(run_dir: Path) -> str:
+    ref = f"{run_dir.parent.name}/{run_dir.name}"
+    if not (run_dir / CONFIG_FILE).is_file():
+        return (f"{run_dir} already exists and is not a run (no {CONFIG_FILE}); remove it or "
+                f"choose another --name")
+    if training_done(run_dir):
+        return f"{run_dir} already exists (a finished run {ref}); choose another --name"
+    done = len(list_checkpoints(run_dir / CHECKPOINTS_DIR))
+    if not done:
+        return (f"{run_dir} already exists: run {ref} stopped before it finished an epoch; "
+                f"`digitnet train --resume {ref}` starts it again with its own configuration, or "
+                f"choose another --name")
+    return (f"{run_dir} already exists: run {ref} stopped after {done} finished epoch(s); continue "
+            f"it with `digitnet train --resume {ref}` or choose another --name")
+
+
+_FAILED_WRITE = {errno.ENOSPC: "no space left on {}", errno.EDQUOT: "disk quota exceeded on {}",
+                 errno.EROFS: "{} is on a read-only file system"}
+
+
+@contextlib.contextmanager
+def _writing(folder: Path, run_dir: Path | None):
+    """Turn an OSError of the writes in the block (into `folder`) into one DigitnetError that
+    names the folder and the last good checkpoint of `run_dir` (None: a run not created yet)."""
+    try:
+        yield
+    except OSError as e:
+        what = _FAILED_WRITE.get(e.errno, "cannot write in {}" + f" ({e.strerror or e})")
+        if run_dir is None:
+            raise DigitnetError(f"{what.format(folder)}; the run was not created") from e
+        ref = f"{run_dir.parent.name}/{run_dir.name}"
+        epoch = last_checkpoint_epoch(run_dir / CHECKPOINTS_DIR)
+        last = f"last good checkpoint is epoch {epoch}" if epoch else "no checkpoint yet"
+        raise DigitnetError(f"{what.format(folder)}, {last}; make room, then continue with "
+                            f"`digitnet train --resume {ref}`") from e
+
+
+def _append_metrics(run_dir: Path, row: dict) -> None:
+    with open(run_dir / METRICS_FILE, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def capture_rng() -> dict:
@@ -285,28 +354,50 @@ class RunState:
 
 
 def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict,
-              device: torch.device) -> RunState:
+              device: torch.device, stack: contextlib.ExitStack) -> RunState:
     model = create_model(cfg.arch, cfg.version).to(device, memory_format=torch.channels_last)
     arch = dict(name=model.arch_name, version=model.arch_version,
                 id=f"{model.arch_name}-v{model.arch_version}", model_args=model.model_args,
                 signature=architecture_signature(model))
-    run_dir = new_run_dir(models_root(models_dir), arch["id"], cfg.name)
+    root = models_root(models_dir)
+    with _writing(root / arch["id"], None):
+        run_dir = new_run_dir(root, arch["id"], cfg.name)
     data_config = default_data_config()
     config = dict(format_version=FORMAT_VERSION, arch=arch, data_config=data_config,
                   train=cfg.to_dict(), data=data_info, env=environment_info(device),
                   created=dt.datetime.now().astimezone().isoformat(timespec="microseconds"),
                   ref=f"{arch['id']}/{run_dir.name}")
-    atomic_write_json(run_dir / CONFIG_FILE, config)
+    try:
+        with _writing(run_dir, None):
+            stack.enter_context(lock_run(run_dir))
+            atomic_write_json(run_dir / CONFIG_FILE, config)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing of the run exists yet: no leftover
+        raise
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
     return RunState(run_dir, cfg, model, optimizer, scheduler, 1, -1.0, data_config, device)
 
 
 def _resume_run(ref: str, splits_for, models_dir, which: str | None,
-                device: torch.device) -> tuple[RunState, dict]:
+                device: torch.device, stack: contextlib.ExitStack) -> tuple[RunState, dict]:
     mref = resolve_ref(ref, models_dir)
-    config = read_json(mref.run_dir / CONFIG_FILE)
-    cfg = config_from_dict(config["train"])
+    config = read_json(mref.run_dir / CONFIG_FILE)  # written once, atomically: no lock needed
+    cfg = config_from_dict(config["train"], source=f"{mref.run_dir / CONFIG_FILE} (train)")
+    with _writing(mref.run_dir, mref.run_dir):
+        stack.enter_context(lock_run(mref.run_dir))
+    which = which or mref.checkpoint or "last"
+    ckpt_dir = mref.run_dir / CHECKPOINTS_DIR
+    from_scratch = not list_checkpoints(ckpt_dir)
+    if from_scratch and training_done(mref.run_dir):  # its checkpoints deleted: keep the weights
+        raise DigitnetError(f"cannot resume {config['ref']}: it is finished and has no "
+                            f"checkpoints left")
+    if from_scratch and which != "last":
+        raise DigitnetError(f"cannot resume {config['ref']} from {which!r}: it finished no epoch; "
+                            f"`digitnet train --resume {config['ref']}` starts it from scratch")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # weight initialisation of a run started from scratch, as in fit
     splits = splits_for(cfg)
     if splits["mnist"].sha256 != config["data"].get("sha256"):
         raise DigitnetError(f"cannot resume {mref.label}: the MNIST files differ from those it was trained on")
@@ -318,12 +409,21 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None,
             if any(now[k] != recorded[k] for k in ("count", "balance", "content_sha256")):
                 raise DigitnetError(f"cannot resume {mref.label}: ingested dataset {recorded['name']!r} "
                                     f"changed since the run started")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     model = build_frozen_model(config["arch"], mref.run_dir).to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
-    ckpt, warnings = load_latest_good(mref.run_dir / CHECKPOINTS_DIR, which or mref.checkpoint or "last")
+    removed = remove_temporaries(mref.run_dir, ckpt_dir)  # what a killed or failed writer left
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) of an interrupted write", file=sys.stderr)
+    if from_scratch:
+        print(f"{config['ref']} stopped before it finished an epoch: starting it from scratch with "
+              f"its own configuration", file=sys.stderr)
+        with _writing(mref.run_dir, mref.run_dir):
+            atomic_write_text(mref.run_dir / METRICS_FILE, "")
+        state = RunState(mref.run_dir, cfg, model, optimizer, scheduler, 1, -1.0,
+                         config["data_config"], device)
+        return state, splits
+    ckpt, warnings = load_latest_good(ckpt_dir, which)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if warnings:
@@ -337,7 +437,8 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None,
     restore_rng(ckpt.training_state.get("rng", {}))
     # forget metrics of epochs after the checkpoint (a killed run may have logged one more)
     rows = [r for r in read_metrics(mref.run_dir) if r["epoch"] <= ckpt.epoch]
-    atomic_write_text(mref.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+    with _writing(mref.run_dir, mref.run_dir):
+        atomic_write_text(mref.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
     best_val = ckpt.training_state.get("best_val", -1.0)
     print(f"resuming {config['ref']} after epoch {ckpt.epoch} of {cfg.epochs}")
     state = RunState(mref.run_dir, cfg, model, optimizer, scheduler, ckpt.epoch + 1, best_val,
@@ -368,25 +469,30 @@ def fit(
     def splits_for(c: TrainConfig) -> dict:
         return load_training_data(c, data_dir)
 
-    if resume:
-        state, splits = _resume_run(resume, splits_for, models_dir, resume_checkpoint, torch_device)
-    else:
-        cfg = cfg or TrainConfig()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        get_spec(cfg.arch, cfg.version)  # an unknown architecture fails before data loading
-        torch.manual_seed(cfg.seed)  # weight initialisation
-        splits = splits_for(cfg)
-        mnist = splits["mnist"]
-        data_info = dict(dir=str(mnist.data_dir), sha256=mnist.sha256, datasets=list(cfg.data),
-                         train_size=len(splits["train"]), val_size=len(splits["val"]),
-                         train_class_counts=splits["train"].class_counts().tolist())
-        if any(name != "mnist" for name in cfg.data):
-            from digitnet.data.ingest import dataset_fingerprint
+    with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
+        if resume:
+            state, splits = _resume_run(resume, splits_for, models_dir, resume_checkpoint,
+                                        torch_device, stack)
+        else:
+            cfg = cfg or TrainConfig()
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+            spec = get_spec(cfg.arch, cfg.version)  # unknown architecture: fails before data loading
+            taken = models_root(models_dir) / spec.arch_id / (cfg.name or "")
+            if cfg.name and taken.exists():  # a taken name too
+                raise DigitnetError(_taken(taken))
+            torch.manual_seed(cfg.seed)  # weight initialisation
+            splits = splits_for(cfg)
+            mnist = splits["mnist"]
+            data_info = dict(dir=str(mnist.data_dir), sha256=mnist.sha256, datasets=list(cfg.data),
+                             train_size=len(splits["train"]), val_size=len(splits["val"]),
+                             train_class_counts=splits["train"].class_counts().tolist())
+            if any(name != "mnist" for name in cfg.data):
+                from digitnet.data.ingest import dataset_fingerprint
 
-            data_info["ingested"] = [dataset_fingerprint(n) for n in cfg.data if n != "mnist"]
-        state = _init_run(cfg, splits, models_dir, data_info, torch_device)
-    return _run_epochs(state, splits, progress)
+                data_info["ingested"] = [dataset_fingerprint(n) for n in cfg.data if n != "mnist"]
+            state = _init_run(cfg, splits, models_dir, data_info, torch_device, stack)
+        return _run_epochs(state, splits, progress)
 
 
 def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
@@ -418,16 +524,19 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
         is_best = score > best_val
         best_val = max(best_val, score)
         ckpt_dir = run_dir / CHECKPOINTS_DIR
-        save_checkpoint(
-            ckpt_dir, epoch, model.state_dict(),
-            dict(optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
-                 rng=capture_rng(), best_val=best_val),
-            dict(metrics=row),
-        )
-        with open(run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        write_pointers(ckpt_dir, last=epoch_dir_name(epoch),
-                       **({"best": epoch_dir_name(epoch)} if is_best else {}))
+        # metrics first: an epoch counts once `last` names it, and a resume forgets the rows of
+        # later epochs, so a crash or a full disk between any two writes leaves a consistent run
+        with _writing(run_dir, run_dir):
+            _append_metrics(run_dir, row)
+        with _writing(ckpt_dir, run_dir):
+            save_checkpoint(
+                ckpt_dir, epoch, model.state_dict(),
+                dict(optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
+                     rng=capture_rng(), best_val=best_val),
+                dict(metrics=row),
+            )
+            write_pointers(ckpt_dir, last=epoch_dir_name(epoch),
+                           **({"best": epoch_dir_name(epoch)} if is_best else {}))
         val_text = f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  " if val_metrics else ""
         print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
               f"{row['train_acc']:.2%}  {val_text}lr {row['lr']:.4g}  {row['seconds']:.1f}s  "
@@ -438,7 +547,8 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
 def finish_run(state: RunState, splits: dict) -> dict:
     """Write the final weights and summary (test metrics on MNIST test)."""
     run_dir = state.run_dir
-    save_state_dict(state.model.state_dict(), run_dir / WEIGHTS_FILE)
+    with _writing(run_dir, run_dir):
+        save_state_dict(state.model.state_dict(), run_dir / WEIGHTS_FILE)
     test = evaluate(state.model, splits["test"], state.data_config, state.cfg.eval_batch_size)
     rows = read_metrics(run_dir)
     ref = f"{run_dir.parent.name}/{run_dir.name}"
@@ -446,7 +556,8 @@ def finish_run(state: RunState, splits: dict) -> dict:
                    final=rows[-1] if rows else {}, test_loss=test["loss"], test_acc=test["acc"],
                    best_checkpoint=ModelRef(run_dir, "best").label,
                    total_seconds=sum(r["seconds"] for r in rows))
-    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    with _writing(run_dir, run_dir):
+        atomic_write_json(run_dir / SUMMARY_FILE, summary)
     print(f"test (MNIST test, {len(splits['test']):,} images): loss {test['loss']:.4f}  accuracy {test['acc']:.2%}")
     return summary
 
