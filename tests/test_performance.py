@@ -1,6 +1,7 @@
 """Speed features: shift augmentation, bf16 training, inference optimisation, ensembles, and the
 helpers of the benchmark scripts (the measurements themselves live in benchmarks/, never here)."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -75,8 +76,12 @@ def test_bf16_shift_training_resumes_bit_identically(tmp_path, synthetic_mnist):
     models = tmp_path / "models"
     a = fit(cfg, data_dir=synthetic_mnist, models_dir=models, progress=False)
     assert a["ref"] == "fast-v2/a"  # the newest fast version, as configs/fast.yaml uses
-    resumed = fit(models_dir=models, data_dir=synthetic_mnist, resume="fast-v2/a@epoch-1",
+    b = fit(dataclasses.replace(cfg, name="b"), data_dir=synthetic_mnist, models_dir=models,
+            progress=False)
+    # b resumed from its first epoch (epochs 2-3 retrained) against a, never interrupted
+    resumed = fit(models_dir=models, data_dir=synthetic_mnist, resume="fast-v2/b@epoch-1",
                   progress=False)
+    assert Path(resumed["path"]) == Path(b["path"]) != Path(a["path"])
     wa, wr = _weights(a["path"]), _weights(resumed["path"])
     assert wa.keys() == wr.keys() and all(torch.equal(wa[k], wr[k]) for k in wa)
 

@@ -17,7 +17,7 @@ from digitnet.errors import DigitnetError
 from digitnet.models import _registry, get_spec
 from digitnet.models.cnn import SmallCNN
 from digitnet.store import load_model, resolve_ref
-from digitnet.training.checkpoint import CheckpointError, load_checkpoint
+from digitnet.training.checkpoint import CheckpointError, load_checkpoint, load_latest_good
 from digitnet.training.loop import fit, resolve_device
 
 FAST = dict(epochs=3, batch_size=32, val_size=50, threads=1, augment=False)
@@ -130,19 +130,31 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, mnist_dir)
 
 
 def test_corrupt_last_checkpoint_detected_and_resume_falls_back(tmp_path, synthetic_mnist, capsys):
+    straight = run(tmp_path, synthetic_mnist, name="c-straight")
     summary = run(tmp_path, synthetic_mnist, name="c")
-    last = Path(summary["path"]) / "checkpoints" / "epoch-003" / "model.safetensors"
+    checkpoints = Path(summary["path"]) / "checkpoints"
+    good = load_checkpoint(checkpoints / "epoch-002").model_state
+    last = checkpoints / "epoch-003" / "model.safetensors"
     data = bytearray(last.read_bytes())
     data[-10] ^= 0xFF
     last.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt or tampered"):
         load_model("cnn-v1/c@last", models_dir=tmp_path / "models")
+    # the fallback loads exactly the older good checkpoint's weights
+    fallback, warnings = load_latest_good(checkpoints, "last")
+    assert fallback.path.name == "epoch-002" and fallback.epoch == 2 and len(warnings) == 1
+    assert fallback.model_state.keys() == good.keys()
+    assert all(torch.equal(fallback.model_state[k], good[k]) for k in good)
     resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/c",
                   progress=False)
     err = capsys.readouterr().err
     assert "skipping bad checkpoint" in err and "epoch-002" in err
     assert resumed["epochs_done"] == 3
-    load_checkpoint(Path(summary["path"]) / "checkpoints" / "epoch-003")  # rewritten, good again
+    rewritten = load_checkpoint(checkpoints / "epoch-003")  # rewritten, good again
+    # ...and the run resumed from the fallback ends bit-identical to an uninterrupted run
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert ws.keys() == wr.keys() and all(torch.equal(ws[k], wr[k]) for k in ws)
+    assert all(torch.equal(rewritten.model_state[k], ws[k]) for k in ws)
 
 
 def test_pickle_payload_is_refused_without_running(tmp_path, synthetic_mnist):
@@ -269,10 +281,14 @@ def test_recipe_files_are_valid_and_default_matches_code():
 
 def test_resume_without_validation_split(tmp_path, synthetic_mnist):
     """With val_size 0 the newest epoch is the best, and resuming still works."""
+    straight = run(tmp_path, synthetic_mnist, name="noval-straight", val_size=0)
     summary = run(tmp_path, synthetic_mnist, name="noval", val_size=0)
     pointers = json.loads((Path(summary["path"]) / "checkpoints" / "pointers.json").read_text())
     assert pointers["best"] == "epoch-003"
     resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/noval@epoch-1",
                   progress=False)
     assert resumed["epochs_done"] == 3
-    assert all(torch.equal(weights(summary["path"])[k], v) for k, v in weights(resumed["path"]).items())
+    # the resumed run (epochs 2-3 retrained from epoch 1) against a separate uninterrupted run
+    assert Path(resumed["path"]) != Path(straight["path"])
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert ws.keys() == wr.keys() and all(torch.equal(ws[k], wr[k]) for k in ws)
