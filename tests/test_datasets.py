@@ -115,6 +115,8 @@ def test_shuffled_batches_cover_every_index_once(n, batch_size):
                                    generator=torch.Generator().manual_seed(0)))
     seen = torch.cat([images for images, _ in batches])
     assert torch.equal(torch.sort(seen).values, torch.arange(n))
+    if n > 1:
+        assert not torch.equal(seen, torch.arange(n))  # shuffled, not in order
     assert [len(b[0]) for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
     for images, labels in batches:
         assert torch.equal(labels, images % NUM_CLASSES)  # pairs stay together

@@ -242,6 +242,8 @@ def test_balance_policies_give_equal_counts(policy, expected):
     counts = torch.bincount(labels[idx], minlength=10).tolist()
     assert counts == [expected, expected, expected, 0, 0, expected, 0, 0, 0, 0]
     assert torch.equal(idx, balance_indices(labels, policy))  # deterministic
+    picks = {tuple(balance_indices(labels, policy, seed=s).tolist()) for s in range(5)}
+    assert len(picks) > 1  # ...yet a random pick: other seeds choose other examples
     if policy == "oversample":
         assert set(range(len(labels))) <= set(idx.tolist())  # every example kept
     else:
