@@ -182,6 +182,31 @@ def test_augmented_test_set_is_fixed(trained):
     assert a.labels.tolist() == clean.labels.tolist()
 
 
+# sha256 of the uint8 images of each augmented set built from conftest's synthetic MNIST (50 test
+# images), computed with torch 2.13 on CPU: the sets are defined by their bytes, across processes
+# and machines, not only within one process. A deliberate change to the augmentation (or a torch
+# upgrade that changes its random streams) updates these digests and says so in the commit.
+AUGMENTED_SHA256 = {
+    "mnist-test-augmented": "e3df8f409fffb0495354506d8305a413ae22a8fb1f9c4ecd878aa6a3719ef0f0",
+    "mnist-test-augmented:1": "ab5968f9aa03daa1933f61eda8dcaca58a6348cfcf363c0d54c8bad5fb3d733e",
+    "mnist-test-augmented:2": "51401396534aa81327690320e190aef04957cfd8e08393eb1b21cbb5c9cf2d94",
+    "mnist-test-augmented:3": "e3df8f409fffb0495354506d8305a413ae22a8fb1f9c4ecd878aa6a3719ef0f0",
+    "mnist-test-augmented:4": "feb697b43b68c7a979324a2a9b34e102179d671eb11883fa9b19a0adaa71f5f3",
+    "mnist-test-augmented:5": "d7148ef35d7dd7811df1a9cf97012873d4ba9cdb189e2ce0d68128a75fe09180",
+}
+
+
+@pytest.mark.parametrize("name", list(AUGMENTED_SHA256))
+def test_augmented_test_sets_have_pinned_bytes(synthetic_mnist, name):
+    import hashlib
+
+    ds = load_eval_dataset(name, synthetic_mnist)
+    clean = load_eval_dataset("mnist-test", synthetic_mnist)
+    assert ds.images.dtype == clean.images.dtype and ds.images.shape == clean.images.shape
+    assert hashlib.sha256(ds.images.numpy().tobytes()).hexdigest() == AUGMENTED_SHA256[name]
+    assert ds.labels.tolist() == clean.labels.tolist()
+
+
 def test_unknown_dataset_and_bad_ref_are_clear(trained, capsys):
     with pytest.raises(DigitnetError, match="unknown dataset 'nope'"):
         load_eval_dataset("nope", trained["data"])
