@@ -35,6 +35,13 @@ def weights(run_dir) -> dict:
 
 
 def test_run_folder_holds_everything(tmp_path, synthetic_mnist):
+    from digitnet.data.idx import read_idx, write_idx
+
+    # mislabel 20 of the 50 test images, so that test accuracy is not val's (nor 1.0)
+    test_labels = synthetic_mnist / "t10k-labels-idx1-ubyte.gz"
+    mislabelled = read_idx(test_labels).copy()
+    mislabelled[:20] = (mislabelled[:20] + 1) % 10
+    write_idx(test_labels, mislabelled)
     summary = run(tmp_path, synthetic_mnist, name="r1")
     run_dir = Path(summary["path"])
     assert summary["ref"] == "cnn-v1/r1" and run_dir == tmp_path / "models" / "cnn-v1" / "r1"
@@ -51,7 +58,13 @@ def test_run_folder_holds_everything(tmp_path, synthetic_mnist):
     assert pointers["last"] == "epoch-003" and pointers["best"].startswith("epoch-")
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()) == [
         "epoch-001", "epoch-002", "epoch-003"]
-    assert 0.0 <= summary["test_acc"] <= 1.0
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    # test_acc is the final weights' accuracy on the test images
+    images = torch.from_numpy(read_idx(synthetic_mnist / "t10k-images-idx3-ubyte.gz").copy())
+    labels = torch.from_numpy(read_idx(synthetic_mnist / "t10k-labels-idx1-ubyte.gz").astype("int64"))
+    predicted = load_model("cnn-v1/r1", tmp_path / "models").logits(images).argmax(1)
+    assert summary["test_acc"] == (predicted == labels).double().mean().item()
+    assert summary["epochs_done"] == 3 and summary["final"] == rows[-1]
 
 
 def test_run_records_the_device_it_trained_on(tmp_path, synthetic_mnist):
