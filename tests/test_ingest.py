@@ -98,7 +98,8 @@ def test_csv_ingest_with_or_without_header(tmp_path, store, mnist_digits, header
     why = sorted((Path(s["file"]).name, s["why"]) for s in result.skipped)
     assert why == [("0.png", "unlabelled"), ("0.png", "unlabelled"), ("0.png", "unlabelled"),
                    ("none.png", "unreadable")]
-    assert any("'eight' is not a digit" in s["detail"] for s in result.skipped)
+    [eight] = [s for s in result.skipped if "'eight'" in s["detail"]]  # the one bad label
+    assert "'eight' is not a digit" in eight["detail"] and eight["why"] == "unlabelled"
 
 
 def test_unreadable_blank_and_unlabelled_files_are_skipped_and_listed(

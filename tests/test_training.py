@@ -226,7 +226,18 @@ def test_public_load_api(tmp_path, synthetic_mnist):
     summary = run(tmp_path, synthetic_mnist, epochs=1)
     loaded = digitnet.load(summary["path"])
     assert loaded.data_config["input_size"] == [1, 28, 28]
-    assert loaded.logits(torch.zeros(3, 28, 28, dtype=torch.uint8)).shape == (3, 10)
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    logits = loaded.logits(images)
+    assert logits.shape == (3, 10)
+    # the run's final weights, normalised with the data config: the same logits by hand
+    model = SmallCNN(**loaded.config["arch"]["model_args"])
+    model.load_state_dict(weights(summary["path"]))
+    model.eval()
+    mean, std = loaded.data_config["mean"], loaded.data_config["std"]
+    x = ((images.float() / 255 - torch.tensor(mean)) / torch.tensor(std)).unsqueeze(1)
+    with torch.no_grad():
+        assert torch.allclose(logits, model(x), atol=1e-5)
 
 
 def test_config_file_precedence_and_unknown_keys(tmp_path):
