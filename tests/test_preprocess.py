@@ -199,6 +199,11 @@ def test_version_and_grayscale_contract(seven):
     gray = to_grayscale(np.asarray(on_paper(seven)))
     assert gray.dtype == np.float32 and gray.shape == seven.shape
     assert 0.0 <= gray.min() and gray.max() <= 1.0
+    # black ink on white paper: the paper's level minus the ink, as painted (8-bit rounding)
+    np.testing.assert_allclose(gray, np.round(255 * (1 - seven)) / 255, atol=1e-6)
+    # colours weigh as ITU-R 601-2 luma (Pillow's "L"), not as a plain mean of the channels
+    primaries = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    np.testing.assert_allclose(to_grayscale(primaries), [[0.299, 0.587, 0.114]], atol=1e-6)
 
 
 # ------------------------------------------------------------------------------- blank inputs
