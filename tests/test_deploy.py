@@ -190,7 +190,11 @@ def test_evaluate_accepts_an_exported_folder(trained, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "r.json").read_text())[0]
     assert result["model"] == str(trained["export"]) and result["epoch"] == 2
-    assert (out / "report.md").is_file()
+    [run] = evaluate_model("cnn-v1/tiny", ["mnist-test"], trained["data"], trained["models"])
+    same = ("n", "loss", "accuracy", "ece", "confusion_matrix", "per_class", "misclassified")
+    assert {k: result[k] for k in same} == {k: run[k] for k in same}  # the run's own weights
+    assert f"| mnist-test | 50 | {run['loss']:.4f} | {run['accuracy']:.2%} |" in (
+        out / "report.md").read_text()
 
 
 def _fake_snapshot(monkeypatch, folder: Path) -> list[dict]:
