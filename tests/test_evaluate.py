@@ -139,10 +139,11 @@ def test_compare_across_architectures_and_checkpoints(trained, tmp_path, monkeyp
                     "f1_macro", "ece"):
             assert float(got[key]) == want[key]
     md = (cmp / "comparison.md").read_text().splitlines()
-    assert md[0] == "| model | dataset | accuracy | loss | precision_macro | recall_macro | f1_macro | ece |"
+    assert md[0] == ("| model | dataset | accuracy | loss | precision_macro | recall_macro | "
+                     "f1_macro | ece |")
     assert md[2:] == [f"| {r['model']} | mnist-test | {r['accuracy']:.2%} | {r['loss']:.4f} | "
-                      f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | {r['f1_macro']:.4f} | "
-                      f"{r['ece']:.4f} |" for r in expected]
+                      f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | "
+                      f"{r['f1_macro']:.4f} | {r['ece']:.4f} |" for r in expected]
     [bars] = saved[(cmp / "comparison.png").as_posix()]
     assert bars["bars"] == [r["accuracy"] for r in expected]  # one bar per model, in order
     [by_epoch] = saved[(cmp / "accuracy_by_epoch.png").as_posix()]

@@ -37,7 +37,8 @@ def _check_saved(fig, tmp_path, name="figure.png"):
 
 def _cell_texts(ax) -> dict[tuple[int, int], str]:
     """{(row, column): text} of the numbers written in a heatmap's cells."""
-    return {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    return {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+            for t in ax.texts}
 
 
 @pytest.mark.parametrize("scale", ["log", "row"])

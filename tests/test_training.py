@@ -61,7 +61,7 @@ def test_run_folder_holds_everything(tmp_path, synthetic_mnist):
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     # test_acc is the final weights' accuracy on the test images
     images = torch.from_numpy(read_idx(synthetic_mnist / "t10k-images-idx3-ubyte.gz").copy())
-    labels = torch.from_numpy(read_idx(synthetic_mnist / "t10k-labels-idx1-ubyte.gz").astype("int64"))
+    labels = torch.from_numpy(read_idx(synthetic_mnist / "t10k-labels-idx1-ubyte.gz").astype(int))
     predicted = load_model("cnn-v1/r1", tmp_path / "models").logits(images).argmax(1)
     assert summary["test_acc"] == (predicted == labels).double().mean().item()
     assert summary["epochs_done"] == 3 and summary["final"] == rows[-1]
