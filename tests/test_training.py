@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,31 @@ def test_corrupt_last_checkpoint_detected_and_resume_falls_back(tmp_path, synthe
     ws, wr = weights(straight["path"]), weights(resumed["path"])
     assert ws.keys() == wr.keys() and all(torch.equal(ws[k], wr[k]) for k in ws)
     assert all(torch.equal(rewritten.model_state[k], ws[k]) for k in ws)
+
+
+def test_unreadable_pointers_fall_back_to_the_newest_epoch(tmp_path, synthetic_mnist):
+    """A run killed during epoch 3 whose pointers.json is garbage resumes from epoch 2."""
+    straight = run(tmp_path, synthetic_mnist, name="p-straight")
+    summary = run(tmp_path, synthetic_mnist, name="p-crashed")
+    run_dir = Path(summary["path"])
+    checkpoints = run_dir / "checkpoints"
+    shutil.rmtree(checkpoints / "epoch-003")  # as if killed before epoch 3 was saved
+    (run_dir / "model.safetensors").unlink()
+    (run_dir / "summary.json").unlink()
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "metrics.jsonl").write_text("".join(rows[:2]))
+    (checkpoints / "pointers.json").write_text("{not json")
+    epoch2 = load_checkpoint(checkpoints / "epoch-002").model_state
+    last = load_model("cnn-v1/p-crashed@last", tmp_path / "models")  # the newest epoch
+    assert last.epoch == 2
+    assert all(torch.equal(last.model.state_dict()[k], v) for k, v in epoch2.items())
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist,
+                  resume="cnn-v1/p-crashed", progress=False)
+    assert resumed["epochs_done"] == 3
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert ws.keys() == wr.keys() and all(torch.equal(ws[k], wr[k]) for k in ws)
 
 
 def test_pickle_payload_is_refused_without_running(tmp_path, synthetic_mnist):
