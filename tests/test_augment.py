@@ -36,6 +36,20 @@ def _bar(n: int) -> torch.Tensor:
     return images
 
 
+def _changed_fraction(out: torch.Tensor, images: torch.Tensor) -> float:
+    """The fraction of the batch's images that differ from the input in at least one pixel."""
+    differs = (out.float() - images.float()).flatten(1).abs().amax(1) > 0
+    return differs.float().mean().item()
+
+
+def _centre_of_mass(images: torch.Tensor) -> torch.Tensor:
+    """(n, 2): row and column of each image's ink centroid, in pixels."""
+    w = images.float().reshape(len(images), 28, 28)
+    rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    mass = w.sum(dim=(1, 2))
+    return torch.stack([(w * rows).sum((1, 2)) / mass, (w * cols).sum((1, 2)) / mass], 1)
+
+
 def _orientation_degrees(images: torch.Tensor) -> torch.Tensor:
     """Angle of the main axis of each image's ink, counter-clockwise on screen, in (-90, 90]."""
     rows, cols = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
@@ -87,6 +101,7 @@ def test_result_does_not_depend_on_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
+    assert _changed_fraction(one, images) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -111,6 +126,7 @@ def test_labels_unchanged_and_images_reproducible():
     assert out.shape == images.shape and out.dtype == torch.uint8
     again, _ = make_augmented_dataset(images, labels, severity=3, seed=1, batch_size=8)
     assert torch.equal(out, again)
+    assert _changed_fraction(out, images) == 1.0  # every image augmented, not copied
 
 
 def test_rotation_turns_a_horizontal_bar():
@@ -125,15 +141,21 @@ def test_no_rotation_keeps_bar_horizontal():
     cfg = AugmentConfig(shift=2, scale=(0.9, 1.1))
     out = augment_batch(_bar(20), cfg, torch.Generator().manual_seed(0))
     assert _orientation_degrees(out).abs().max() < 1.0
+    assert _changed_fraction(out, _bar(20)) == 1.0  # shifted and scaled, only not turned
 
 
 def test_scale_enlarges_and_shift_moves():
     images = _bar(4)
     bigger = augment_batch(images, AugmentConfig(scale=(1.5, 1.5)), torch.Generator())
     assert (bigger.sum(dim=(1, 2)) > 1.4 * images.sum(dim=(1, 2))).all()
+    assert (bigger.sum(dim=(1, 2)) < 2.4 * images.sum(dim=(1, 2))).all()  # 1.5 ** 2 = 2.25
+    images = _bar(64)
     moved = augment_batch(images, AugmentConfig(shift=4), torch.Generator().manual_seed(0))
-    assert not torch.equal(moved, images)
     assert torch.allclose(moved.sum(dim=(1, 2)), images.sum(dim=(1, 2)), rtol=0.05)  # ink kept
+    offset = _centre_of_mass(moved) - _centre_of_mass(images)  # (n, 2) pixels
+    assert offset.abs().max() <= 4.05  # at most `shift` pixels on each axis
+    assert (offset.abs().amax(1) > 0.25).float().mean() > 0.9  # nearly every bar moved
+    assert (offset > 2).any(0).all() and (offset < -2).any(0).all()  # both ways on both axes
 
 
 def test_thickening_adds_ink_and_thinning_removes_it():
@@ -151,8 +173,13 @@ def test_thickening_adds_ink_and_thinning_removes_it():
 def test_thinning_keeps_one_pixel_strokes():
     images = torch.zeros(64, 28, 28)
     images[:, 4:24, 14] = 1.0  # a 1 px full-ink stroke, which plain erosion would erase
+    images[:, 4:24, 13] = 0.5  # its grey edge
     out = augment_batch(images, AugmentConfig(thickness_prob=1.0), torch.Generator().manual_seed(0))
     assert (out[:, 4:24, 14] == 1.0).all()
+    # the grey edge is dimmed to 0.5 * 0.5 when thinned and inked to 1 when thickened: both happen
+    edge = out[:, 10, 13]
+    thinned, thickened = edge == 0.25, edge == 1.0
+    assert (thinned | thickened).all() and thinned.sum() > 16 and thickened.sum() > 16
 
 
 def test_noise_has_the_configured_std():
@@ -171,7 +198,9 @@ def test_elastic_field_rms_is_alpha_pixels():
 def test_elastic_distortion_changes_images_but_keeps_ink_roughly():
     images = _digits(16)
     out = augment_batch(images, AugmentConfig(elastic_alpha=1.5), torch.Generator().manual_seed(0))
-    assert not torch.equal(out, images)
+    assert _changed_fraction(out, images) == 1.0
+    change = (out.float() - images.float()).abs().flatten(1).mean(1)  # per image
+    assert (change > 1.0).all()  # each image visibly distorted (mean |change| > 1 of 255)
     ratio = out.float().sum() / images.float().sum()
     assert 0.85 < ratio < 1.15
 
@@ -184,7 +213,7 @@ def test_severity_increases_change():
         out = augment_batch(images, cfg, torch.Generator().manual_seed(0))
         change.append((out.float() - images.float()).abs().mean().item())
     assert change[0] == 0.0
-    assert change == sorted(change)
+    assert all(a < b for a, b in zip(change, change[1:]))  # strictly: every level changes more
 
 
 @pytest.mark.parametrize("level", [-1, 6, 2.0, "3", True, None])

@@ -130,7 +130,18 @@ def test_model_card_parses_and_matches_evaluation(trained):
     for heading in ("## Intended use", "## How to use", "## Training data", "## Training recipe",
                     "## Evaluation", "## Limitations"):
         assert heading in text
-    assert (trained["export"] / "confusion_matrix.png").stat().st_size > 1000
+    # the picture is the confusion matrix of mnist-test: the same pixels as drawing it again
+    import numpy as np
+    from PIL import Image
+
+    from digitnet.evaluation.plots import plot_confusion_matrix, save_figure
+
+    clean = expected["mnist-test"]
+    title = f"cnn-v1 on mnist-test (n={clean['n']:,}, accuracy {clean['accuracy']:.4f})"
+    redrawn = save_figure(plot_confusion_matrix(clean["confusion_matrix"], title=title),
+                          trained["root"] / "redrawn.png")
+    with Image.open(trained["export"] / "confusion_matrix.png") as got, Image.open(redrawn) as want:
+        assert got.size == want.size and np.array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_export_refuses_a_foreign_folder(trained, tmp_path):
@@ -179,7 +190,11 @@ def test_evaluate_accepts_an_exported_folder(trained, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "r.json").read_text())[0]
     assert result["model"] == str(trained["export"]) and result["epoch"] == 2
-    assert (out / "report.md").is_file()
+    [run] = evaluate_model("cnn-v1/tiny", ["mnist-test"], trained["data"], trained["models"])
+    same = ("n", "loss", "accuracy", "ece", "confusion_matrix", "per_class", "misclassified")
+    assert {k: result[k] for k in same} == {k: run[k] for k in same}  # the run's own weights
+    assert f"| mnist-test | 50 | {run['loss']:.4f} | {run['accuracy']:.2%} |" in (
+        out / "report.md").read_text()
 
 
 def _fake_snapshot(monkeypatch, folder: Path) -> list[dict]:

@@ -1,9 +1,12 @@
 """Evaluate and compare: JSON results, reports, datasets by name, models x checkpoints x datasets."""
 
+import csv
 import json
 
 import numpy as np
 import pytest
+from pathlib import Path
+
 from PIL import Image
 
 from digitnet.cli import main
@@ -16,6 +19,29 @@ from digitnet.training.loop import fit
 
 REQUIRED_KEYS = {"dataset", "n", "loss", "accuracy", "precision_macro", "recall_macro", "f1_macro",
                  "per_class", "confusion_matrix"}
+
+
+def _drawn(fig) -> list[dict]:
+    """What each axes of a figure drew: image arrays, bar heights, line points."""
+    return [dict(images=[np.ma.filled(im.get_array(), 0) for im in ax.images],
+                 bars=[b.get_height() for b in ax.patches],
+                 lines={line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+                        for line in ax.lines if not line.get_label().startswith("_")})
+            for ax in fig.axes]
+
+
+def capture_figures(monkeypatch, module) -> dict:
+    """Record the data of every figure `module` saves, by file name (the PNG is still written)."""
+    from digitnet.evaluation import plots
+
+    saved, real = {}, plots.save_figure
+
+    def save(fig, path, *args, **kwargs):
+        saved[Path(path).as_posix()] = _drawn(fig)
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(module, "save_figure", save)
+    return saved
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +58,10 @@ def trained(tmp_path_factory):
     return dict(data=data, models=models)
 
 
-def test_evaluate_json_and_report(trained, tmp_path, capsys):
+def test_evaluate_json_and_report(trained, tmp_path, capsys, monkeypatch):
+    from digitnet.evaluation import report as report_module
+
+    saved = capture_figures(monkeypatch, report_module)
     out, js = tmp_path / "report", tmp_path / "r.json"
     code = main(["evaluate", "cnn-v1/cnn", "--dataset", "mnist-test", "--dataset", "mnist-val",
                  "--json", str(js), "--out", str(out), "--data-dir", str(trained["data"]),
@@ -51,12 +80,41 @@ def test_evaluate_json_and_report(trained, tmp_path, capsys):
     report = (out / "report.md").read_text()
     for png in ["training_curves.png", "mnist-test/confusion_matrix.png", "mnist-test/per_class.png",
                 "mnist-test/misclassified.png", "mnist-val/reliability.png"]:
-        assert (out / png).stat().st_size > 1000
-        assert png in report
+        assert (out / png).read_bytes().startswith(b"\x89PNG")
+        assert f"]({png})" in report
+    # each plot drew the data of results.json (and of the run's metrics.jsonl)
+    assert json.loads((out / "results.json").read_text()) == results
+    history = [json.loads(line) for line in
+               (trained["models"] / "cnn-v1" / "cnn" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [row["epoch"] for row in history]
+    assert saved[(out / "training_curves.png").as_posix()][0]["lines"] == {
+        "train": (epochs, [row["train_loss"] for row in history]),
+        "val": (epochs, [row["val_loss"] for row in history])}
+    for r in results:
+        name = r["dataset"]
+        images = load_eval_dataset(name, trained["data"], 50).images.numpy()
+        [cm_axes, _colorbar] = saved[(out / name / "confusion_matrix.png").as_posix()]
+        np.testing.assert_array_equal(cm_axes["images"][0], r["confusion_matrix"])
+        assert saved[(out / name / "per_class.png").as_posix()][0]["bars"] == [
+            c["precision"] for c in r["per_class"]] + [c["recall"] for c in r["per_class"]]
+        shown = [a["images"][0] for a in saved[(out / name / "misclassified.png").as_posix()]
+                 if a["images"]]
+        assert len(shown) == min(32, len(r["misclassified"]))
+        for image, m in zip(shown, r["misclassified"]):
+            np.testing.assert_array_equal(image, images[m["index"]])
+        _, counts = saved[(out / name / "reliability.png").as_posix()]
+        assert sum(counts["bars"]) == r["n"]
+        row = (f"| {name} | {r['n']} | {r['loss']:.4f} | {r['accuracy']:.2%} | "
+               f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | {r['f1_macro']:.4f} | "
+               f"{r['ece']:.4f} |")
+        assert row in report.splitlines()
     assert "mnist-test" in capsys.readouterr().out
 
 
-def test_compare_across_architectures_and_checkpoints(trained, tmp_path):
+def test_compare_across_architectures_and_checkpoints(trained, tmp_path, monkeypatch):
+    from digitnet.evaluation import plots
+
+    saved = capture_figures(monkeypatch, plots)
     refs = expand_refs(["cnn-v1/cnn@all"], trained["models"])
     assert [r.rsplit("@", 1)[1] for r in refs] == ["epoch-001", "epoch-002", "epoch-003"]
     rows = compare(["cnn-v1/cnn@all", "linear-v1/lin"], ["mnist-test", "mnist-test-augmented"],
@@ -68,10 +126,31 @@ def test_compare_across_architectures_and_checkpoints(trained, tmp_path):
                  "--out", str(tmp_path / "cmp"), "--data-dir", str(trained["data"]),
                  "--models-dir", str(trained["models"])])
     assert code == 0
-    assert (tmp_path / "cmp" / "comparison.csv").read_text().count("\n") == 1 + 4
-    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())[0]["dataset"] == "mnist-test"
-    for name in ("comparison.md", "comparison.png", "accuracy_by_epoch.png"):
-        assert (tmp_path / "cmp" / name).stat().st_size > 100
+    cmp = tmp_path / "cmp"
+    expected = [r for r in rows if r["dataset"] == "mnist-test"]  # the same models, one dataset
+    assert json.loads((cmp / "comparison.json").read_text()) == expected
+    with open(cmp / "comparison.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["model"] for r in table] == [r["model"] for r in expected]
+    for got, want in zip(table, expected):
+        assert {k: got[k] for k in ("arch", "epoch", "dataset", "n")} == {
+            k: str(want[k]) for k in ("arch", "epoch", "dataset", "n")}
+        for key in ("loss", "accuracy", "top2_accuracy", "precision_macro", "recall_macro",
+                    "f1_macro", "ece"):
+            assert float(got[key]) == want[key]
+    md = (cmp / "comparison.md").read_text().splitlines()
+    assert md[0] == ("| model | dataset | accuracy | loss | precision_macro | recall_macro | "
+                     "f1_macro | ece |")
+    assert md[2:] == [f"| {r['model']} | mnist-test | {r['accuracy']:.2%} | {r['loss']:.4f} | "
+                      f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | "
+                      f"{r['f1_macro']:.4f} | {r['ece']:.4f} |" for r in expected]
+    [bars] = saved[(cmp / "comparison.png").as_posix()]
+    assert bars["bars"] == [r["accuracy"] for r in expected]  # one bar per model, in order
+    [by_epoch] = saved[(cmp / "accuracy_by_epoch.png").as_posix()]
+    [lin] = [r for r in expected if r["arch"] == "linear-v1"]
+    assert by_epoch["lines"] == {  # a line per run: the checkpoints of cnn, lin's final weights
+        "cnn-v1/cnn on mnist-test": ([1, 2, 3], [r["accuracy"] for r in expected[:3]]),
+        "linear-v1/lin on mnist-test": ([lin["epoch"]], [lin["accuracy"]])}
 
 
 def test_idx_pair_and_image_folder_datasets(trained, tmp_path):
@@ -102,6 +181,31 @@ def test_augmented_test_set_is_fixed(trained):
     assert a.images.numpy().tobytes() == b.images.numpy().tobytes()
     assert not np.array_equal(a.images.numpy(), clean.images.numpy())
     assert a.labels.tolist() == clean.labels.tolist()
+
+
+# sha256 of the uint8 images of each augmented set built from conftest's synthetic MNIST (50 test
+# images), computed with torch 2.13 on CPU: the sets are defined by their bytes, across processes
+# and machines, not only within one process. A deliberate change to the augmentation (or a torch
+# upgrade that changes its random streams) updates these digests and says so in the commit.
+AUGMENTED_SHA256 = {
+    "mnist-test-augmented": "e3df8f409fffb0495354506d8305a413ae22a8fb1f9c4ecd878aa6a3719ef0f0",
+    "mnist-test-augmented:1": "ab5968f9aa03daa1933f61eda8dcaca58a6348cfcf363c0d54c8bad5fb3d733e",
+    "mnist-test-augmented:2": "51401396534aa81327690320e190aef04957cfd8e08393eb1b21cbb5c9cf2d94",
+    "mnist-test-augmented:3": "e3df8f409fffb0495354506d8305a413ae22a8fb1f9c4ecd878aa6a3719ef0f0",
+    "mnist-test-augmented:4": "feb697b43b68c7a979324a2a9b34e102179d671eb11883fa9b19a0adaa71f5f3",
+    "mnist-test-augmented:5": "d7148ef35d7dd7811df1a9cf97012873d4ba9cdb189e2ce0d68128a75fe09180",
+}
+
+
+@pytest.mark.parametrize("name", list(AUGMENTED_SHA256))
+def test_augmented_test_sets_have_pinned_bytes(synthetic_mnist, name):
+    import hashlib
+
+    ds = load_eval_dataset(name, synthetic_mnist)
+    clean = load_eval_dataset("mnist-test", synthetic_mnist)
+    assert ds.images.dtype == clean.images.dtype and ds.images.shape == clean.images.shape
+    assert hashlib.sha256(ds.images.numpy().tobytes()).hexdigest() == AUGMENTED_SHA256[name]
+    assert ds.labels.tolist() == clean.labels.tolist()
 
 
 def test_unknown_dataset_and_bad_ref_are_clear(trained, capsys):

@@ -268,6 +268,37 @@ def test_figures_have_titles_and_axis_labels(synthetic_mnist, tmp_path):
             assert fragment in text, (key, fragment, text)
 
 
+def test_figures_draw_the_data(synthetic_mnist, tmp_path):
+    """Each exploration plot draws the numbers counted here independently with numpy."""
+    stats = explore(synthetic_mnist, tmp_path / "out", val_size=20, samples_per_class=3)
+    splits = load_splits(synthetic_mnist, val_size=20)
+    names = ("train", "val", "test")
+    images = {s: splits[s].images.numpy() for s in names}
+    labels = {s: splits[s].labels.numpy() for s in names}
+    figures = create_figures(stats, images, labels)
+    for ax, s in zip(figures["class_distribution"].axes, names):
+        assert [b.get_height() for b in ax.patches] == np.bincount(labels[s], minlength=10).tolist()
+    [hist_ax] = figures["pixel_histogram"].axes
+    originals = splits["mnist"].train_images.numpy()  # all 200 training images, before the split
+    np.testing.assert_array_equal(hist_ax.patches[0].get_data().values,
+                                  np.bincount(originals.ravel(), minlength=256))
+    [ink_ax] = figures["ink_coverage"].axes
+    coverage = [(images[s][labels[s] == c] > 0).mean() for s in names for c in range(10)]
+    assert [b.get_height() for b in ink_ax.patches] == pytest.approx(coverage, rel=1e-12)
+    montage = figures["mean_images"].axes[0].images[0].get_array()  # 28 px tiles, 2 px apart
+    for r, s in enumerate(names):
+        for c in range(10):
+            tile = montage[30 * r:30 * r + 28, 30 * c:30 * c + 28]
+            np.testing.assert_allclose(tile, images[s][labels[s] == c].mean(0) / 255, rtol=1e-12)
+    grid = figures["sample_grid"].axes[0].images[0].get_array()
+    indices = np.asarray(stats["samples"]["indices"])
+    assert indices.shape == (10, 3) and (labels["train"][indices] == np.arange(10)[:, None]).all()
+    for c in range(10):
+        for j in range(3):
+            np.testing.assert_array_equal(grid[30 * c:30 * c + 28, 30 * j:30 * j + 28],
+                                          images["train"][indices[c, j]])
+
+
 # ----------------------------------------------------------------------------- real MNIST
 def _read_gz(path: Path, header_bytes: int) -> np.ndarray:
     return np.frombuffer(gzip.decompress(path.read_bytes()), dtype=np.uint8, offset=header_bytes)

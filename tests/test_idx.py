@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import time
 import tracemalloc
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from digitnet.data.idx import IDX_TYPES, IdxError, encode_idx, parse_idx, read_idx, write_idx
@@ -158,17 +159,35 @@ def test_arbitrary_bytes_never_escape_as_numpy_errors(content):
         assert encode_idx(array) == content  # anything accepted is a valid IDX file
 
 
+ITEM_SIZES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.binary(min_size=1, max_size=12), st.integers(4, 255))
+@example(b"\x00\x00\x00\x04", 6)  # dims (4,) and exactly 4 uint8 bytes of data: valid
+@example(b"\x00\x00\x00\x00\x00\x00\x00\x05", 7)  # dims (0, 5): empty, 8 trailing bytes
+@example(b"\x00\x00\x00\x01\x00\x00\x00\x02", 9)  # dims (1, 2) of int32: values [1, 2]
+@example(b"\x00\x00\x00\x01\x00\x00\x00\x01", 11)  # dims (1, 1) of float64: valid
 def test_valid_header_with_random_dims_never_escapes(dims_bytes, type_pick):
     type_byte = [0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E][type_pick % 6]
     ndim = max(1, len(dims_bytes) // 4)
-    dims = np.frombuffer(dims_bytes.ljust(4 * ndim, b"\xff")[: 4 * ndim], dtype=">u4")
-    content = _header(type_byte, tuple(int(d) for d in dims)) + dims_bytes
-    try:
-        parse_idx(content, name="fuzz.idx")
-    except IdxError as e:
-        assert "fuzz.idx" in str(e)
+    dims = tuple(int(d) for d in np.frombuffer(dims_bytes.ljust(4 * ndim, b"\xff")[: 4 * ndim],
+                                               dtype=">u4"))
+    content = _header(type_byte, dims) + dims_bytes
+    expected_bytes = math.prod(dims) * ITEM_SIZES[type_byte]  # Python ints: no overflow
+    if len(dims_bytes) == expected_bytes:  # a valid file: parsed exactly, and round-trips
+        array = parse_idx(content, name="fuzz.idx")
+        assert array.shape == dims and array.dtype.itemsize == ITEM_SIZES[type_byte]
+        assert array.tobytes() == np.frombuffer(dims_bytes, array.dtype.newbyteorder(">")).astype(
+            array.dtype).tobytes()
+        assert encode_idx(array) == content
+        if type_byte == 0x0C and dims == (1, 2):
+            assert array.tolist() == [[1, 2]]  # big-endian on disk
+    else:
+        fragment = "truncated" if len(dims_bytes) < expected_bytes else "trailing bytes"
+        with pytest.raises(IdxError, match=fragment) as info:
+            parse_idx(content, name="fuzz.idx")
+        assert "fuzz.idx" in str(info.value)
 
 
 # ------------------------------------------------------------------- bounds: bombs and oddities

@@ -112,7 +112,8 @@ def test_csv_ingest_with_or_without_header(tmp_path, store, mnist_digits, header
     why = sorted((Path(s["file"]).name, s["why"]) for s in result.skipped)
     assert why == [("0.png", "unlabelled"), ("0.png", "unlabelled"), ("0.png", "unlabelled"),
                    ("none.png", "unreadable")]
-    assert any("'eight' is not a digit" in s["detail"] for s in result.skipped)
+    [eight] = [s for s in result.skipped if "'eight'" in s["detail"]]  # the one bad label
+    assert "'eight' is not a digit" in eight["detail"] and eight["why"] == "unlabelled"
 
 
 def test_unreadable_blank_and_unlabelled_files_are_skipped_and_listed(
@@ -392,6 +393,8 @@ def test_balance_policies_give_equal_counts(policy, expected):
     counts = torch.bincount(labels[idx], minlength=10).tolist()
     assert counts == [expected, expected, expected, 0, 0, expected, 0, 0, 0, 0]
     assert torch.equal(idx, balance_indices(labels, policy))  # deterministic
+    picks = {tuple(balance_indices(labels, policy, seed=s).tolist()) for s in range(5)}
+    assert len(picks) > 1  # ...yet a random pick: other seeds choose other examples
     if policy == "oversample":
         assert set(range(len(labels))) <= set(idx.tolist())  # every example kept
     else:

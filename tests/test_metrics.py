@@ -286,3 +286,53 @@ def test_ece_uses_15_equal_width_bins_by_default():
     bins = reliability_bins(labels, probs)
     assert len(bins["count"]) == 15 and bins["edges"].tolist() == pytest.approx(
         np.linspace(0, 1, 16).tolist())
+
+
+def test_ece_uses_15_bins_as_the_readme_says():
+    # 10 right at confidence 0.62 and 10 wrong at 0.68: one bin (0.6, 0.7] with 10 bins, two
+    # bins (0.6, 0.667] and (0.667, 0.733] with 15
+    probs = np.zeros((20, 10))
+    probs[:10, 0], probs[10:, 0] = 0.62, 0.68
+    probs[:, 1:] = ((1 - probs[:, 0]) / 9)[:, None]
+    labels = np.array([0] * 10 + [1] * 10)
+    fifteen = 0.5 * abs(1 - 0.62) + 0.5 * abs(0 - 0.68)
+    ten = abs(0.5 - 0.65)
+    assert expected_calibration_error(labels, probs, n_bins=10) == pytest.approx(ten)
+    assert compute_metrics(labels, probs)["ece"] == pytest.approx(fifteen)
+    assert expected_calibration_error(labels, probs) == pytest.approx(fifteen)
+    assert reliability_bins(labels, probs)["count"].tolist() == [0] * 9 + [10, 10] + [0] * 4
+
+
+def test_averages_are_macro_not_micro_or_weighted():
+    labels, probs = _case_gaps()
+    preds = probs.argmax(axis=1)
+    m = compute_metrics(labels, probs)
+    for key, name in (("precision_macro", "precision"), ("recall_macro", "recall"),
+                      ("f1_macro", "f1")):
+        macro = np.mean([c[name] for c in m["per_class"]])  # every class counts once, even 3 and 7
+        assert m[key] == pytest.approx(macro, abs=1e-12)
+        for other in ("micro", "weighted"):
+            score = getattr(skm, f"{name}_score" if name != "f1" else "f1_score")
+            assert abs(m[key] - score(labels, preds, labels=CLASSES, average=other,
+                                      zero_division=0)) > 0.01  # the inputs tell them apart
+
+
+def test_top2_counts_the_second_choice_only():
+    # true class second for 2 of 4 examples, third for 1: top-1 1/4, top-2 3/4, top-3 4/4
+    probs = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.6, 0.3, 0.1]])
+    probs = np.pad(probs, ((0, 0), (0, 7)))
+    labels = np.array([1, 1, 1, 2])
+    m = compute_metrics(labels, probs)
+    assert (m["accuracy"], m["top2_accuracy"]) == (0.25, 0.75)
+    assert m["top2_accuracy"] == skm.top_k_accuracy_score(labels, probs, k=2, labels=CLASSES)
+
+
+def test_precision_of_a_never_predicted_class_is_zero_and_counts_in_the_macro():
+    labels = np.array([0, 0, 1, 1])
+    probs = np.zeros((4, 10))
+    probs[:, 0] = 1.0  # always predicts 0: class 1 is never predicted
+    m = compute_metrics(labels, probs)
+    assert m["per_class"][1]["precision"] == 0.0 and m["per_class"][0]["precision"] == 0.5
+    assert m["precision_macro"] == pytest.approx(0.5 / 10)  # 0 (not NaN, not skipped) for 1..9
+    assert m["precision_macro"] == pytest.approx(skm.precision_score(
+        labels, probs.argmax(1), labels=CLASSES, average="macro", zero_division=0))

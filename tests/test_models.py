@@ -2,6 +2,7 @@
 registered version never changes (tests/data/architectures.json)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def test_training_step_changes_weights(arch):
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     opt.step()
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # every tensor
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -55,7 +56,22 @@ def test_model_args_are_json_primitives(arch):
 
     model = create_model(arch)
     assert json.loads(json.dumps(model.model_args)) == model.model_args
-    assert count_parameters(model) > 0 and count_flops(model) > 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_parameter_and_flop_counts_are_exact(arch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(arch).eval()
+    frozen = json.loads((Path(__file__).parent / "data" / "architectures.json").read_text())[arch]
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    expected = sum(math.prod(shape) for name, shape in frozen["signature"]
+                   if not name.endswith(buffers))  # the weights the frozen signature lists
+    assert count_parameters(model) == expected
+    with FlopCounterMode(display=False) as counter, torch.no_grad():  # torch's own count
+        model(torch.zeros(1, 1, 28, 28))
+    assert count_flops(model) == counter.get_total_flops()
+    assert count_flops(model, (4, 1, 28, 28)) == counter.get_total_flops()  # per image
 
 
 def test_duplicate_registration_fails():

@@ -1,6 +1,7 @@
 """Speed features: shift augmentation, bf16 training, inference optimisation, ensembles, and the
 helpers of the benchmark scripts (the measurements themselves live in benchmarks/, never here)."""
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -50,6 +51,27 @@ def test_shift_batch_moves_whole_images_by_at_most_max_shift(shape):
     assert torch.equal(out, again)
 
 
+def test_shift_batch_moves_the_centre_of_mass_by_whole_pixels():
+    images = torch.zeros(200, 28, 28, dtype=torch.uint8)
+    images[:, 10:18, 11:16] = torch.randint(1, 256, (200, 8, 5), dtype=torch.uint8,
+                                            generator=torch.Generator().manual_seed(1))
+    out = shift_batch(images, 2, torch.Generator().manual_seed(0))
+
+    def centre(x):  # (n, 2) row and column of the ink's centroid
+        w = x.double()
+        grid = torch.arange(28, dtype=torch.float64)
+        mass = w.sum((1, 2))
+        return torch.stack([(w.sum(2) * grid).sum(1) / mass, (w.sum(1) * grid).sum(1) / mass], 1)
+
+    offset = centre(out) - centre(images)  # the blob is far from the border: nothing is lost
+    assert torch.equal(out.double().sum((1, 2)), images.double().sum((1, 2)))
+    whole = offset.round()
+    assert torch.allclose(offset, whole, atol=1e-9) and whole.abs().max() == 2
+    seen = {tuple(v) for v in whole.int().tolist()}
+    assert seen == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # all 25 offsets
+    assert (whole == 0).all(1).sum() < 20  # about 1 in 25 left in place, not most
+
+
 def test_shift_batch_zero_is_a_copy_and_negative_raises():
     images = torch.rand(3, 28, 28)
     out = shift_batch(images, 0, torch.Generator())
@@ -75,8 +97,12 @@ def test_bf16_shift_training_resumes_bit_identically(tmp_path, synthetic_mnist):
     models = tmp_path / "models"
     a = fit(cfg, data_dir=synthetic_mnist, models_dir=models, progress=False)
     assert a["ref"] == "fast-v2/a"  # the newest fast version, as configs/fast.yaml uses
-    resumed = fit(models_dir=models, data_dir=synthetic_mnist, resume="fast-v2/a@epoch-1",
+    b = fit(dataclasses.replace(cfg, name="b"), data_dir=synthetic_mnist, models_dir=models,
+            progress=False)
+    # b resumed from its first epoch (epochs 2-3 retrained) against a, never interrupted
+    resumed = fit(models_dir=models, data_dir=synthetic_mnist, resume="fast-v2/b@epoch-1",
                   progress=False)
+    assert Path(resumed["path"]) == Path(b["path"]) != Path(a["path"])
     wa, wr = _weights(a["path"]), _weights(resumed["path"])
     assert wa.keys() == wr.keys() and all(torch.equal(wa[k], wr[k]) for k in wa)
 

@@ -162,6 +162,14 @@ def test_predict_images_takes_arrays_and_pil_and_returns_what_the_model_saw(mode
     assert entries[0]["image"].shape == (28, 28) and entries[0]["image"].dtype == np.uint8
     assert entries[2]["image"] is None and entries[2]["label"] is None
     assert len(entries[0]["top_k"]) == 1
+    from digitnet.data.preprocess import preprocess
+
+    for entry, given in zip(entries[:2], inputs[:2]):  # the image is the one preprocessing gives
+        assert np.array_equal(entry["image"], preprocess(given).image)
+        logits = model["loaded"].logits(torch.from_numpy(entry["image"][None]))
+        probs = torch.softmax(logits.double(), 1)
+        assert entry["probabilities"] == pytest.approx(probs[0].tolist(), abs=1e-5)
+        assert entry["label"] == entry["top_k"][0][0] == int(probs.argmax())
 
 
 def test_predict_files_matches_predict_images(model, images):

@@ -199,6 +199,11 @@ def test_version_and_grayscale_contract(seven):
     gray = to_grayscale(np.asarray(on_paper(seven)))
     assert gray.dtype == np.float32 and gray.shape == seven.shape
     assert 0.0 <= gray.min() and gray.max() <= 1.0
+    # black ink on white paper: the paper's level minus the ink, as painted (8-bit rounding)
+    np.testing.assert_allclose(gray, np.round(255 * (1 - seven)) / 255, atol=1e-6)
+    # colours weigh as ITU-R 601-2 luma (Pillow's "L"), not as a plain mean of the channels
+    primaries = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    np.testing.assert_allclose(to_grayscale(primaries), [[0.299, 0.587, 0.114]], atol=1e-6)
 
 
 # ------------------------------------------------------------------------------- blank inputs
@@ -431,7 +436,7 @@ def test_any_image_maps_to_centred_28x28(image):
     result = preprocess(image)
     assert result.image.shape == (28, 28) and result.image.dtype == np.uint8
     if result.digit_found:
-        assert result.image.max() > 0
+        assert result.image.max() == 255  # the ink scaled to full white, as in MNIST
         cy, cx = center_of_mass(result.image)
         assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
     else:
@@ -448,8 +453,18 @@ def test_arbitrary_arrays_never_crash(h, w, seed, dtype, channels):
         image = rng.random(shape, dtype=np.float32)
     else:
         image = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    before = image.copy()
     result = preprocess(image)
     assert result.image.shape == (28, 28) and result.image.dtype == np.uint8
+    assert np.array_equal(image, before)  # the caller's array is left alone
+    if result.digit_found:  # MNIST format: full ink somewhere, centred by mass
+        assert result.image.max() == 255 and not result.reason
+        cy, cx = center_of_mass(result.image)
+        assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    else:
+        assert result.image.max() == 0 and result.reason
+    again = preprocess(image)
+    assert again.digit_found == result.digit_found and np.array_equal(again.image, result.image)
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -465,9 +480,10 @@ def test_cli_preprocess_debug(tmp_path, seven, capsys):
     assert code == 1
     assert f"FAIL   {bad}" in captured.err
     assert "2 of 3 images processed" in captured.out and str(bad) in captured.out
-    for stem in ("a", "b"):
+    for stem, path in (("a", good_a), ("b", good_b)):
         image = np.asarray(Image.open(out / f"{stem}.png"))
         assert image.shape == (28, 28) and image.dtype == np.uint8
+        assert np.array_equal(image, preprocess(path).image)  # what `preprocess` gives for it
         stages = sorted(p.name for p in (out / "debug" / stem).iterdir())
         assert stages == ["01_original.png", "02_grayscale.png", "03_background.png",
                           "04_background_removed.png", "05_ink_mask.png", "06_crop.png",

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from digitnet.cli import main
+from digitnet.data.idx import read_idx
 from digitnet.data.preprocess import preprocess
 from digitnet.deploy import serve
 from digitnet.errors import DigitnetError
@@ -80,7 +81,23 @@ def test_health_and_info(client, model):
     info = client.get("/info").json()
     assert info["model"] == REF and info["parameters"] == n_params and info["epochs"] == 1
     assert info["max_upload_bytes"] == 10 * serve.MB and info["input_size"] == [1, 28, 28]
-    assert 0 <= info["test_accuracy"] <= 1
+    # the accuracy that training recorded for this run, which is that of the model on its test set
+    run_dir = Path(model["models"]) / "cnn-v1" / "tiny"
+    assert info["test_accuracy"] == json.loads((run_dir / "summary.json").read_text())["test_acc"]
+    data = Path(model["models"]).parent / "mnist"
+    images = torch.from_numpy(read_idx(data / "t10k-images-idx3-ubyte.gz").copy())
+    labels = torch.from_numpy(read_idx(data / "t10k-labels-idx1-ubyte.gz").astype(np.int64))
+    predicted = model["loaded"].logits(images).argmax(1)
+    assert info["test_accuracy"] == (predicted == labels).double().mean().item()
+
+
+def test_info_reports_the_summarys_test_accuracy(model, tmp_path):
+    summary = dict(test_acc=0.4321, final=dict(val_acc=0.9876, train_acc=0.5))  # all different
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    loaded = dataclasses.replace(model["loaded"], ref=ModelRef(tmp_path, None))
+    assert serve.model_info(loaded, serve.MB)["test_accuracy"] == 0.4321
+    (tmp_path / "summary.json").unlink()
+    assert serve.model_info(loaded, serve.MB)["test_accuracy"] is None  # not trained to the end
 
 
 # --------------------------------------------------------------------------------- predictions

@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -23,7 +24,7 @@ from digitnet.errors import DigitnetError
 from digitnet.models import _registry, get_spec
 from digitnet.models.cnn import SmallCNN
 from digitnet.store import load_model, resolve_ref
-from digitnet.training.checkpoint import CheckpointError, load_checkpoint
+from digitnet.training.checkpoint import CheckpointError, load_checkpoint, load_latest_good
 from digitnet.training.loop import fit, resolve_device
 
 FAST = dict(epochs=3, batch_size=32, val_size=50, threads=1, augment=False)
@@ -41,6 +42,13 @@ def weights(run_dir) -> dict:
 
 
 def test_run_folder_holds_everything(tmp_path, synthetic_mnist):
+    from digitnet.data.idx import read_idx, write_idx
+
+    # mislabel 20 of the 50 test images, so that test accuracy is not val's (nor 1.0)
+    test_labels = synthetic_mnist / "t10k-labels-idx1-ubyte.gz"
+    mislabelled = read_idx(test_labels).copy()
+    mislabelled[:20] = (mislabelled[:20] + 1) % 10
+    write_idx(test_labels, mislabelled)
     summary = run(tmp_path, synthetic_mnist, name="r1")
     run_dir = Path(summary["path"])
     assert summary["ref"] == "cnn-v1/r1" and run_dir == tmp_path / "models" / "cnn-v1" / "r1"
@@ -57,7 +65,13 @@ def test_run_folder_holds_everything(tmp_path, synthetic_mnist):
     assert pointers["last"] == "epoch-003" and pointers["best"].startswith("epoch-")
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()) == [
         "epoch-001", "epoch-002", "epoch-003"]
-    assert 0.0 <= summary["test_acc"] <= 1.0
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    # test_acc is the final weights' accuracy on the test images
+    images = torch.from_numpy(read_idx(synthetic_mnist / "t10k-images-idx3-ubyte.gz").copy())
+    labels = torch.from_numpy(read_idx(synthetic_mnist / "t10k-labels-idx1-ubyte.gz").astype(int))
+    predicted = load_model("cnn-v1/r1", tmp_path / "models").logits(images).argmax(1)
+    assert summary["test_acc"] == (predicted == labels).double().mean().item()
+    assert summary["epochs_done"] == 3 and summary["final"] == rows[-1]
 
 
 def test_run_records_the_device_it_trained_on(tmp_path, synthetic_mnist):
@@ -136,19 +150,56 @@ def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, mnist_dir)
 
 
 def test_corrupt_last_checkpoint_detected_and_resume_falls_back(tmp_path, synthetic_mnist, capsys):
+    straight = run(tmp_path, synthetic_mnist, name="c-straight")
     summary = run(tmp_path, synthetic_mnist, name="c")
-    last = Path(summary["path"]) / "checkpoints" / "epoch-003" / "model.safetensors"
+    checkpoints = Path(summary["path"]) / "checkpoints"
+    good = load_checkpoint(checkpoints / "epoch-002").model_state
+    last = checkpoints / "epoch-003" / "model.safetensors"
     data = bytearray(last.read_bytes())
     data[-10] ^= 0xFF
     last.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt or tampered"):
         load_model("cnn-v1/c@last", models_dir=tmp_path / "models")
+    # the fallback loads exactly the older good checkpoint's weights
+    fallback, warnings = load_latest_good(checkpoints, "last")
+    assert fallback.path.name == "epoch-002" and fallback.epoch == 2 and len(warnings) == 1
+    assert fallback.model_state.keys() == good.keys()
+    assert all(torch.equal(fallback.model_state[k], good[k]) for k in good)
     resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/c",
                   progress=False)
     err = capsys.readouterr().err
     assert "skipping bad checkpoint" in err and "epoch-002" in err
     assert resumed["epochs_done"] == 3
-    load_checkpoint(Path(summary["path"]) / "checkpoints" / "epoch-003")  # rewritten, good again
+    rewritten = load_checkpoint(checkpoints / "epoch-003")  # rewritten, good again
+    # ...and the run resumed from the fallback ends bit-identical to an uninterrupted run
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert ws.keys() == wr.keys() and all(torch.equal(ws[k], wr[k]) for k in ws)
+    assert all(torch.equal(rewritten.model_state[k], ws[k]) for k in ws)
+
+
+def test_unreadable_pointers_fall_back_to_the_newest_epoch(tmp_path, synthetic_mnist):
+    """A run killed during epoch 3 whose pointers.json is garbage resumes from epoch 2."""
+    straight = run(tmp_path, synthetic_mnist, name="p-straight")
+    summary = run(tmp_path, synthetic_mnist, name="p-crashed")
+    run_dir = Path(summary["path"])
+    checkpoints = run_dir / "checkpoints"
+    shutil.rmtree(checkpoints / "epoch-003")  # as if killed before epoch 3 was saved
+    (run_dir / "model.safetensors").unlink()
+    (run_dir / "summary.json").unlink()
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "metrics.jsonl").write_text("".join(rows[:2]))
+    (checkpoints / "pointers.json").write_text("{not json")
+    epoch2 = load_checkpoint(checkpoints / "epoch-002").model_state
+    last = load_model("cnn-v1/p-crashed@last", tmp_path / "models")  # the newest epoch
+    assert last.epoch == 2
+    assert all(torch.equal(last.model.state_dict()[k], v) for k, v in epoch2.items())
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist,
+                  resume="cnn-v1/p-crashed", progress=False)
+    assert resumed["epochs_done"] == 3
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert ws.keys() == wr.keys() and all(torch.equal(ws[k], wr[k]) for k in ws)
 
 
 def test_pickle_payload_is_refused_without_running(tmp_path, synthetic_mnist):
@@ -207,7 +258,18 @@ def test_public_load_api(tmp_path, synthetic_mnist):
     summary = run(tmp_path, synthetic_mnist, epochs=1)
     loaded = digitnet.load(summary["path"])
     assert loaded.data_config["input_size"] == [1, 28, 28]
-    assert loaded.logits(torch.zeros(3, 28, 28, dtype=torch.uint8)).shape == (3, 10)
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    logits = loaded.logits(images)
+    assert logits.shape == (3, 10)
+    # the run's final weights, normalised with the data config: the same logits by hand
+    model = SmallCNN(**loaded.config["arch"]["model_args"])
+    model.load_state_dict(weights(summary["path"]))
+    model.eval()
+    mean, std = loaded.data_config["mean"], loaded.data_config["std"]
+    x = ((images.float() / 255 - torch.tensor(mean)) / torch.tensor(std)).unsqueeze(1)
+    with torch.no_grad():
+        assert torch.allclose(logits, model(x), atol=1e-5)
 
 
 def test_config_file_precedence_and_unknown_keys(tmp_path):
@@ -280,13 +342,17 @@ def test_recipe_files_are_valid_and_default_matches_code():
 
 def test_resume_without_validation_split(tmp_path, synthetic_mnist):
     """With val_size 0 the newest epoch is the best, and resuming still works."""
+    straight = run(tmp_path, synthetic_mnist, name="noval-straight", val_size=0)
     summary = run(tmp_path, synthetic_mnist, name="noval", val_size=0)
     pointers = json.loads((Path(summary["path"]) / "checkpoints" / "pointers.json").read_text())
     assert pointers["best"] == "epoch-003"
     resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/noval@epoch-1",
                   progress=False)
     assert resumed["epochs_done"] == 3
-    assert all(torch.equal(weights(summary["path"])[k], v) for k, v in weights(resumed["path"]).items())
+    # the resumed run (epochs 2-3 retrained from epoch 1) against a separate uninterrupted run
+    assert Path(resumed["path"]) != Path(straight["path"])
+    ws, wr = weights(straight["path"]), weights(resumed["path"])
+    assert ws.keys() == wr.keys() and all(torch.equal(ws[k], wr[k]) for k in ws)
 
 
 # ------------------------------------------------------------------- README promises (issue 18)
