@@ -128,6 +128,8 @@ def start_server(ref: str, models: str, extra: list[str]) -> tuple[subprocess.Po
     if not match:
         proc.kill()
         raise SystemExit(f"the server did not start: {line!r}")
+    # uvicorn's access log goes to stdout: keep reading it, or the server blocks on a full pipe
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     return proc, int(match.group(1))
 
 
@@ -220,7 +222,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="client socket timeout, s")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve-arg", action="append", default=[],
-                        help="an extra argument for `digitnet serve`, e.g. --serve-arg=--max-decodes=1")
+                        help="an argument for `digitnet serve`, e.g. --serve-arg=--max-decodes=1")
     parser.add_argument("--out", default="benchmarks/results/serve_load.json")
     args = parser.parse_args()
     if not (1 <= args.requests <= 100_000 and 1 <= args.concurrency <= 256):

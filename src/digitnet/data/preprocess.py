@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ def _draft_size(img: Image.Image) -> tuple[int, int] | None:
     costs a fraction of the memory and time, and preprocessing shrinks the rest of the way.
     None for other formats and for JPEGs that are small enough: those decode exactly as stored."""
     longest = max(img.size)
-    if img.format not in ("JPEG", "MPO") or longest < 2 * WORK_MAX_SIDE:  # draft never reduces by less than 2
+    if img.format not in ("JPEG", "MPO") or longest < 2 * WORK_MAX_SIDE:  # draft: 1/2 at least
         return None
     scale = WORK_MAX_SIDE / longest
     return max(1, math.ceil(img.width * scale)), max(1, math.ceil(img.height * scale))
@@ -111,10 +111,11 @@ def _open_image(source: str | os.PathLike | bytes, max_pixels: int | None = None
     return _read_image(source, max_pixels, decode=True)
 
 
-def check_image_size(source: str | os.PathLike | bytes,
+def check_image_size(source: str | os.PathLike | bytes | BinaryIO,
                      max_pixels: int | None = None) -> tuple[int, int]:
     """The (width, height) of an image file, read from its header alone (no pixel is decoded),
-    after the checks `preprocess` makes before decoding.
+    after the checks `preprocess` makes before decoding. `source` may also be an open binary
+    file (an upload still in its spooled file); it is left open, at an unknown position.
 
     Raises:
         ImageError: missing, empty or not an image file.
@@ -125,7 +126,9 @@ def check_image_size(source: str | os.PathLike | bytes,
 
 
 def _read_image(source, max_pixels: int | None, decode: bool):
-    if isinstance(source, bytes):
+    if hasattr(source, "read"):
+        name, fp = _describe(source), source
+    elif isinstance(source, bytes):
         name, fp = _describe(source), io.BytesIO(source)
         if not source:
             raise ImageError(f"{name}: empty, expected an image file ({_FORMATS})")

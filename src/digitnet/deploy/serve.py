@@ -18,12 +18,12 @@ imported inside the functions that need them, so this module imports without the
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time,
 # and they name classes imported inside create_app.
 import base64
+import hashlib
 import html
 import importlib.util
 import json
 import math
 import os
-import hashlib
 import re
 import socket
 import time
@@ -247,6 +247,43 @@ class SecurityHeaders:
         await self.app(scope, receive, secured_send)
 
 
+class DecodeSlots:
+    """At most `count` images decoded at once, holding at most `pixels` pixels together: memory
+    stays near what one image at the pixel limit takes (~35 bytes a pixel), however many small
+    ones run beside it. An image alone always fits (its pixels were checked against the limit).
+    """
+
+    def __init__(self, count: int, pixels: int) -> None:
+        self.count, self.pixels = count, pixels
+        self.active = self.in_flight = 0
+        self._changed = None  # an anyio.Condition, made inside the event loop
+
+    def _fits(self, pixels: int) -> bool:
+        return self.active < self.count and (
+            self.active == 0 or self.in_flight + pixels <= self.pixels)
+
+    async def acquire(self, pixels: int, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for room for an image of `pixels`; False if none came."""
+        import anyio
+
+        if self._changed is None:
+            self._changed = anyio.Condition()
+        with anyio.move_on_after(timeout_s):
+            async with self._changed:
+                while not self._fits(pixels):
+                    await self._changed.wait()
+                self.active += 1
+                self.in_flight += pixels
+                return True
+        return False
+
+    async def release(self, pixels: int) -> None:
+        async with self._changed:
+            self.active -= 1
+            self.in_flight -= pixels
+            self._changed.notify_all()
+
+
 def _positive(value: float, what: str, flag: str, top: float) -> float:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= top):
         raise DigitnetError(f"{what} must be a number above 0 and at most {top:g} "
@@ -330,7 +367,7 @@ def create_app(
     _positive(max_megapixels, "the pixel limit", "--max-megapixels", MAX_PIXELS / 1e6)
     _positive(upload_timeout_s, "the upload timeout", "--upload-timeout", 3600)
     _positive(queue_timeout_s, "the queue timeout", "queue_timeout_s", 3600)
-    if isinstance(max_decodes, bool) or not isinstance(max_decodes, int) or not 1 <= max_decodes <= 64:
+    if type(max_decodes) is not int or not 1 <= max_decodes <= 64:
         raise DigitnetError(f"the number of concurrent decodes must be 1 to 64 (--max-decodes), "
                             f"got {max_decodes}")
     max_bytes = int(max_upload_mb * MB)
@@ -340,13 +377,13 @@ def create_app(
     health = dict(status="ok", **model_info(loaded))
     info = dict(model_info(loaded, max_bytes), max_pixels=max_pixels)
     prepared = prepare_for_prediction(loaded)  # once, not per request (~3 ms each)
-    slots = anyio.Semaphore(max_decodes)  # bounds the memory and CPU that uploads take at once
+    slots = DecodeSlots(max_decodes, max_pixels)  # the memory and CPU that uploads take at once
     Problem, Health, Info, Prediction = _response_models()
 
     def problem(description: str) -> dict:
         return dict(model=Problem, description=description)
 
-    busy = f"busy: every decode slot stayed taken for {queue_timeout_s:g} s; retry later"
+    busy = f"busy: no decode slot came free within {queue_timeout_s:g} s; retry later"
     errors = {400: problem("no file, or a file that is not a readable image"),
               408: problem("the request body did not arrive in time (--upload-timeout)"),
               413: problem("the file is over the upload limit (--max-upload-mb), or the image "
@@ -376,12 +413,30 @@ def create_app(
         """The model, its preprocessing configuration and test accuracy, and the limits."""
         return info
 
+    def measure(file, name: str) -> int:
+        """The pixels of an upload, from its size and header alone: 413 or 400 when it cannot
+        be taken; 0 when it is no image that can be read (predicting it then says why)."""
+        fp = file.file
+        fp.seek(0, os.SEEK_END)
+        size = fp.tell()
+        if size > max_bytes:
+            raise HTTPException(413, too_large(size, max_bytes))
+        if size == 0:
+            raise HTTPException(400, f"{name}: the file is empty; expected an image file")
+        try:
+            fp.seek(0)
+            width, height = check_image_size(fp, max_pixels)
+            return width * height
+        except ImageTooLargeError as e:
+            raise HTTPException(413, f"{name}: {str(e).partition(': ')[2]} (digitnet serve "
+                                     f"--max-megapixels)") from None
+        except ImageError:
+            return 0
+        finally:
+            fp.seek(0)
+
     def read_and_predict(file, name: str, top_k: int) -> dict:
         content = file.file.read(max_bytes + 1)
-        if len(content) > max_bytes:
-            raise HTTPException(413, too_large(file.size, max_bytes))
-        if not content:
-            raise HTTPException(400, f"{name}: the file is empty; expected an image file")
         try:
             return predict_upload(prepared, content, name, top_k, max_pixels)
         except ImageTooLargeError as e:
@@ -399,16 +454,15 @@ def create_app(
         if file is None:
             raise HTTPException(400, NO_FILE)
         name = file.filename or "upload"
-        acquired = False
-        with anyio.move_on_after(queue_timeout_s):
-            await slots.acquire()  # the upload waits in its spooled file, not in memory
-            acquired = True
-        if not acquired:
+        # size and header first, without a slot: a bomb is refused at once, undecoded
+        pixels = await anyio.to_thread.run_sync(measure, file, name)
+        if not await slots.acquire(pixels, queue_timeout_s):  # waits in its spooled file
             raise HTTPException(503, busy, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:  # reading, decoding and the forward pass run off the event loop
             return await anyio.to_thread.run_sync(read_and_predict, file, name, top_k)
         finally:
-            slots.release()
+            with anyio.CancelScope(shield=True):
+                await slots.release(pixels)
 
     return app
 
