@@ -402,6 +402,31 @@ def test_busy_server_answers_503_with_retry_after(model, monkeypatch):
     assert "busy" in second.json()["detail"]
 
 
+def test_decode_slots_bound_count_and_pixels_in_flight():
+    """Two big images never decode at once (their pixels together pass the budget), a small
+    one runs beside a big one, and an image alone always runs."""
+    import asyncio
+
+    async def scenario() -> list[bool]:
+        slots = serve.DecodeSlots(count=2, pixels=100)
+        got = [await slots.acquire(80, 1)]  # alone: runs
+        got.append(await slots.acquire(30, 0.05))  # 80 + 30 > 100: waits, times out
+        got.append(await slots.acquire(20, 0.05))  # 80 + 20 fits
+        got.append(await slots.acquire(1, 0.05))  # two running: the count is full
+        await slots.release(80)
+        got.append(await slots.acquire(30, 1))  # 20 + 30 fits now
+        waiter = asyncio.create_task(slots.acquire(90, 5))  # 20 + 30 + 90: waits for both
+        await slots.release(20)
+        await asyncio.sleep(0.05)
+        got.append(waiter.done())
+        await slots.release(30)
+        got.append(await waiter)  # alone again: the whole budget is free
+        return got
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [True, False, True, False, True,
+                                                             False, True]
+
+
 def test_stalled_upload_is_408(model):
     """A body that stops arriving (slowloris) gets 408 after upload_timeout_s, instead of
     holding the connection for ever."""
