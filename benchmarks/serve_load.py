@@ -223,6 +223,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve-arg", action="append", default=[],
                         help="an argument for `digitnet serve`, e.g. --serve-arg=--max-decodes=1")
+    parser.add_argument("--only", action="append", default=[], metavar="PAYLOAD",
+                        help="send only these payloads (repeatable; default: the whole mix)")
     parser.add_argument("--out", default="benchmarks/results/serve_load.json")
     args = parser.parse_args()
     if not (1 <= args.requests <= 100_000 and 1 <= args.concurrency <= 256):
@@ -232,7 +234,7 @@ def main() -> None:
         ref, models = ((args.model, args.models_dir or "models") if args.model
                        else tiny_model(Path(tmp)))
         catalogue = payloads(10 * 1_000_000)
-        kinds = list(catalogue)
+        kinds = args.only or list(catalogue)
         shares = np.array([catalogue[k][1] for k in kinds])
         rng = np.random.default_rng(args.seed)
         plan = [kinds[i] for i in rng.choice(len(kinds), args.requests, p=shares / shares.sum())]

@@ -27,6 +27,7 @@ import os
 import re
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -378,6 +379,9 @@ def create_app(
     info = dict(model_info(loaded, max_bytes), max_pixels=max_pixels)
     prepared = prepare_for_prediction(loaded)  # once, not per request (~3 ms each)
     slots = DecodeSlots(max_decodes, max_pixels)  # the memory and CPU that uploads take at once
+    # decoding on these threads alone: memory that glibc keeps per thread after a decode (its
+    # arenas) is kept by max_decodes threads, not by every thread of anyio's pool
+    decoders = ThreadPoolExecutor(max_decodes, thread_name_prefix="digitnet-decode")
     Problem, Health, Info, Prediction = _response_models()
 
     def problem(description: str) -> dict:
@@ -458,8 +462,10 @@ def create_app(
         pixels = await anyio.to_thread.run_sync(measure, file, name)
         if not await slots.acquire(pixels, queue_timeout_s):  # waits in its spooled file
             raise HTTPException(503, busy, headers={"Retry-After": str(RETRY_AFTER_S)})
-        try:  # reading, decoding and the forward pass run off the event loop
-            return await anyio.to_thread.run_sync(read_and_predict, file, name, top_k)
+        try:  # reading, decoding and the forward pass run off the event loop, on a thread
+            # of the decode pool (the waiting thread returns when it is done, even on cancel)
+            job = decoders.submit(read_and_predict, file, name, top_k)
+            return await anyio.to_thread.run_sync(job.result)
         finally:
             with anyio.CancelScope(shield=True):
                 await slots.release(pixels)
