@@ -427,6 +427,24 @@ def test_decode_slots_bound_count_and_pixels_in_flight():
                                                              False, True]
 
 
+def test_decode_slots_are_first_come_first_served():
+    """A small image that would fit does not overtake a big one waiting for room."""
+    import asyncio
+
+    async def scenario() -> list[bool]:
+        slots = serve.DecodeSlots(count=2, pixels=100)
+        assert await slots.acquire(80, 1)
+        big = asyncio.create_task(slots.acquire(90, 5))
+        await asyncio.sleep(0.05)
+        small = asyncio.create_task(slots.acquire(5, 5))  # 80 + 5 fits, but big came first
+        await asyncio.sleep(0.05)
+        waiting = [big.done(), small.done()]
+        await slots.release(80)
+        return waiting + [await big, await small]  # big alone, then small beside it
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [False, False, True, True]
+
+
 def test_stalled_upload_is_408(model):
     """A body that stops arriving (slowloris) gets 408 after upload_timeout_s, instead of
     holding the connection for ever."""

@@ -18,6 +18,7 @@ imported inside the functions that need them, so this module imports without the
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time,
 # and they name classes imported inside create_app.
 import base64
+import collections
 import hashlib
 import html
 import importlib.util
@@ -252,11 +253,13 @@ class DecodeSlots:
     """At most `count` images decoded at once, holding at most `pixels` pixels together: memory
     stays near what one image at the pixel limit takes (~35 bytes a pixel), however many small
     ones run beside it. An image alone always fits (its pixels were checked against the limit).
+    First come, first served: a big image waiting for room is not overtaken by small ones.
     """
 
     def __init__(self, count: int, pixels: int) -> None:
         self.count, self.pixels = count, pixels
         self.active = self.in_flight = 0
+        self._queue: collections.deque = collections.deque()  # the waiting, oldest first
         self._changed = None  # an anyio.Condition, made inside the event loop
 
     def _fits(self, pixels: int) -> bool:
@@ -269,14 +272,25 @@ class DecodeSlots:
 
         if self._changed is None:
             self._changed = anyio.Condition()
-        with anyio.move_on_after(timeout_s):
-            async with self._changed:
-                while not self._fits(pixels):
-                    await self._changed.wait()
-                self.active += 1
-                self.in_flight += pixels
-                return True
-        return False
+        ticket = object()
+        self._queue.append(ticket)
+        try:
+            with anyio.move_on_after(timeout_s):
+                async with self._changed:
+                    while self._queue[0] is not ticket or not self._fits(pixels):
+                        await self._changed.wait()
+                    self._queue.popleft()
+                    self.active += 1
+                    self.in_flight += pixels
+                    self._changed.notify_all()  # the next in line may fit as well
+                    return True
+            return False
+        finally:
+            if ticket in self._queue:  # gave up waiting: let the next in line try
+                self._queue.remove(ticket)
+                with anyio.CancelScope(shield=True):
+                    async with self._changed:
+                        self._changed.notify_all()
 
     async def release(self, pixels: int) -> None:
         async with self._changed:
