@@ -503,3 +503,49 @@ def test_cli_preprocess_blank_and_name_clash(tmp_path, seven, capsys):
     assert "no digit found" in captured
     assert sorted(p.name for p in out.iterdir()) == ["x-2.png", "x.png"]
     assert not Path(out / "debug").exists()
+
+
+# ------------------------------------------------------------------------ decoding with a budget
+def test_image_size_read_from_the_header_alone(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    def refuse(self):
+        raise AssertionError("decoded pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    assert pp.check_image_size(png_header(300, 200)) == (300, 200)
+    with pytest.raises(ImageTooLargeError, match="6300x6300 px .39.7 megapixels.; expected at "
+                                                 "most 16 megapixels"):
+        pp.check_image_size(png_header(6300, 6300), max_pixels=16_000_000)
+    with pytest.raises(ImageTooLargeError, match="at most 16 megapixels"):
+        preprocess(png_header(6300, 6300), max_pixels=16_000_000)  # refused before decoding
+    with pytest.raises(ImageError, match="not an image file"):
+        pp.check_image_size(b"junk")
+
+
+def test_jpeg_within_twice_the_working_size_decodes_exactly(tmp_path, seven):
+    """Image.draft is not used up to 2 x WORK_MAX_SIDE: such JPEGs decode exactly as before."""
+    path = tmp_path / "photo.jpg"
+    on_paper(seven).resize((8_000, 900)).save(path, quality=85)
+    with Image.open(path) as img:
+        assert pp._draft_size(img) is None
+        img.load()
+        exact = np.asarray(img)
+    np.testing.assert_array_equal(np.asarray(pp._open_image(path)), exact)
+
+
+def test_huge_jpeg_is_decoded_reduced_to_the_working_size(tmp_path, seven, monkeypatch):
+    """A JPEG of >= 2 x WORK_MAX_SIDE a side is decoded at 1/2 scale or less (DCT scaling):
+    less memory and time, and the same digit as a full decode."""
+    path = tmp_path / "panorama.jpg"
+    canvas = Image.new("RGB", (9_000, 1_500), (235, 235, 235))
+    canvas.paste(on_paper(seven).resize((1_200, 1_200)), (4_000, 150))
+    canvas.save(path, quality=90)
+    reduced = pp._open_image(path)
+    assert reduced.size == (4_500, 750)  # 1/2: the longer side still >= WORK_MAX_SIDE
+    drafted = preprocess(path)
+    monkeypatch.setattr(pp, "_draft_size", lambda img: None)
+    full = preprocess(path)
+    assert pp._open_image(path).size == (9_000, 1_500)
+    assert drafted.digit_found and full.digit_found
+    assert correlation(drafted.image, full.image) > 0.85  # measured 0.92: a 1 px shift at 28x28

@@ -361,3 +361,303 @@ def test_info_gives_the_models_test_accuracy_and_preprocessing(client, model):
     data = model["loaded"].data_config
     assert (info["mean"], info["std"], info["label_names"]) == (data["mean"], data["std"],
                                                                 data["label_names"])
+
+
+# ------------------------------------------------------------------ pixels, decodes, deadlines
+def png_of(mode: str, width: int, height: int, fmt: str = "PNG") -> bytes:
+    """A flat image: a small file whatever its size (deflate, LZW)."""
+    if mode == "I;16":
+        image = Image.fromarray(np.full((height, width), 50_000, np.uint16))
+    else:
+        image = Image.new(mode, (width, height), 200)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with almost no data after it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload)))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0,
+                                                             0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail the test if Pillow decodes any pixel."""
+    from PIL import ImageFile
+
+    def refuse(self):
+        raise AssertionError(f"decoded a {self.width}x{self.height} {self.format} image")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+@pytest.mark.parametrize(
+    "make, pixels",
+    [
+        (lambda: png_of("RGB", 6300, 6300), "39.7 megapixels"),  # the issue's 131 KB PNG
+        (lambda: png_of("I;16", 4200, 4000), "16.8 megapixels"),  # 16-bit grey
+        (lambda: png_of("P", 5000, 4000, "GIF"), "20.0 megapixels"),
+        (lambda: png_header(20_000, 20_000), "decompression bomb"),  # a header and no data
+    ],
+    ids=["png-rgb-6300", "png-16bit", "gif", "header-only"],
+)
+def test_small_file_with_huge_pixels_is_413_before_decoding(client, no_decoding, make, pixels):
+    content = make()
+    assert len(content) < 2 * serve.MB  # far under the upload limit: the pixels are the problem
+    response = post(client, content, "bomb.png")
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("bomb.png: ") and pixels in detail
+    assert "at most 16 megapixels" in detail and "--max-megapixels" in detail
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_pixel_limit_is_a_setting(model):
+    """--max-megapixels: the same image is refused under a lower limit, read under the default."""
+    png = seven_png(400)  # 0.16 MP
+    low = TestClient(serve.create_app(model["loaded"], max_megapixels=0.1))
+    response = post(low, png)
+    assert response.status_code == 413 and "at most 0.1 megapixels" in response.json()["detail"]
+    assert low.get("/info").json()["max_pixels"] == 100_000
+    assert post(TestClient(serve.create_app(model["loaded"])), png).status_code == 200
+
+
+def test_decoded_memory_stays_bounded(model):
+    """The issue's 131 KB PNG of 6300x6300 px cost the server ~1.45 GB; now it is refused from
+    its header, and the peak memory of the process barely moves."""
+    import resource
+
+    client = TestClient(serve.create_app(model["loaded"]))
+    bomb = png_of("RGB", 6300, 6300)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        for _ in range(4):
+            assert post(client, bomb).status_code == 413
+        _, traced_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert traced_peak < 20 * serve.MB and grown_mb < 100, (traced_peak, grown_mb)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_megapixels=0), "pixel limit"),
+        (dict(max_megapixels=float("nan")), "pixel limit"),
+        (dict(max_megapixels=41), "at most 40"),
+        (dict(max_decodes=0), "1 to 64"),
+        (dict(max_decodes=65), "1 to 64"),
+        (dict(upload_timeout_s=-1), "upload timeout"),
+        (dict(upload_timeout_s=float("inf")), "upload timeout"),
+    ],
+)
+def test_limits_must_be_in_range(model, kwargs, match):
+    with pytest.raises(DigitnetError, match=match):
+        serve.create_app(model["loaded"], **kwargs)
+
+
+def test_busy_server_answers_503_with_retry_after(model, monkeypatch):
+    """One decode slot, held by a slow prediction: a second upload waits queue_timeout_s, then
+    gets 503 with Retry-After; the first still gets its answer."""
+    import asyncio
+    import threading
+
+    import httpx2
+
+    release = threading.Event()
+    real = serve.predict_upload
+
+    def slow(*args, **kwargs):
+        assert release.wait(10), "never released"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve, "predict_upload", slow)
+    app = serve.create_app(model["loaded"], max_decodes=1, queue_timeout_s=0.3)
+    files = {"file": ("7.png", seven_png(), "image/png")}
+
+    async def two_uploads():
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+            first = asyncio.create_task(http.post("/predict", files=files))
+            await asyncio.sleep(0.1)  # the first holds the slot
+            second = await http.post("/predict", files=files)
+            release.set()
+            return await first, second
+
+    first, second = asyncio.run(asyncio.wait_for(two_uploads(), 30))
+    assert first.status_code == 200 and first.json()["digit_found"]
+    assert second.status_code == 503 and int(second.headers["retry-after"]) >= 1
+    assert "busy" in second.json()["detail"]
+
+
+def test_decode_slots_bound_count_and_pixels_in_flight():
+    """Two big images never decode at once (their pixels together pass the budget), a small
+    one runs beside a big one, and an image alone always runs."""
+    import asyncio
+
+    async def scenario() -> list[bool]:
+        slots = serve.DecodeSlots(count=2, pixels=100)
+        got = [await slots.acquire(80, 1)]  # alone: runs
+        got.append(await slots.acquire(30, 0.05))  # 80 + 30 > 100: waits, times out
+        got.append(await slots.acquire(20, 0.05))  # 80 + 20 fits
+        got.append(await slots.acquire(1, 0.05))  # two running: the count is full
+        await slots.release(80)
+        got.append(await slots.acquire(30, 1))  # 20 + 30 fits now
+        waiter = asyncio.create_task(slots.acquire(90, 5))  # 20 + 30 + 90: waits for both
+        await slots.release(20)
+        await asyncio.sleep(0.05)
+        got.append(waiter.done())
+        await slots.release(30)
+        got.append(await waiter)  # alone again: the whole budget is free
+        return got
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [True, False, True, False, True,
+                                                             False, True]
+
+
+def test_decode_slots_are_first_come_first_served():
+    """A small image that would fit does not overtake a big one waiting for room."""
+    import asyncio
+
+    async def scenario() -> list[bool]:
+        slots = serve.DecodeSlots(count=2, pixels=100)
+        assert await slots.acquire(80, 1)
+        big = asyncio.create_task(slots.acquire(90, 5))
+        await asyncio.sleep(0.05)
+        small = asyncio.create_task(slots.acquire(5, 5))  # 80 + 5 fits, but big came first
+        await asyncio.sleep(0.05)
+        waiting = [big.done(), small.done()]
+        await slots.release(80)
+        return waiting + [await big, await small]  # big alone, then small beside it
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 30)) == [False, False, True, True]
+
+
+def test_stalled_upload_is_408(model):
+    """A body that stops arriving (slowloris) gets 408 after upload_timeout_s, instead of
+    holding the connection for ever."""
+    import asyncio
+
+    app = serve.create_app(model["loaded"], upload_timeout_s=0.3)
+    head = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n\x89PNG")
+    scope = dict(type="http", asgi={"version": "3.0"}, http_version="1.1", method="POST",
+                 scheme="http", path="/predict", raw_path=b"/predict", query_string=b"",
+                 root_path="", server=("t", 80), client=("c", 1),
+                 headers=[(b"content-type", b"multipart/form-data; boundary=b"),
+                          (b"content-length", b"100000")])
+    chunks = [dict(type="http.request", body=head, more_body=True)]
+    sent = []
+
+    async def receive():
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(3600)  # the client stalls
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 408
+    assert "did not arrive within 0.3 s" in json.loads(body)["detail"]
+
+
+# ------------------------------------------------------------------- headers, HEAD, the schema
+def test_every_response_says_nosniff_and_has_a_policy(client, model):
+    small_limit = TestClient(serve.create_app(model["loaded"], max_upload_mb=0.02))
+    responses = [client.get("/"), client.get("/health"), client.get("/nothing"),
+                 post(client, b"junk"), post(small_limit, b"\0" * 30_000),
+                 client.get("/openapi.json")]
+    assert [r.status_code for r in responses] == [200, 200, 404, 400, 413, 200]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+def test_page_policy_allows_only_its_own_script_and_style(client):
+    import hashlib
+
+    response = client.get("/")
+    policy = dict(part.strip().split(" ", 1)
+                  for part in response.headers["content-security-policy"].split(";"))
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        [block] = re.findall(rf"<{tag}>(.*?)</{tag}>", response.text, flags=re.DOTALL)
+        digest = base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()
+        assert policy[directive] == f"'sha256-{digest}'"
+    assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and "http" not in policy["img-src"]
+
+
+def test_head_of_the_page_is_200(client):
+    response = client.head("/")
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-type"].startswith("text/html")
+
+
+def test_errors_are_in_the_schema(client):
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "400", "408", "413", "422", "503"} <= set(responses)
+    for code in ("400", "408", "413", "503"):
+        ref = responses[code]["content"]["application/json"]["schema"]["$ref"]
+        assert schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["required"] == ["detail"]
+    assert "Retry-After" in responses["503"]["headers"]
+    assert set(schema["paths"]) == {"/health", "/info", "/predict"}
+
+
+def test_no_local_path_in_what_clients_see(model):
+    """A model served by its path (an exported folder) is named by its folder only."""
+    from digitnet.deploy.hub import HubModelRef
+
+    folder = "/home/someone/private/exports/my-digits"
+    ref = HubModelRef(Path(folder), None, folder)
+    client = TestClient(serve.create_app(dataclasses.replace(model["loaded"], ref=ref)))
+    answers = [client.get(p).text for p in ("/", "/health", "/info", "/openapi.json")]
+    assert client.get("/health").json()["model"] == "my-digits"
+    assert not any("/home/someone" in text for text in answers)
+    stored = serve.public_label(model["loaded"])
+    assert stored == REF  # a store reference is shown as it is
+
+
+# ------------------------------------------------------------------------------ schema fuzzer
+schemathesis = pytest.importorskip("schemathesis")
+FUZZ_EXAMPLES = 25  # per operation and mode: ~N s in all on a laptop core
+
+
+def test_api_conforms_to_its_schema(model):
+    """schemathesis: generated requests, valid and invalid, against every operation; every
+    answer has a documented status code and conforms to the schema, and none is a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", serve.create_app(model["loaded"]))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.label for op in operations} == {"GET /health", "GET /info", "POST /predict"}
+    for operation in operations:  # GET operations take nothing, so nothing to make invalid
+        modes = [GenerationMode.POSITIVE] + [GenerationMode.NEGATIVE] * (operation.method == "post")
+        for mode in modes:
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            def conforms(case):
+                # every check but one: a schema cannot say "bytes that decode to an image", so
+                # schema-valid bytes that are not one are rightly refused with 400
+                case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+            conforms()

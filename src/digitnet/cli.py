@@ -406,7 +406,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     check_serve_dependencies()
     loaded = load_model(args.ref, args.models_dir)  # a bad reference fails before anything listens
-    app = create_app(loaded, args.max_upload_mb)
+    app = create_app(loaded, args.max_upload_mb, args.max_megapixels, args.max_decodes,
+                     args.upload_timeout)
     sock = bind_socket(args.host, args.port)
     print(f"serving {loaded.ref.label} at {url_of(sock)} (Ctrl+C to stop)", flush=True)
     serve(app, sock)
@@ -426,6 +427,18 @@ def _add_serve_command(sub) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0,  # serve.DEFAULT_MAX_UPLOAD_MB
                    metavar="MB",
                    help="largest image file accepted; larger uploads get HTTP 413 (default: 10)")
+    p.add_argument("--max-megapixels", type=float, default=16.0,  # serve.DEFAULT_MAX_MEGAPIXELS
+                   metavar="MP",
+                   help="largest image accepted, in millions of pixels, read from the file's "
+                   "header before decoding; larger ones get HTTP 413 (default: 16; at most 40)")
+    p.add_argument("--max-decodes", type=int, default=2,  # serve.DEFAULT_MAX_DECODES
+                   metavar="N",
+                   help="uploads decoded and predicted at once; one that waits over 10 s for a "
+                   "slot gets HTTP 503 with Retry-After (default: 2; 1-64)")
+    p.add_argument("--upload-timeout", type=float, default=60.0,  # serve.DEFAULT_UPLOAD_TIMEOUT_S
+                   metavar="S",
+                   help="seconds a request body may take to arrive; slower ones get HTTP 408 "
+                   "(default: 60)")
     _add_models_dir(p)
     p.set_defaults(func=cmd_serve)
 

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -88,10 +88,47 @@ def _check_size(width: int, height: int, name: str, max_pixels: int | None) -> N
         )
 
 
+def _draft_size(img: Image.Image) -> tuple[int, int] | None:
+    """For a JPEG larger than WORK_MAX_SIDE, the smallest size whose longer side still reaches
+    WORK_MAX_SIDE: `Image.draft` then decodes at 1/2, 1/4 or 1/8 scale (DCT scaling), which
+    costs a fraction of the memory and time, and preprocessing shrinks the rest of the way.
+    None for other formats and for JPEGs that are small enough: those decode exactly as stored."""
+    longest = max(img.size)
+    if img.format not in ("JPEG", "MPO") or longest < 2 * WORK_MAX_SIDE:  # draft: 1/2 at least
+        return None
+    scale = WORK_MAX_SIDE / longest
+    return max(1, math.ceil(img.width * scale)), max(1, math.ceil(img.height * scale))
+
+
 def _open_image(source: str | os.PathLike | bytes, max_pixels: int | None = None) -> Image.Image:
     """Open, size-check and decode the first frame of an image file (its path, or its contents as
-    bytes, e.g. an upload), honouring EXIF orientation."""
-    if isinstance(source, bytes):
+    bytes, e.g. an upload), honouring EXIF orientation.
+
+    The size check reads the dimensions from the file's header, before any pixel is decoded, so a
+    small file that would decode to a huge image (a decompression bomb) costs nothing. JPEGs
+    of at least 2 x WORK_MAX_SIDE a side are decoded reduced (see `_draft_size`).
+    """
+    return _read_image(source, max_pixels, decode=True)
+
+
+def check_image_size(source: str | os.PathLike | bytes | BinaryIO,
+                     max_pixels: int | None = None) -> tuple[int, int]:
+    """The (width, height) of an image file, read from its header alone (no pixel is decoded),
+    after the checks `preprocess` makes before decoding. `source` may also be an open binary
+    file (an upload still in its spooled file); it is left open, at an unknown position.
+
+    Raises:
+        ImageError: missing, empty or not an image file.
+        ImageTooLargeError: more than `max_pixels` pixels (default: MAX_PIXELS) or MAX_SIDE px
+            a side.
+    """
+    return _read_image(source, max_pixels, decode=False)
+
+
+def _read_image(source, max_pixels: int | None, decode: bool):
+    if hasattr(source, "read"):
+        name, fp = _describe(source), source
+    elif isinstance(source, bytes):
         name, fp = _describe(source), io.BytesIO(source)
         if not source:
             raise ImageError(f"{name}: empty, expected an image file ({_FORMATS})")
@@ -106,6 +143,11 @@ def _open_image(source: str | os.PathLike | bytes, max_pixels: int | None = None
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as img:
                 _check_size(img.width, img.height, name, max_pixels)
+                if not decode:
+                    return img.size
+                size = _draft_size(img)
+                if size is not None:
+                    img.draft(img.mode, size)
                 img.load()  # the first frame of an animation
                 return ImageOps.exif_transpose(img)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
@@ -126,7 +168,7 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     """A Pillow image in any mode as float32 in [0, 1]: (H, W), or (H, W, C) with C in 2, 3, 4."""
     mode = img.mode
     if mode.startswith("I;16"):
-        return np.asarray(img).astype(np.float32) / 65535.0
+        return _scaled(img, 65535.0)
     if mode in ("I", "F"):
         values = np.asarray(img).astype(np.float32)
         top = float(values.max(initial=0.0))
@@ -135,10 +177,17 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
     if "transparency" in img.info or mode in ("PA", "RGBa"):
         target = "RGBA"  # palette or colour-key transparency becomes an alpha channel
     elif mode in ("L", "LA", "RGB", "RGBA"):
-        return np.asarray(img).astype(np.float32) / 255.0
+        return _scaled(img, 255.0)
     else:  # 1, La, P, CMYK, YCbCr, LAB, HSV, RGBX
         target = {"1": "L", "La": "LA"}.get(mode, "RGB")
-    return np.asarray(img.convert(target)).astype(np.float32) / 255.0
+    return _scaled(img.convert(target), 255.0)
+
+
+def _scaled(img: Image.Image, top: float) -> np.ndarray:
+    """np.asarray(img).astype(np.float32) / top, with one float32 array instead of two."""
+    values = np.asarray(img).astype(np.float32)
+    values /= top
+    return values
 
 
 def _as_float(image: np.ndarray, name: str) -> np.ndarray:
@@ -153,7 +202,7 @@ def _as_float(image: np.ndarray, name: str) -> np.ndarray:
         wide = image.dtype == np.uint16 or top > 255
         return image.astype(np.float32) / (65535.0 if wide else 255.0)
     if image.dtype.kind == "f":
-        image = image.astype(np.float32)
+        image = image.astype(np.float32, copy=False)  # np.clip below makes the copy
         if not np.isfinite(image).all():
             raise ImageError(f"{name}: float image contains NaN or infinity")
         if image.min() < -1e-3 or image.max() > 1 + 1e-3:

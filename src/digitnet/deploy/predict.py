@@ -145,6 +145,7 @@ def predict_images(
     top_k: int = DEFAULT_TOP_K,
     names: Sequence[str] | None = None,
     with_images: bool = False,
+    max_pixels: int | None = None,
 ) -> list[dict]:
     """Predict the digit in each image: preprocess each one, then one batched forward pass.
 
@@ -157,6 +158,8 @@ def predict_images(
             of the array).
         with_images: also return the 28x28 uint8 image the model saw under `image` (not
             JSON-serialisable; None when there was no digit or an error).
+        max_pixels: refuse image files with more pixels, before decoding them (default:
+            `preprocess.MAX_PIXELS`; `digitnet serve` sets a lower one).
 
     Returns:
         One dict per image, in order, with `file`; `label` (int, None when no digit was found
@@ -175,7 +178,7 @@ def predict_images(
     entries, found, digits = [], [], []
     for image, name in zip(images, names, strict=True):
         try:
-            result = preprocess(image)
+            result = preprocess(image, max_pixels=max_pixels)
         except ImageError as e:
             entries.append(_entry(name or _name_of(image), error=str(e)))
             continue
