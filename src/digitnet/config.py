@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from digitnet.errors import DigitnetError
+from digitnet.fileio import MAX_JSON_BYTES, check_nesting, describe_value, read_regular_bytes
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,15 @@ class TrainConfig:
         return d
 
 
-def _coerce(name: str, value):
+def _coerce(name: str, value, path: Path):
     """Check a value from a config file against the field's default type."""
     f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
     if name == "data":
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise DigitnetError(f"config field 'data': expected a list of dataset names, got {value!r}")
+            raise DigitnetError(f"{path}: config field 'data': expected a list of dataset names, found "
+                                f"{describe_value(value)}")
         return tuple(value)
     kind = f.type if isinstance(f.type, str) else str(f.type)
     if value is None and "None" in kind:
@@ -88,30 +90,42 @@ def _coerce(name: str, value):
                 break
             if isinstance(value, typ):
                 return value
-            raise DigitnetError(f"config field {name!r}: expected {label}, got {value!r}")
-    raise DigitnetError(f"config field {name!r}: unexpected value {value!r}")
+            raise DigitnetError(f"{path}: config field {name!r}: expected {label}, found "
+                                f"{describe_value(value)}")
+    raise DigitnetError(f"{path}: config field {name!r}: unexpected value {describe_value(value)}")
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
-    """Read a YAML or JSON recipe into a dict of TrainConfig fields; unknown keys are errors."""
+    """Read a YAML or JSON recipe into a dict of TrainConfig fields; unknown keys are errors.
+
+    Raises:
+        DigitnetError: not a regular file, over MAX_JSON_BYTES, not UTF-8, not YAML, too deep or
+            too many values (YAML aliases), not a mapping, an unknown key or a wrong type.
+    """
     path = Path(path)
+    content = read_regular_bytes(path, MAX_JSON_BYTES, "config file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DigitnetError(f"{path}: config file not found") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise DigitnetError(f"{path}: cannot parse config file: {e}") from None
+        raw = yaml.safe_load(content.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DigitnetError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+    except RecursionError:
+        raise DigitnetError(f"{path}: nested too deeply") from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:  # the latter from
+        # constructors, e.g. a date with month 13
+        raise DigitnetError(f"{path}: cannot parse config file: {str(e).splitlines()[0]}") from None
     if raw is None:
         return {}
+    check_nesting(raw, path)
     if not isinstance(raw, dict):
-        raise DigitnetError(f"{path}: expected a mapping of training options, got {type(raw).__name__}")
+        raise DigitnetError(f"{path}: expected a mapping of training options, found "
+                            f"{describe_value(raw)}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(describe_value(k) if not isinstance(k, str) else k for k in raw if k not in known)
     if unknown:
         raise DigitnetError(
             f"{path}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
         )
-    return {k: _coerce(k, v) for k, v in raw.items()}
+    return {k: _coerce(k, v, path) for k, v in raw.items()}
 
 
 def resolve_config(config_file: str | os.PathLike | None = None, **overrides) -> TrainConfig:

@@ -12,7 +12,6 @@ intact and findable.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -26,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_json, sha256_file
+from digitnet.fileio import Check, atomic_write_json, check_regular_file, read_json, sha256_file
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -34,6 +33,14 @@ STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 POINTERS_FILE = "pointers.json"
 _EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+META_SCHEMA = {  # what loading needs from meta.json (save_checkpoint also writes the metrics)
+    "format_version?": int,
+    "epoch": Check(int, lambda v: v >= 1, "an integer >= 1"),
+    "sha256": Check(dict, lambda v: set(v) == {WEIGHTS_FILE, STATE_FILE} and all(
+        isinstance(h, str) for h in v.values()),
+        f"an object with the sha256 of {WEIGHTS_FILE} and {STATE_FILE}"),
+    "metrics?": dict,
+}
 
 
 class CheckpointError(DigitnetError):
@@ -58,9 +65,16 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load safetensors weights; a corrupt or missing file raises CheckpointError."""
-    if not path.is_file():
+    """Load safetensors weights; a corrupt or missing file raises CheckpointError.
+
+    Shapes, dtypes and finite values are checked against the model by `store.check_weights`.
+    """
+    if not path.exists():
         raise CheckpointError(f"{path}: weights file not found")
+    try:
+        check_regular_file(path, "weights file")
+    except DigitnetError as e:
+        raise CheckpointError(str(e)) from None
     try:
         return load_file(str(path))
     except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -101,14 +115,19 @@ def save_checkpoint(
     return final
 
 
-def read_pointers(checkpoints_dir: Path) -> dict:
+def read_pointers(checkpoints_dir: Path) -> dict[str, str]:
+    """{"last": "epoch-003", "best": "epoch-002"}; an unreadable file or entry is left out (the
+    last checkpoint is found from the epoch folders by `list_checkpoints` instead)."""
     path = checkpoints_dir / POINTERS_FILE
-    if not path.is_file():
+    if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}  # rebuilt from the epoch folders by `list_checkpoints`
+        pointers = read_json(path, "checkpoint pointers")
+    except DigitnetError:
+        return {}
+    if not isinstance(pointers, dict):
+        return {}
+    return {k: v for k, v in pointers.items() if isinstance(v, str) and _EPOCH_DIR.match(v)}
 
 
 def write_pointers(checkpoints_dir: Path, **pointers) -> None:
@@ -166,16 +185,20 @@ def verify_checkpoint(path: Path) -> dict:
     Raises:
         CheckpointError: a file is missing or its content changed since it was written.
     """
+    if not (path / META_FILE).exists():
+        raise CheckpointError(f"{path}: incomplete checkpoint, {META_FILE} missing")
     try:
-        meta = json.loads((path / META_FILE).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: incomplete checkpoint, {META_FILE} missing") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path / META_FILE}: unreadable ({e})") from None
-    for name, expected in meta.get("sha256", {}).items():
+        meta = read_json(path / META_FILE, "checkpoint metadata", META_SCHEMA)
+    except DigitnetError as e:
+        raise CheckpointError(str(e)) from None
+    for name, expected in meta["sha256"].items():
         file = path / name
-        if not file.is_file():
+        if not file.exists():
             raise CheckpointError(f"{file}: missing from checkpoint")
+        try:
+            check_regular_file(file, "checkpoint file")
+        except DigitnetError as e:
+            raise CheckpointError(str(e)) from None
         if sha256_file(file) != expected:
             raise CheckpointError(f"{file}: corrupt or tampered (sha256 differs from {META_FILE})")
     return meta
@@ -183,6 +206,10 @@ def verify_checkpoint(path: Path) -> dict:
 
 def load_training_state(path: Path) -> dict:
     """torch.load with weights_only=True: a payload that would run code is refused, not run."""
+    try:
+        check_regular_file(path, "training state")
+    except DigitnetError as e:
+        raise CheckpointError(str(e)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
