@@ -155,8 +155,8 @@ def _mismatch(value, spec, field: str) -> tuple[str, str, bool] | None:
     """(field, expected, missing) of the first place where `value` does not fit `spec`."""
     if isinstance(spec, Check):
         bad = _mismatch(value, spec.spec, field)
-        if bad is not None:
-            return bad
+        if bad is not None:  # the value itself is wrong: say what the check expects
+            return (field, spec.expected, False) if bad[0] == field else bad
         return None if spec.test(value) else (field, spec.expected, False)
     if isinstance(spec, tuple):
         if any(_mismatch(value, s, field) is None for s in spec):

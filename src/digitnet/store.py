@@ -248,7 +248,10 @@ def build_frozen_model(arch: dict, source: Path) -> nn.Module:
     """
     from digitnet.models import create_model
 
-    model = create_model(arch["name"], arch["version"])
+    try:
+        model = create_model(arch["name"], arch["version"])
+    except DigitnetError as e:  # unknown name or version: say which model asked for it
+        raise DigitnetError(f"{source}: {e}") from None
     arch_id = f"{arch['name']}-v{arch['version']}"
     advice = (f"the definition of {arch_id} changed after {source} was trained with it; restore it "
               f"and register the change under a new version number")
