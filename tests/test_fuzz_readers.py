@@ -7,6 +7,7 @@ IDX files are fuzzed in tests/test_idx.py."""
 import io
 import json
 import math
+import os
 import resource
 import shutil
 import struct
@@ -17,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from safetensors.torch import load_file, save, save_file
+from safetensors.torch import load_file, save
 
 import digitnet
 from digitnet.config import TrainConfig, load_config_file
@@ -35,9 +36,13 @@ from digitnet.training.checkpoint import (
     write_pointers,
 )
 
-FUZZ = settings(max_examples=40, deadline=2_000, derandomize=True, database=None,
+# DIGITNET_FUZZ_EXAMPLES=1000 hunts deeper, with fresh random examples each run (the default is
+# a fixed, quick set; the file takes about 15 s on 2 CPU cores).
+EXAMPLES = int(os.environ.get("DIGITNET_FUZZ_EXAMPLES", "40"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=2_000, database=None,
+                derandomize="DIGITNET_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-FEW = settings(FUZZ, max_examples=20)
+FEW = settings(FUZZ, max_examples=max(EXAMPLES // 2, 1))  # tests that load a model each time
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.integers(min_value=-10**50, max_value=10**50)
@@ -204,9 +209,10 @@ def test_mutated_model_weights_load_only_when_usable(sources, tmp_path, place):
     @FEW
     @given(data=st.data())
     def check(data):
-        if data.draw(st.booleans(), label="in the tensor data"):  # a valid header, damaged values
-            at = data.draw(st.integers(header_end, len(valid) - 4))
-            content = valid[:at] + data.draw(st.binary(min_size=4, max_size=4)) + valid[at + 4:]
+        if data.draw(st.booleans(), label="in the tensor data"):  # a valid header, odd values
+            at = header_end + 4 * data.draw(st.integers(0, (len(valid) - header_end) // 4 - 1))
+            value = struct.pack("<f", data.draw(st.floats(width=32)))  # NaN and infinities too
+            content = valid[:at] + value + valid[at + 4:]
         else:
             content = _mutate(valid, data)
         weights.write_bytes(content)
@@ -435,7 +441,7 @@ def test_predict_on_image_bytes(loaded):
             assert entry["label"] is None and isinstance(entry["error"], str)
         elif entry["digit_found"]:
             assert entry["label"] in range(10) and len(entry["top_k"]) == 3
-            assert math.isclose(sum(entry["probabilities"]), 1, rel_tol=1e-6)
+            assert math.isclose(sum(entry["probabilities"]), 1, abs_tol=1e-5)  # rounded to 6 places
             json.dumps(entry, allow_nan=False)
         else:
             assert entry["label"] is None and entry["reason"]

@@ -76,8 +76,8 @@ def _coerce(name: str, value, path: Path):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise DigitnetError(f"{path}: config field 'data': expected a list of dataset names, found "
-                                f"{describe_value(value)}")
+            raise DigitnetError(f"{path}: config field 'data': expected a list of dataset names, "
+                                f"found {describe_value(value)}")
         return tuple(value)
     kind = f.type if isinstance(f.type, str) else str(f.type)
     if value is None and "None" in kind:
@@ -120,7 +120,7 @@ def load_config_file(path: str | os.PathLike) -> dict:
         raise DigitnetError(f"{path}: expected a mapping of training options, found "
                             f"{describe_value(raw)}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(describe_value(k) if not isinstance(k, str) else k for k in raw if k not in known)
+    unknown = sorted(k if isinstance(k, str) else describe_value(k) for k in raw if k not in known)
     if unknown:
         raise DigitnetError(
             f"{path}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"

@@ -103,7 +103,7 @@ _KINDS = ((bool, "true or false"), (str, "a string"), (int, "an integer"), (floa
 
 @dataclass(frozen=True)
 class Check:
-    """A schema entry that also tests the value: `Check(int, lambda v: v >= 1, "an integer >= 1")`."""
+    """A schema entry that also tests the value: `Check(int, lambda v: v >= 1, "an int >= 1")`."""
 
     spec: object
     test: Callable[[object], bool]
@@ -135,7 +135,9 @@ def describe_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return f"a list of {len(value)} item(s)"
     if isinstance(value, (str, int, float)):
-        text = repr(value) if not isinstance(value, int) or abs(value) < 10**40 else "a huge integer"
+        if isinstance(value, int) and abs(value) >= 10**40:
+            return "a huge integer"
+        text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
     return type(value).__name__
 
@@ -248,7 +250,8 @@ def _check_text(text: str, name) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate such as "\\ud800"
-            raise DigitnetError(f"{name}: text {describe_value(text)} is not valid Unicode") from None
+            raise DigitnetError(f"{name}: text {describe_value(text)} is not valid "
+                                f"Unicode") from None
 
 
 def parse_json(content: bytes, name: str | os.PathLike, schema=None):

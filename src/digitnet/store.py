@@ -274,6 +274,10 @@ def check_label_names(model: nn.Module, label_names: list[str], source: Path) ->
                             f"output of the model), found {len(label_names)}")
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def check_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> dict:
     """The state dict with dtypes the model expects, refusing weights that cannot predict.
 
@@ -291,17 +295,16 @@ def check_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path
         want = expected[name].dtype
         if want.is_floating_point != tensor.dtype.is_floating_point or (
                 not want.is_floating_point and tensor.dtype != want):
-            raise DigitnetError(f"{source}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, "
-                                f"expected {str(want).removeprefix('torch.')}; these are not "
-                                f"weights digitnet can use")
+            raise DigitnetError(f"{source}: tensor {name!r} is {_dtype_name(tensor.dtype)}, "
+                                f"expected {_dtype_name(want)}; these are not weights digitnet "
+                                f"can use")
         if want.is_floating_point:
-            for t in (tensor, tensor.to(want)):
+            for t, cast in ((tensor, ""), (tensor.to(want), f" once cast to {_dtype_name(want)}")):
                 bad = int((~torch.isfinite(t)).sum())
                 if bad:
                     raise DigitnetError(
-                        f"{source}: tensor {name!r} holds {bad:,} NaN or infinite value(s)"
-                        f"{'' if t is tensor else ' once cast to ' + str(want).removeprefix('torch.')}"
-                        f"; weights like these cannot predict (did training diverge?)")
+                        f"{source}: tensor {name!r} holds {bad:,} NaN or infinite value(s){cast}; "
+                        f"weights like these cannot predict (did training diverge?)")
             tensor = tensor.to(want)
         out[name] = tensor
     return out

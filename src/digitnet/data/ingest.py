@@ -51,7 +51,8 @@ _NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024  # a row per ingested file (~300 bytes): ~800,000 files
 MANIFEST_SCHEMA = {  # what ingesting and loading need from manifest.json
     "format_version?": int,
-    "balance": Check(str, lambda v: v in BALANCE_POLICIES, " or ".join(map(repr, BALANCE_POLICIES))),
+    "balance": Check(str, lambda v: v in BALANCE_POLICIES,
+                     " or ".join(map(repr, BALANCE_POLICIES))),
     "count": Check(int, lambda v: v >= 0, "an integer >= 0"),
     "content_sha256": str,
     "ingests": [dict],

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import fnmatch
-import json
 import os
 import re
 import shutil
