@@ -693,3 +693,14 @@ def test_repo_id_the_hub_rejects_is_refused_before_any_work(repo_id, trained, tm
         assert code == 1 and err.count("\n") == 1, err
         assert f"--repo-id {repo_id!r}: " in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("hf://me/tiny", ("me/tiny", None)),
+    ("hf://Org_1/model.v2@v1.0", ("Org_1/model.v2", "v1.0")),
+    ("hf://me/tiny@refs/pr/1", ("me/tiny", "refs/pr/1")),
+    ("hf://me/tiny@release/2024-01", ("me/tiny", "release/2024-01")),
+    ("hf://me/tiny@" + "0123abcd" * 5, ("me/tiny", "0123abcd" * 5)),
+])
+def test_hf_references_the_hub_accepts_still_parse(ref, expected):
+    assert hub.parse_hub_ref(ref) == expected
