@@ -31,6 +31,7 @@ from digitnet.store import read_metrics
 from digitnet.training.checkpoint import (
     CheckpointError,
     load_state_dict,
+    load_training_state,
     read_pointers,
     verify_checkpoint,
     write_pointers,
@@ -225,6 +226,28 @@ def test_mutated_model_weights_load_only_when_usable(sources, tmp_path, place):
         written = load_file(str(weights))
         for name, tensor in model_loaded.model.state_dict().items():
             assert torch.equal(tensor, written[name].to(tensor.dtype))  # what the file holds
+
+    check()
+
+
+def test_training_state_reader_refuses_damage(sources, tmp_path):
+    """state.pt (torch.load, weights_only): a damaged file is a CheckpointError, whatever part of
+    torch's unpickler it trips (IndexError, KeyError, TypeError were seen)."""
+    path = tmp_path / "state.pt"
+    valid = (sources["run"] / "checkpoints" / "epoch-001" / "state.pt").read_bytes()
+
+    @FUZZ
+    @given(data=st.data())
+    def check(data):
+        content = (data.draw(st.binary(max_size=300)) if data.draw(st.booleans(), label="random")
+                   else _mutate(valid, data))
+        path.write_bytes(content)
+        try:
+            state = load_training_state(path)
+        except CheckpointError as e:
+            assert str(path) in str(e)
+            return
+        assert isinstance(state, dict)
 
     check()
 

@@ -211,14 +211,20 @@ def load_training_state(path: Path) -> dict:
     except DigitnetError as e:
         raise CheckpointError(str(e)) from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain data "
             f"(possible code execution payload): {str(e).splitlines()[0]}"
         ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt training state ({e})") from None
+    except Exception as e:  # a damaged file fails in torch's unpickler in many ways (IndexError,
+        # KeyError, TypeError, ...); none of them runs code
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: corrupt training state ({detail})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: corrupt training state (expected a dict, found "
+                              f"{type(state).__name__})")
+    return state
 
 
 def load_checkpoint(path: Path, with_training_state: bool = True) -> Checkpoint:
