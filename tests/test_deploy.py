@@ -1,6 +1,8 @@
 """Deployment: Hub export, model card, loading back (folder, clone, hf://), git-LFS mirror, API."""
 
 import json
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -457,3 +459,277 @@ def test_predict_accepts_an_exported_folder(trained, tmp_path, capsys):
                      str(trained["models"])]) == 0
         outputs.append(json.loads(capsys.readouterr().out))
     assert outputs[0] == outputs[1] and outputs[0][0]["digit_found"]
+
+
+# ------------------------------------------------------------------ weights that cannot predict
+def _copy_sources(trained, tmp_path) -> dict[str, tuple[str, Path]]:
+    """A store model, one of its checkpoints and an export, copied: {place: (ref, weights)}."""
+    models = tmp_path / "models"
+    shutil.copytree(trained["models"], models)
+    export = tmp_path / "export"
+    shutil.copytree(trained["export"], export)
+    run = models / "cnn-v1" / "tiny"
+    return dict(store=(str(run), run / "model.safetensors"),
+                checkpoint=(f"{run}@epoch-1", run / "checkpoints" / "epoch-001" / "model.safetensors"),
+                export=(str(export), export / "model.safetensors"))
+
+
+def _rewrite_weights(weights: Path, change) -> None:
+    """Apply `change` to the weights, keeping a checkpoint's meta.json hashes consistent (a
+    careless or hostile writer can update them too)."""
+    from digitnet.fileio import sha256_file
+
+    state = load_file(str(weights))
+    change(state)
+    save_file(state, str(weights))
+    meta = weights.parent / "meta.json"
+    if meta.is_file():
+        content = json.loads(meta.read_text())
+        content["sha256"]["model.safetensors"] = sha256_file(weights)
+        meta.write_text(json.dumps(content))
+
+
+def _set(name, fill=None, dtype=None):
+    def change(state):
+        if dtype is not None:
+            state[name] = state[name].to(dtype)
+        if fill is not None:
+            state[name] = state[name].clone()
+            state[name].view(-1)[0] = fill
+    return change
+
+
+@pytest.mark.parametrize("place", ["store", "checkpoint", "export"])
+@pytest.mark.parametrize("change, message", [
+    (_set("head.3.weight", fill=float("nan")), r"'head.3.weight' holds 1 NaN or infinite"),
+    (_set("features.0.weight", fill=float("inf")), r"'features.0.weight' holds 1 NaN or infinite"),
+    (_set("features.1.running_var", fill=float("-inf")), r"'features.1.running_var' holds 1 NaN"),
+    (_set("head.3.weight", dtype=torch.int32), r"'head.3.weight' is int32, expected float32"),
+    (_set("head.3.bias", dtype=torch.bool), r"'head.3.bias' is bool, expected float32"),
+    (_set("features.1.num_batches_tracked", dtype=torch.float32),
+     r"'features.1.num_batches_tracked' is float32, expected int64"),
+    (_set("head.3.weight", fill=1e300, dtype=torch.float64),
+     r"'head.3.weight' holds 1 NaN or infinite value\(s\) once cast to float32"),
+])
+def test_weights_that_cannot_predict_are_refused_at_load(trained, tmp_path, capsys, place, change,
+                                                         message):
+    from conftest import seven_png
+
+    ref, weights = _copy_sources(trained, tmp_path)[place]
+    _rewrite_weights(weights, change)
+    with pytest.raises(DigitnetError, match=message) as info:
+        digitnet.load(ref)
+    assert str(weights) in str(info.value)
+    image = tmp_path / "seven.png"
+    image.write_bytes(seven_png())
+    capsys.readouterr()
+    assert main(["predict", ref, str(image), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err) and str(weights) in err
+
+
+@pytest.mark.parametrize("place", ["store", "checkpoint", "export"])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float16, 0.05), (torch.bfloat16, 0.3),
+                                              (torch.float64, 1e-6)])
+def test_other_float_dtypes_are_cast_to_float32(trained, tmp_path, images, place, dtype, tolerance):
+    ref, weights = _copy_sources(trained, tmp_path)[place]
+    before = digitnet.load(ref).logits(images)
+
+    def to_dtype(state):
+        for name, tensor in state.items():
+            if tensor.is_floating_point():
+                state[name] = tensor.to(dtype)
+
+    _rewrite_weights(weights, to_dtype)
+    loaded = digitnet.load(ref)
+    assert all(t.dtype in (torch.float32, torch.int64) for t in loaded.model.state_dict().values())
+    after = loaded.logits(images)
+    assert after.dtype == torch.float32 and torch.allclose(after, before, atol=tolerance, rtol=0.05)
+    assert torch.equal(after.argmax(1), before.argmax(1)) or dtype is torch.bfloat16
+
+
+def test_predict_json_never_prints_nan(trained, tmp_path, capsys):
+    """Finite weights that overflow in the forward pass: an error, not `NaN` in the JSON."""
+    from conftest import seven_png
+
+    ref, weights = _copy_sources(trained, tmp_path)["store"]
+    _rewrite_weights(weights, lambda state: state["head.3.weight"].fill_(3e38))
+    image = tmp_path / "seven.png"
+    image.write_bytes(seven_png())
+    capsys.readouterr()
+    assert main(["predict", ref, str(image), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert "NaN" not in out and err.count("\n") == 1
+    assert "NaN or infinite probabilities" in err
+
+
+# ------------------------------------------------------------ config files trusted by their shape
+def _edit(mutate):
+    """config.json content from the valid one: `mutate(dict)` edits it in place."""
+    def content(valid: dict) -> bytes:
+        mutate(valid)
+        return json.dumps(valid).encode()
+    return content
+
+
+def _raw(data: bytes):
+    return lambda valid: data
+
+
+COMMON_BAD_CONFIGS = [
+    ("list", _raw(b"[1, 2]"), r"config.json: expected an object, found a list of 2 item"),
+    ("utf8", _raw(b'{"arch": "\xff"}'), r"config.json: not UTF-8 text \(invalid byte at offset 10\)"),
+    ("json", _raw(b'{"arch": '), r"config.json: invalid JSON"),
+    ("deep", _raw(b"[" * 100_000 + b"]" * 100_000), r"config.json: nested deeper than 64 levels"),
+    ("deep-ok-json", _raw(b'{"a": ' * 200 + b"1" + b"}" * 200), r"config.json: nested deeper"),
+    ("digits", _raw(b'{"a": ' + b"9" * 5000 + b"}"), r"config.json: invalid JSON \(Exceeds"),
+    ("surrogate", _raw(b'{"a": "\\ud800"}'), r"config.json: text '\\ud800' is not valid Unicode"),
+    ("large", _raw(b" " * (16 * 1024 * 1024 + 1)), r"config.json: .* larger than the limit"),
+]
+STORE_BAD_CONFIGS = COMMON_BAD_CONFIGS + [
+    ("no-arch", _edit(lambda c: c.pop("arch")), r'field "arch" is missing \(expected an object\)'),
+    ("arch-list", _edit(lambda c: c.update(arch=[1])), r'field "arch": expected an object'),
+    ("name", _edit(lambda c: c["arch"].update(name=3)),
+     r'config.json: field "arch.name": expected a string, found 3'),
+    ("version", _edit(lambda c: c["arch"].update(version="1")),
+     r'field "arch.version": expected an integer >= 1, found \'1\''),
+    ("version-bool", _edit(lambda c: c["arch"].update(version=True)), r'"arch.version".*found true'),
+    ("model-args", _edit(lambda c: c["arch"].update(model_args=None)), r'"arch.model_args".*null'),
+    ("mean", _edit(lambda c: c["data_config"].update(mean="x")), r'"data_config.mean": expected a num'),
+    ("mean-nan", _edit(lambda c: c["data_config"].update(mean=float("nan"))), r'"data_config.mean"'),
+    ("std", _edit(lambda c: c["data_config"].update(std=0)), r'"data_config.std": expected a number > 0'),
+    ("labels", _edit(lambda c: c["data_config"].update(label_names=["a", 2])),
+     r'"data_config.label_names\[1\]": expected a string, found 2'),
+    ("label-count", _edit(lambda c: c["data_config"].update(label_names=["a", "b"])),
+     r'"label_names": expected 10 names'),
+    ("input-size", _edit(lambda c: c["data_config"].update(input_size=[3, 32, 32])),
+     r'"data_config.input_size": expected \[1, 28, 28\]'),
+    ("val-size", _edit(lambda c: c["train"].update(val_size=-1)), r'"train.val_size": expected an int'),
+    ("unknown-arch", _edit(lambda c: c["arch"].update(name="nosuch")), r"nosuch"),
+]
+EXPORT_BAD_CONFIGS = COMMON_BAD_CONFIGS + [
+    ("no-source", _edit(lambda c: c.pop("source")), r'field "source" is missing'),
+    ("architecture", _edit(lambda c: c.update(architecture=3)), r'"architecture": expected a string'),
+    ("version", _edit(lambda c: c.update(version=[1])), r'"version": expected an integer >= 1'),
+    ("format-version", _edit(lambda c: c.update(format_version="2")), r'"format_version": expected an'),
+    ("newer", _edit(lambda c: c.update(format_version=99)), r"written by a newer digitnet"),
+    ("source-ref", _edit(lambda c: c["source"].update(ref=1)), r'"source.ref": expected a string'),
+    ("epoch", _edit(lambda c: c["source"].update(epoch="2")), r'"source.epoch": expected an integer or'),
+    ("std", _edit(lambda c: c.update(std=-0.3)), r'"std": expected a number > 0, found -0.3'),
+    ("labels", _edit(lambda c: c.update(label_names="0123456789")), r'"label_names": expected a non-emp'),
+    ("label-count", _edit(lambda c: c.update(label_names=list("012"))), r'"label_names": expected 10'),
+    ("signature", _edit(lambda c: c.update(signature=5)), r'"signature": expected a list or null'),
+    ("train", _edit(lambda c: c.update(train=[])), r'"train": expected an object'),
+]
+
+
+def _bad_config_folder(trained, tmp_path, kind: str, content) -> Path:
+    if kind == "store":
+        folder = tmp_path / "models" / "cnn-v1" / "tiny"
+        shutil.copytree(trained["models"] / "cnn-v1" / "tiny", folder)
+    else:
+        folder = tmp_path / "export"
+        shutil.copytree(trained["export"], folder)
+    config = folder / "config.json"
+    config.write_bytes(content(json.loads(config.read_text())))
+    return folder
+
+
+@pytest.mark.parametrize("case, content, message", STORE_BAD_CONFIGS,
+                         ids=[c[0] for c in STORE_BAD_CONFIGS])
+def test_malformed_run_config_is_one_clear_error(trained, tmp_path, capsys, case, content, message):
+    folder = _bad_config_folder(trained, tmp_path, "store", content)
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "--data-dir", str(trained["data"])]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert str(folder) in err
+
+
+@pytest.mark.parametrize("case, content, message", EXPORT_BAD_CONFIGS,
+                         ids=[c[0] for c in EXPORT_BAD_CONFIGS])
+def test_malformed_export_config_is_one_clear_error(trained, tmp_path, capsys, case, content,
+                                                    message):
+    folder = _bad_config_folder(trained, tmp_path, "export", content)
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "--data-dir", str(trained["data"])]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert str(folder) in err
+
+
+def test_config_or_metrics_that_is_a_fifo_does_not_hang(trained, tmp_path):
+    from digitnet.store import read_metrics
+
+    folder = _bad_config_folder(trained, tmp_path, "store", lambda valid: json.dumps(valid).encode())
+    (folder / "metrics.jsonl").unlink()
+    os.mkfifo(folder / "metrics.jsonl")
+    with pytest.raises(DigitnetError, match="expected a regular metrics file, found a FIFO"):
+        read_metrics(folder)
+    (folder / "config.json").unlink()
+    os.mkfifo(folder / "config.json")
+    with pytest.raises(DigitnetError, match=re.escape(str(folder))):
+        digitnet.load(str(folder))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"epochs_done": "2"}', r'summary.json: field "epochs_done": expected an integer >= 0'),
+    (b"[]", r"summary.json: expected an object"),
+    (b"\xfe", r"summary.json: not UTF-8"),
+])
+def test_malformed_summary_is_one_clear_error(trained, tmp_path, content, message):
+    folder = _bad_config_folder(trained, tmp_path, "store", lambda valid: json.dumps(valid).encode())
+    (folder / "summary.json").write_bytes(content)
+    with pytest.raises(DigitnetError, match=message):
+        digitnet.load(str(folder))
+
+
+# ---------------------------------------------------------------------- names the Hub rejects
+BAD_REPO_IDS = ["a/..", "a/.", "a/-b", "a/b-", "a/.b", "a/b--c", "a/b..c", "a/b.git", "a/" + "x" * 97,
+                "a/caf\u00e9"]
+
+
+@pytest.mark.parametrize("repo_id", BAD_REPO_IDS)
+def test_hf_reference_the_hub_rejects_is_refused_offline(repo_id, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Hub was called")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_network)
+    with pytest.raises(DigitnetError, match=r"model reference 'hf://.*': (the Hub does not accept|"
+                                            r"expected hf://USER/NAME)"):
+        digitnet.load(f"hf://{repo_id}")
+
+
+@pytest.mark.parametrize("revision", ["../../../etc", "a/../b", ".hidden", "-x", "v1 0", "x.lock",
+                                      "a//b", "caf\u00e9", ""])
+def test_hf_revision_that_is_not_a_git_name_is_refused(revision, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.snapshot_download",
+                        lambda *a, **k: pytest.fail("the Hub was called"))
+    with pytest.raises(DigitnetError, match=r"model reference 'hf://me/tiny@.*': "):
+        digitnet.load(f"hf://me/tiny@{revision}")
+
+
+@pytest.mark.parametrize("repo_id", BAD_REPO_IDS)
+def test_repo_id_the_hub_rejects_is_refused_before_any_work(repo_id, trained, tmp_path, capsys):
+    capsys.readouterr()
+    for command in (["export", "cnn-v1/tiny", "--out", str(tmp_path / "out")], ["publish", "cnn-v1/tiny"]):
+        code = main([*command, "--repo-id", repo_id, "--models-dir", str(trained["models"]),
+                     "--data-dir", str(trained["data"])])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1, err
+        assert f"--repo-id {repo_id!r}: " in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("hf://me/tiny", ("me/tiny", None)),
+    ("hf://Org_1/model.v2@v1.0", ("Org_1/model.v2", "v1.0")),
+    ("hf://me/tiny@refs/pr/1", ("me/tiny", "refs/pr/1")),
+    ("hf://me/tiny@release/2024-01", ("me/tiny", "release/2024-01")),
+    ("hf://me/tiny@" + "0123abcd" * 5, ("me/tiny", "0123abcd" * 5)),
+])
+def test_hf_references_the_hub_accepts_still_parse(ref, expected):
+    assert hub.parse_hub_ref(ref) == expected

@@ -1271,3 +1271,116 @@ def test_pointer_outside_the_checkpoints_folder_is_ignored(finished_run, tmp_pat
     assert load_model("cnn-v1/done@last", models).ref.checkpoint == "epoch-001"
     with pytest.raises(CheckpointError, match="no 'best' checkpoint recorded"):
         load_model("cnn-v1/done@best", models)
+
+
+# ------------------------------------------------ checkpoint metadata, pointers, metrics, recipes
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """The run folder of a 2-epoch run (copy it before damaging it)."""
+    from conftest import make_synthetic_mnist
+
+    root = tmp_path_factory.mktemp("two")
+    data = make_synthetic_mnist(root / "mnist")
+    summary = fit(TrainConfig(**{**FAST, "epochs": 2, "name": "two"}), data_dir=data,
+                  models_dir=root / "models", progress=False)
+    return Path(summary["path"])
+
+
+def _copy_run(two_epochs, tmp_path) -> Path:
+    import shutil
+
+    run_dir = tmp_path / "models" / "cnn-v1" / "two"
+    shutil.copytree(two_epochs, run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[]", r"meta.json: expected an object, found a list of 0 item"),
+    (b'{"epoch": "1", "sha256": {}}', r'meta.json: field "epoch": expected an integer >= 1'),
+    (b'{"epoch": 1}', r'meta.json: field "sha256" is missing'),
+    (b'{"epoch": 1, "sha256": {"../../config.json": "0"}}', r'field "sha256": expected an object '
+                                                              r"with the sha256 of model.safetensors"),
+    (b'{"epoch": 1, "sha256": []}', r'field "sha256": expected an object with the sha256'),
+    (b"\x80", r"meta.json: not UTF-8"),
+    (b"{" * 5000, r"meta.json: (nested deeper|invalid JSON)"),
+])
+def test_malformed_checkpoint_meta_is_a_clear_error(two_epochs, tmp_path, capsys, content, message):
+    run_dir = _copy_run(two_epochs, tmp_path)
+    (run_dir / "checkpoints" / "epoch-001" / "meta.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(run_dir / "checkpoints" / "epoch-001")
+    capsys.readouterr()
+    assert main(["evaluate", f"{run_dir}@epoch-1", "--data-dir", "/nonexistent"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err) and str(run_dir) in err
+
+
+@pytest.mark.parametrize("content", [b"[1]", b'{"last": 3, "best": null}', b"\xff\xfe",
+                                     b'{"last": "../../../../etc", "best": "epoch-1x"}',
+                                     b"[" * 10_000, b'{"last": "epoch-009"}'])
+def test_damaged_pointers_fall_back_to_the_epoch_folders(two_epochs, tmp_path, content):
+    from digitnet.training.checkpoint import read_pointers, resolve_checkpoint
+
+    checkpoints = _copy_run(two_epochs, tmp_path) / "checkpoints"
+    (checkpoints / "pointers.json").write_bytes(content)
+    pointers = read_pointers(checkpoints)
+    assert all(re.fullmatch(r"epoch-\d+", v) for v in pointers.values())
+    if "last" not in pointers:
+        assert resolve_checkpoint(checkpoints, "last") == checkpoints / "epoch-002"
+        with pytest.raises(CheckpointError, match="no 'best' checkpoint recorded"):
+            resolve_checkpoint(checkpoints, "best")
+    else:  # a well-formed pointer to a folder that is gone
+        with pytest.raises(CheckpointError, match="no 'last' checkpoint recorded"):
+            resolve_checkpoint(checkpoints, "last")
+
+
+def test_metrics_torn_last_line_ignored_other_bad_lines_named(two_epochs, tmp_path):
+    from digitnet.store import read_metrics
+
+    run_dir = _copy_run(two_epochs, tmp_path)
+    metrics = run_dir / "metrics.jsonl"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good + b'{"epoch": 3, "train_lo')  # killed while appending
+    assert [r["epoch"] for r in read_metrics(run_dir)] == [1, 2]
+    for bad, message in [(b"[1, 2]\n", "line 1: expected an object"),
+                         (b'{"epoch": "1"}\n', 'line 1: field "epoch": expected an integer >= 1'),
+                         (b'{"epoch": 1, "seconds": NaN}\n', 'line 1: field "seconds"'),
+                         (b"\xff\n", "line 1: not UTF-8"), (b"{\n", "line 1: invalid JSON")]:
+        metrics.write_bytes(bad + good)
+        with pytest.raises(DigitnetError, match=re.escape(f"{metrics} {message}")):
+            read_metrics(run_dir)
+
+
+def _alias_bomb(levels: int = 12) -> str:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ndata: *a{levels - 1}\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"- 1\n- 2\n", r"expected a mapping of training options, found a list of 2 item"),
+    (b"epochs: \xff\n", r"r.yaml: not UTF-8 text \(invalid byte at offset 8\)"),
+    (b"[" * 20_000 + b"]" * 20_000, r"r.yaml: nested too deeply"),
+    (b"data: " + b"[" * 200 + b"]" * 200, r"r.yaml: nested deeper than 64 levels"),
+    (_alias_bomb().encode(), r"r.yaml: more than 100,000 values"),
+    (b"epochs: 2001-13-01\n", r"r.yaml: cannot parse config file: month must be in 1..12"),
+    (b"1: 2\nepochs: 3\n", r"unknown config key\(s\) 1;"),
+    (b"epochs: [1]\n", r"config field 'epochs': expected int, found a list of 1 item"),
+    (b"data: {a: 1}\n", r"config field 'data': expected a list of dataset names, found an object"),
+    (b"epochs: 1\n" + b"#" * (1024 * 1024), r"r.yaml: config file larger than the limit of 1,048,576"),
+])
+def test_malformed_recipe_file_is_one_clear_error(tmp_path, capsys, content, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(content)
+    with pytest.raises(DigitnetError, match=message):
+        resolve_config(recipe)
+    capsys.readouterr()
+    assert main(["train", "--config", str(recipe), "--models-dir", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err) and not (tmp_path / "m").exists()
+
+
+def test_recipe_file_that_is_a_fifo_does_not_hang(tmp_path):
+    os.mkfifo(tmp_path / "r.yaml")
+    with pytest.raises(DigitnetError, match="expected a regular config file, found a FIFO"):
+        resolve_config(tmp_path / "r.yaml")

@@ -370,7 +370,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     loaded = load_model(args.ref, args.models_dir)
     entries = predict_files(loaded, args.inputs, args.top_k)
     if args.json:
-        print(json.dumps(to_jsonable(entries), indent=2))
+        try:
+            text = json.dumps(to_jsonable(entries), indent=2, allow_nan=False)
+        except ValueError:  # NaN is not JSON; finite weights can still overflow to it
+            raise DigitnetError(f"{loaded.ref.label}: the model gave NaN or infinite "
+                                f"probabilities; its weights cannot predict") from None
+        print(text)
     else:
         for entry in entries:
             print(format_prediction(entry))

@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 try:
@@ -128,3 +131,199 @@ def exclusive_lock(path: str | os.PathLike, busy: str, advice: str = "") -> Iter
         yield
     finally:
         os.close(fd)
+
+# ---------------------------------------------------------------------------------------- JSON
+MAX_JSON_BYTES = 16 * 1024 * 1024  # configs, summaries and checkpoint metadata are a few kB
+MAX_JSON_DEPTH = 64  # levels of nested lists and objects; digitnet writes at most 4
+MAX_JSON_VALUES = 10_000_000  # values visited in one document (YAML aliases can share a value)
+
+_KINDS = ((bool, "true or false"), (str, "a string"), (int, "an integer"), (float, "a number"),
+          (dict, "an object"), (list, "a list"), (type(None), "null"))
+
+
+@dataclass(frozen=True)
+class Check:
+    """A schema entry that also tests the value: `Check(int, lambda v: v >= 1, "an int >= 1")`."""
+
+    spec: object
+    test: Callable[[object], bool]
+    expected: str
+
+
+def _expected(spec) -> str:
+    if isinstance(spec, Check):
+        return spec.expected
+    if isinstance(spec, tuple):
+        return " or ".join(_expected(s) for s in spec)
+    if isinstance(spec, dict):
+        return "an object"
+    if isinstance(spec, list):
+        return f"a list of {_expected(spec[0]).removeprefix('a ').removeprefix('an ')}s"
+    if spec is None:
+        return "null"
+    return dict((t, name) for t, name in _KINDS)[spec]
+
+
+def describe_value(value) -> str:
+    """A short description of a parsed value for an error message (never a huge repr)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} key(s)"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, (str, int, float)):
+        if isinstance(value, int) and abs(value) >= 10**40:
+            return "a huge integer"
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return type(value).__name__
+
+
+def _is(value, typ) -> bool:
+    if typ is None:
+        return value is None
+    if typ is float:  # a finite number; JSON does not tell 1 from 1.0
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _mismatch(value, spec, field: str) -> tuple[str, str, bool] | None:
+    """(field, expected, missing) of the first place where `value` does not fit `spec`."""
+    if isinstance(spec, Check):
+        bad = _mismatch(value, spec.spec, field)
+        if bad is not None:  # the value itself is wrong: say what the check expects
+            return (field, spec.expected, False) if bad[0] == field else bad
+        return None if spec.test(value) else (field, spec.expected, False)
+    if isinstance(spec, tuple):
+        if any(_mismatch(value, s, field) is None for s in spec):
+            return None
+        return field, _expected(spec), False
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            return field, "an object", False
+        for key, sub in spec.items():
+            name = key.removesuffix("?")
+            path = f"{field}.{name}" if field else name
+            if name not in value:
+                if key.endswith("?"):
+                    continue
+                return path, _expected(sub), True
+            bad = _mismatch(value[name], sub, path)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return field, _expected(spec), False
+        for i, item in enumerate(value):
+            bad = _mismatch(item, spec[0], f"{field}[{i}]")
+            if bad is not None:
+                return bad
+        return None
+    return None if _is(value, spec) else (field, _expected(spec), False)
+
+
+def _find(value, field: str):
+    """The value at a field path such as "files[3].sha256" (for the error message)."""
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", field):
+        if not isinstance(value, (dict, list)):
+            return None
+        if part.startswith("["):
+            value = value[int(part[1:-1])]
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def check_json(value, schema, name: str | os.PathLike) -> None:
+    """Check a parsed JSON (or YAML) value against `schema`; a DigitnetError names the field.
+
+    A schema is a type (str, int, float: any finite number, bool, dict, list, None), a tuple of
+    schemas (any of them), a dict {key: schema} for an object (a key ending in "?" is optional;
+    other keys are allowed), a one-item list [schema] for a list of such items, or a `Check`.
+
+    Raises:
+        DigitnetError: `NAME: field "arch.name": expected a string, found 3`.
+    """
+    bad = _mismatch(value, schema, "")
+    if bad is None:
+        return
+    field, expected, missing = bad
+    if missing:
+        raise DigitnetError(f'{name}: field "{field}" is missing (expected {expected})')
+    where = f'field "{field}": ' if field else ""
+    found = describe_value(_find(value, field) if field else value)
+    raise DigitnetError(f"{name}: {where}expected {expected}, found {found}")
+
+
+def check_nesting(value, name: str | os.PathLike, max_depth: int = MAX_JSON_DEPTH,
+                  max_values: int = MAX_JSON_VALUES) -> None:
+    """Refuse values nested deeper than `max_depth`, with more than `max_values` values (YAML
+    aliases can make a small file a huge tree), or with text that is not valid Unicode."""
+    stack, seen = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > max_values:
+            raise DigitnetError(f"{name}: more than {max_values:,} values; expected a small file")
+        if isinstance(item, str):
+            _check_text(item, name)
+        elif isinstance(item, (dict, list)):
+            if depth > max_depth:
+                raise DigitnetError(f"{name}: nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key in item:
+                    _check_text(key, name) if isinstance(key, str) else None
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+
+
+def _check_text(text: str, name) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\\ud800"
+            raise DigitnetError(f"{name}: text {describe_value(text)} is not valid "
+                                f"Unicode") from None
+
+
+def parse_json(content: bytes, name: str | os.PathLike, schema=None):
+    """Parse UTF-8 JSON text, check its nesting and, with `schema`, its structure.
+
+    Raises:
+        DigitnetError: not UTF-8, not JSON, too deep, or not what `schema` expects.
+    """
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DigitnetError(f"{name}: not UTF-8 text (invalid byte at offset {e.start})") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise DigitnetError(f"{name}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:  # JSONDecodeError, or an integer of more than 4,300 digits
+        raise DigitnetError(f"{name}: invalid JSON ({e})") from None
+    check_nesting(value, name)
+    if schema is not None:
+        check_json(value, schema, name)
+    return value
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", schema=None,
+              max_bytes: int = MAX_JSON_BYTES):
+    """Read a JSON file that digitnet wrote (or that comes from a user): the one reader.
+
+    Regular files only, at most `max_bytes`, UTF-8, nesting bounded; with `schema`, checked by
+    `check_json`.
+
+    Raises:
+        DigitnetError: names the file, and the field where the structure is wrong.
+    """
+    return parse_json(read_regular_bytes(path, max_bytes, what), path, schema)

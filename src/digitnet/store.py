@@ -20,7 +20,6 @@ One process at a time trains into a run folder: it holds the folder's lock (`loc
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -31,7 +30,14 @@ from torch import nn
 
 from digitnet.constants import IMAGE_SIZE, LABEL_NAMES, MNIST_MEAN, MNIST_STD
 from digitnet.errors import DigitnetError
-from digitnet.fileio import exclusive_lock
+from digitnet.fileio import (
+    MAX_JSON_BYTES,
+    Check,
+    exclusive_lock,
+    parse_json,
+    read_json,
+    read_regular_bytes,
+)
 from digitnet.training.checkpoint import (
     META_FILE,
     WEIGHTS_FILE,
@@ -68,26 +74,57 @@ def architecture_signature(model: nn.Module) -> list[list]:
     return [[k, list(v.shape)] for k, v in model.state_dict().items()]
 
 
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DigitnetError(f"{path}: not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise DigitnetError(f"{path}: unreadable JSON ({e})") from None
+def _at_least(minimum: int) -> Check:
+    return Check(int, lambda v: v >= minimum, f"an integer >= {minimum}")
+
+
+# What loading needs from a run's files (other keys are kept but not relied on).
+DATA_CONFIG_SCHEMA = {
+    "input_size": Check([int], lambda v: v == [1, IMAGE_SIZE, IMAGE_SIZE],
+                        f"[1, {IMAGE_SIZE}, {IMAGE_SIZE}]"),
+    "mean": float,
+    "std": Check(float, lambda v: v > 0, "a number > 0"),
+    "label_names": Check([str], lambda v: len(v) >= 1, "a non-empty list of strings"),
+    "polarity?": (str, None),
+}
+ARCH_SCHEMA = {"name": str, "version": _at_least(1), "id": str, "model_args": dict,
+               "signature?": list}
+RUN_CONFIG_SCHEMA = {"format_version?": int, "arch": ARCH_SCHEMA,
+                     "data_config": DATA_CONFIG_SCHEMA, "train?": {"val_size?": _at_least(0)},
+                     "data?": dict, "env?": dict, "created?": (str, None), "ref?": (str, None)}
+SUMMARY_SCHEMA = {"epochs_done?": _at_least(0), "test_acc?": (float, None)}
+METRICS_ROW_SCHEMA = {"epoch": _at_least(1), "seconds?": float, "val_acc?": (float, None)}
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """A run's config.json, checked to hold what loading and resuming need.
+
+    Raises:
+        DigitnetError: unreadable, not JSON, or a field missing or of the wrong type (named).
+    """
+    return read_json(run_dir / CONFIG_FILE, "run config", RUN_CONFIG_SCHEMA)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Per-epoch metrics of a run (a torn last line from a crash is ignored)."""
+    """Per-epoch metrics of a run (a torn last line from a crash is ignored).
+
+    Raises:
+        DigitnetError: an earlier line is not a metrics row (the file and line are named).
+    """
     path = run_dir / METRICS_FILE
-    if not path.is_file():
+    if not path.exists():
         return []
+    lines = read_regular_bytes(path, MAX_JSON_BYTES, "metrics file").split(b"\n")
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:
+            rows.append(parse_json(line, f"{path} line {number}", METRICS_ROW_SCHEMA))
+        except DigitnetError:
+            if number == len(lines):  # no newline after it: a write cut short
+                break
+            raise
     return rows
 
 
@@ -118,11 +155,11 @@ def list_runs(models_dir: str | os.PathLike | None = None, arch_id: str | None =
 
     def created(run: Path) -> str:
         try:
-            config = json.loads((run / CONFIG_FILE).read_text())
-        except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8, not JSON, too deep
+            config = read_json(run / CONFIG_FILE, "run config")
+        except DigitnetError:  # listed anyway; loading it says what is wrong
             return ""
-        value = config.get("created") if isinstance(config, dict) else None
-        return value if isinstance(value, str) else ""
+        created = config.get("created") if isinstance(config, dict) else None
+        return created if isinstance(created, str) else ""
 
     return sorted(runs, key=lambda r: (created(r), r.name))
 
@@ -264,7 +301,10 @@ def build_frozen_model(arch: dict, source: Path) -> nn.Module:
     """
     from digitnet.models import create_model
 
-    model = create_model(arch["name"], arch["version"])
+    try:
+        model = create_model(arch["name"], arch["version"])
+    except DigitnetError as e:  # unknown name or version: say which model asked for it
+        raise DigitnetError(f"{source}: {e}") from None
     arch_id = f"{arch['name']}-v{arch['version']}"
     advice = (f"the definition of {arch_id} changed after {source} was trained with it; restore it "
               f"and register the change under a new version number")
@@ -279,8 +319,53 @@ def build_frozen_model(arch: dict, source: Path) -> nn.Module:
     return model
 
 
+def check_label_names(model: nn.Module, label_names: list[str], source: Path) -> None:
+    """One label name per output of the model."""
+    outputs = model.model_args.get("num_classes")
+    if outputs is not None and len(label_names) != outputs:
+        raise DigitnetError(f'{source}: field "label_names": expected {outputs} names (one per '
+                            f"output of the model), found {len(label_names)}")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> dict:
+    """The state dict with dtypes the model expects, refusing weights that cannot predict.
+
+    Floating tensors must hold only finite values; float16, bfloat16 and float64 are cast to the
+    model's float32 (and checked again: a float64 beyond float32's range would become infinite).
+    Integer and boolean tensors in the place of floating ones are refused, and integer buffers
+    (BatchNorm's num_batches_tracked) must keep their exact dtype.
+
+    Raises:
+        DigitnetError: names the file and the tensor.
+    """
+    expected = model.state_dict()
+    out = {}
+    for name, tensor in state.items():
+        want = expected[name].dtype
+        if want.is_floating_point != tensor.dtype.is_floating_point or (
+                not want.is_floating_point and tensor.dtype != want):
+            raise DigitnetError(f"{source}: tensor {name!r} is {_dtype_name(tensor.dtype)}, "
+                                f"expected {_dtype_name(want)}; these are not weights digitnet "
+                                f"can use")
+        if want.is_floating_point:
+            for t, cast in ((tensor, ""), (tensor.to(want), f" once cast to {_dtype_name(want)}")):
+                bad = int((~torch.isfinite(t)).sum())
+                if bad:
+                    raise DigitnetError(
+                        f"{source}: tensor {name!r} holds {bad:,} NaN or infinite value(s){cast}; "
+                        f"weights like these cannot predict (did training diverge?)")
+            tensor = tensor.to(want)
+        out[name] = tensor
+    return out
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path, arch_id: str) -> None:
-    """Strict load with a clear error instead of PyTorch's size-mismatch traceback."""
+    """Strict load with a clear error instead of PyTorch's size-mismatch traceback, after
+    `check_weights` (dtypes and finite values)."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:
@@ -291,7 +376,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path,
             f"{source}: weights do not fit {arch_id} (missing {missing}, unexpected {extra}, "
             f"shape differs {shape}); if {arch_id} was changed, register the change as a new version"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(check_weights(model, state, source), strict=True)
 
 
 def load_model(ref: str | ModelRef, models_dir: str | os.PathLike | None = None) -> LoadedModel:
@@ -306,22 +391,23 @@ def load_model(ref: str | ModelRef, models_dir: str | os.PathLike | None = None)
         if is_hub_ref(ref):  # hf://USER/NAME[@REV], or an exported folder or a clone of its mirror
             return load_from_hub(ref)
     mref = resolve_ref(ref, models_dir) if isinstance(ref, str) else ref
-    config = read_json(mref.run_dir / CONFIG_FILE)
+    config = read_run_config(mref.run_dir)
     arch = config["arch"]
     model = build_frozen_model(arch, mref.run_dir)
+    check_label_names(model, config["data_config"]["label_names"], mref.run_dir / CONFIG_FILE)
     final = mref.run_dir / WEIGHTS_FILE
     if mref.checkpoint is None and final.is_file():
         state, epoch, source = load_state_dict(final), None, final
         summary = mref.run_dir / SUMMARY_FILE
         if summary.is_file():
-            epoch = read_json(summary).get("epochs_done", epoch)
+            epoch = read_json(summary, "run summary", SUMMARY_SCHEMA).get("epochs_done", epoch)
     else:
         ckpt_dir = mref.run_dir / CHECKPOINTS_DIR
         if not list_checkpoints(ckpt_dir):
             raise CheckpointError(f"{mref.run_dir}: no final weights and no checkpoints yet")
         path = resolve_checkpoint(ckpt_dir, mref.checkpoint or "last")
         ckpt = load_checkpoint(path, with_training_state=False)
-        state, epoch, source = ckpt.model_state, ckpt.epoch, path
+        state, epoch, source = ckpt.model_state, ckpt.epoch, path / WEIGHTS_FILE
         mref = ModelRef(mref.run_dir, path.name)
     load_weights(model, state, source, arch["id"])
     model.eval()

@@ -21,7 +21,6 @@ import csv
 import datetime as dt
 import fcntl
 import io
-import json
 import os
 import re
 from contextlib import contextmanager
@@ -39,8 +38,10 @@ from digitnet.data.idx import IdxError, read_idx, write_idx
 from digitnet.data.preprocess import PREPROCESS_VERSION, ImageError, preprocess
 from digitnet.errors import DigitnetError
 from digitnet.fileio import (
+    Check,
     atomic_write_json,
     check_regular_file,
+    read_json,
     read_regular_bytes,
     sha256_bytes,
     sha256_file,
@@ -58,6 +59,18 @@ DEFAULT_MIN_PER_CLASS = 10  # fewer examples of a class than this draws a warnin
 RESERVED_NAMES = ("mnist", "mnist-test", "mnist-val", "mnist-test-augmented")
 _NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 MAX_CSV_BYTES = 64 * 2**20  # a CSV source larger than this is refused (about a million rows)
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024  # a row per ingested file (~300 bytes): ~800,000 files
+MANIFEST_SCHEMA = {  # what ingesting and loading need from manifest.json
+    "format_version?": int,
+    "balance": Check(str, lambda v: v in BALANCE_POLICIES,
+                     " or ".join(map(repr, BALANCE_POLICIES))),
+    "count": Check(int, lambda v: v >= 0, "an integer >= 0"),
+    "content_sha256": str,
+    "ingests": [dict],
+    "files": [{"sha256": str, "source": str, "digit_found": bool,
+               "label": Check(int, lambda v: 0 <= v < NUM_CLASSES, f"a label 0-{NUM_CLASSES - 1}"),
+               "preprocess_version?": (int, None), "index?": (int, None)}],
+}
 
 # why a source file was skipped
 UNREADABLE = "unreadable"
@@ -124,12 +137,9 @@ def read_manifest(name: str, datasets_dir: str | os.PathLike | None = None) -> d
     """
     root = datasets_root(datasets_dir)
     path = root / name / MANIFEST_FILE
-    if not re.fullmatch(_NAME_PATTERN, name) or not path.is_file():
+    if not re.fullmatch(_NAME_PATTERN, name) or not path.exists():
         raise _unknown(name, root)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DigitnetError(f"{path}: unreadable manifest ({e})") from None
+    return read_json(path, "dataset manifest", MANIFEST_SCHEMA, MAX_MANIFEST_BYTES)
 
 
 def _read_arrays(folder: Path, manifest: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import fnmatch
-import json
 import os
 import re
 import shutil
@@ -32,14 +31,22 @@ import torch
 
 from digitnet import __version__
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_json, atomic_write_text, sha256_file
+from digitnet.fileio import (
+    atomic_write_json,
+    atomic_write_text,
+    check_json,
+    read_json,
+    sha256_file,
+)
 from digitnet.store import (
+    ARCH_SCHEMA,
     CONFIG_FILE,
+    DATA_CONFIG_SCHEMA,
     LoadedModel,
     ModelRef,
     build_frozen_model,
+    check_label_names,
     load_weights,
-    read_json,
 )
 from digitnet.training.checkpoint import WEIGHTS_FILE, load_state_dict, save_state_dict
 
@@ -60,8 +67,15 @@ LFS_PATTERNS = (
     "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*", "*.png",
 )
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_EXPORT_KEYS = ("architecture", "version", "arch_id", "model_args", "label_names", "input_size",
-                "mean", "std", "source")
+_REVISION = re.compile(r"[A-Za-z0-9][\w.+/-]*", re.ASCII)
+EXPORT_CONFIG_SCHEMA = {  # what loading needs from an exported config.json
+    "architecture": ARCH_SCHEMA["name"], "version": ARCH_SCHEMA["version"],
+    "arch_id": ARCH_SCHEMA["id"], "model_args": ARCH_SCHEMA["model_args"],
+    "signature?": (list, None), **DATA_CONFIG_SCHEMA,
+    "source": {"ref": str, "epoch?": (int, None), "created?": (str, None),
+               "git_commit?": (str, None)},
+    "train?": dict, "data?": dict,
+}
 _OFFLINE_HINTS = ("could not resolve", "failed to connect", "couldn't connect",
                   "connection refused", "timed out", "network is unreachable",
                   "could not read from remote", "unable to access")
@@ -221,6 +235,8 @@ def export_model(
     from digitnet.evaluation.evaluate import evaluate_on, model_val_size
     from digitnet.store import load_model
 
+    if repo_id is not None:
+        check_repo_id(repo_id, f"--repo-id {repo_id!r}")
     out = Path(out).expanduser()
     _check_replaceable(out)
     loaded = load_model(ref, models_dir)
@@ -261,10 +277,13 @@ class HubModelRef(ModelRef):
 def is_export_folder(path: str | os.PathLike) -> bool:
     """True if `path` is a folder whose config.json was written by `export_model`."""
     config = Path(path).expanduser() / CONFIG_FILE
-    try:
-        return json.loads(config.read_text()).get("format") == EXPORT_FORMAT
-    except (OSError, ValueError, AttributeError):
+    if not config.is_file():
         return False
+    try:
+        value = read_json(config, "exported config")
+    except DigitnetError:  # loading it as a store folder then says what is wrong with it
+        return False
+    return isinstance(value, dict) and value.get("format") == EXPORT_FORMAT
 
 
 def is_hub_ref(ref: str) -> bool:
@@ -272,16 +291,15 @@ def is_hub_ref(ref: str) -> bool:
     return ref.startswith(HUB_PREFIX) or is_export_folder(ref.partition("@")[0])
 
 
-def _check_export_config(config: dict, path: Path) -> None:
-    if config.get("format") != EXPORT_FORMAT:
+def _check_export_config(config, path: Path) -> None:
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
         raise DigitnetError(f"{path}: not a digitnet model (config.json lacks format "
                             f"{EXPORT_FORMAT!r}); was it exported with `digitnet export`?")
+    check_json(config, {"format_version?": int}, path)
     if config.get("format_version", 0) > EXPORT_FORMAT_VERSION:
         raise DigitnetError(f"{path}: written by a newer digitnet (format version "
                             f"{config['format_version']}); upgrade digitnet to load it")
-    missing = [k for k in _EXPORT_KEYS if k not in config]
-    if missing:
-        raise DigitnetError(f"{path}: config.json lacks {', '.join(missing)}")
+    check_json(config, EXPORT_CONFIG_SCHEMA, path)
 
 
 def _check_not_lfs_pointer(path: Path) -> None:
@@ -311,13 +329,14 @@ def load_exported(folder: str | os.PathLike, label: str | None = None) -> Loaded
     """
     folder = Path(folder).expanduser()
     config_path = folder / CONFIG_FILE
-    cfg = read_json(config_path)
+    cfg = read_json(config_path, "exported config")
     _check_export_config(cfg, config_path)
     arch = dict(name=cfg["architecture"], version=cfg["version"], id=cfg["arch_id"],
                 model_args=cfg["model_args"])
     if cfg.get("signature") is not None:
         arch["signature"] = cfg["signature"]
     model = build_frozen_model(arch, folder)
+    check_label_names(model, cfg["label_names"], config_path)
     weights = folder / WEIGHTS_FILE
     _check_not_lfs_pointer(weights)
     load_weights(model, load_state_dict(weights), weights, arch["id"])
@@ -339,12 +358,46 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
+def check_repo_id(repo_id: str, what: str) -> None:
+    """USER/NAME, by digitnet's rule and by the Hub's own validator (`validate_repo_id`).
+
+    Raises:
+        DigitnetError: `what` (the option or reference) and why the Hub would refuse it.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not _REPO_ID.fullmatch(repo_id):
+        raise DigitnetError(f"{what}: expected USER/NAME")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        reason = str(e).splitlines()[0].rsplit(": '", 1)[0].rstrip(".:")
+        raise DigitnetError(f"{what}: the Hub does not accept {repo_id!r} as USER/NAME "
+                            f"({reason})") from None
+
+
+def check_revision(revision: str, what: str) -> None:
+    """A branch, tag or commit as git names them (`git check-ref-format`, simplified): the Hub
+    client also uses it as a path in its cache, so `..` and the like must never reach it."""
+    parts = revision.split("/")
+    if (len(revision) > 255 or not _REVISION.fullmatch(revision)
+            or any(not p or p.startswith(".") or p.endswith(".lock") for p in parts)
+            or ".." in revision or revision.endswith(".")):
+        raise DigitnetError(f"{what}: {revision!r} is not a branch, tag or commit name (letters, "
+                            f"digits and - _ . + / only, no '..', no part starting with '.')")
+
+
 def parse_hub_ref(ref: str) -> tuple[str, str | None]:
     """`hf://USER/NAME[@REVISION]` -> (repo_id, revision)."""
-    repo_id, _, revision = ref.removeprefix(HUB_PREFIX).partition("@")
+    repo_id, at, revision = ref.removeprefix(HUB_PREFIX).partition("@")
+    what = f"model reference {ref!r}"
     if not _REPO_ID.fullmatch(repo_id):
-        raise DigitnetError(f"model reference {ref!r}: expected hf://USER/NAME or "
-                            f"hf://USER/NAME@REVISION")
+        raise DigitnetError(f"{what}: expected hf://USER/NAME or hf://USER/NAME@REVISION")
+    check_repo_id(repo_id, what)
+    if at and not revision:
+        raise DigitnetError(f"{what}: nothing after '@'; expected hf://USER/NAME@REVISION")
+    if revision:
+        check_revision(revision, what)
     return repo_id, revision or None
 
 
@@ -529,8 +582,7 @@ def publish(
         DigitnetError: no token, Hub or remote unreachable, git or git LFS missing or failing;
             the message says that nothing was published.
     """
-    if not _REPO_ID.fullmatch(repo_id):
-        raise DigitnetError(f"--repo-id {repo_id!r}: expected USER/NAME")
+    check_repo_id(repo_id, f"--repo-id {repo_id!r}")
     if via not in ("git", "api"):
         raise DigitnetError(f"unknown publishing route {via!r}: expected git or api")
     if remote and via != "git":

@@ -15,7 +15,6 @@ file (0644 under the usual umask 022), folders those of any other folder (0755).
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import re
@@ -29,7 +28,15 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_bytes, atomic_write_json, make_temp_dir, sha256_file
+from digitnet.fileio import (
+    Check,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_regular_file,
+    make_temp_dir,
+    read_json,
+    sha256_file,
+)
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -41,6 +48,14 @@ TMP_PREFIX = ".tmp-"  # checkpoint folders being written or being replaced
 # what a writer that died left behind: our temporary folders, fileio's `.NAME.XXXX.tmp` files, and
 # the `.epoch-NNN.XXXX` and `.stale-*` folders of earlier digitnet versions
 TEMPORARY = re.compile(r"^\.(tmp-.*|.*\.tmp|epoch-\d+\..+|stale-.*)$")
+META_SCHEMA = {  # what loading needs from meta.json (save_checkpoint also writes the metrics)
+    "format_version?": int,
+    "epoch": Check(int, lambda v: v >= 1, "an integer >= 1"),
+    "sha256": Check(dict, lambda v: set(v) == {WEIGHTS_FILE, STATE_FILE} and all(
+        isinstance(h, str) for h in v.values()),
+        f"an object with the sha256 of {WEIGHTS_FILE} and {STATE_FILE}"),
+    "metrics?": dict,
+}
 
 
 class CheckpointError(DigitnetError):
@@ -64,9 +79,16 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load safetensors weights; a corrupt or missing file raises CheckpointError."""
-    if not path.is_file():
+    """Load safetensors weights; a corrupt or missing file raises CheckpointError.
+
+    Shapes, dtypes and finite values are checked against the model by `store.check_weights`.
+    """
+    if not path.exists():
         raise CheckpointError(f"{path}: weights file not found")
+    try:
+        check_regular_file(path, "weights file")
+    except DigitnetError as e:
+        raise CheckpointError(str(e)) from None
     try:
         return load_file(str(path))
     except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -136,14 +158,19 @@ def remove_temporaries(*folders: Path) -> list[Path]:
     return removed
 
 
-def read_pointers(checkpoints_dir: Path) -> dict:
+def read_pointers(checkpoints_dir: Path) -> dict[str, str]:
+    """{"last": "epoch-003", "best": "epoch-002"}; an unreadable file or entry is left out (the
+    last checkpoint is found from the epoch folders by `list_checkpoints` instead)."""
     path = checkpoints_dir / POINTERS_FILE
-    if not path.is_file():
+    if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}  # rebuilt from the epoch folders by `list_checkpoints`
+        pointers = read_json(path, "checkpoint pointers")
+    except DigitnetError:
+        return {}
+    if not isinstance(pointers, dict):
+        return {}
+    return {k: v for k, v in pointers.items() if isinstance(v, str) and _EPOCH_DIR.match(v)}
 
 
 def write_pointers(checkpoints_dir: Path, **pointers) -> None:
@@ -212,24 +239,24 @@ def verify_checkpoint(path: Path) -> dict:
     Raises:
         CheckpointError: a file is missing or its content changed since it was written.
     """
+    if not (path / META_FILE).exists():
+        raise CheckpointError(f"{path}: incomplete checkpoint, {META_FILE} missing")
     try:
-        meta = json.loads((path / META_FILE).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: incomplete checkpoint, {META_FILE} missing") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path / META_FILE}: unreadable ({e})") from None
-    hashes = meta.get("sha256") if isinstance(meta, dict) else None
-    if not isinstance(hashes, dict) or set(hashes) != {WEIGHTS_FILE, STATE_FILE}:
-        raise CheckpointError(f"{path / META_FILE}: corrupt or tampered (expected the sha256 of "
-                              f"{WEIGHTS_FILE} and {STATE_FILE})")
+        meta = read_json(path / META_FILE, "checkpoint metadata", META_SCHEMA)
+    except DigitnetError as e:
+        raise CheckpointError(f"{e} (corrupt or tampered)") from None
     m = _EPOCH_DIR.match(path.name)
-    if not isinstance(meta.get("epoch"), int) or (m and meta["epoch"] != int(m.group(1))):
+    if m and meta["epoch"] != int(m.group(1)):
         raise CheckpointError(f"{path / META_FILE}: corrupt or tampered (epoch "
-                              f"{meta.get('epoch')!r} in a checkpoint folder named {path.name})")
-    for name, expected in hashes.items():
+                              f"{meta['epoch']!r} in a checkpoint folder named {path.name})")
+    for name, expected in meta["sha256"].items():
         file = path / name
-        if not file.is_file():
+        if not file.exists():
             raise CheckpointError(f"{file}: missing from checkpoint")
+        try:
+            check_regular_file(file, "checkpoint file")
+        except DigitnetError as e:
+            raise CheckpointError(str(e)) from None
         if sha256_file(file) != expected:
             raise CheckpointError(f"{file}: corrupt or tampered (sha256 differs from {META_FILE})")
     return meta
@@ -238,14 +265,24 @@ def verify_checkpoint(path: Path) -> dict:
 def load_training_state(path: Path) -> dict:
     """torch.load with weights_only=True: a payload that would run code is refused, not run."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        check_regular_file(path, "training state")
+    except DigitnetError as e:
+        raise CheckpointError(str(e)) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain data "
             f"(possible code execution payload): {str(e).splitlines()[0]}"
         ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt training state ({e})") from None
+    except Exception as e:  # a damaged file fails in torch's unpickler in many ways (IndexError,
+        # KeyError, TypeError, ...); none of them runs code
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: corrupt training state ({detail})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: corrupt training state (expected a dict, found "
+                              f"{type(state).__name__})")
+    return state
 
 
 def load_checkpoint(path: Path, with_training_state: bool = True) -> Checkpoint:
