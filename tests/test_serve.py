@@ -96,6 +96,9 @@ def test_info_reports_the_summarys_test_accuracy(model, tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     loaded = dataclasses.replace(model["loaded"], ref=ModelRef(tmp_path, None))
     assert serve.model_info(loaded, serve.MB)["test_accuracy"] == 0.4321
+    for damaged in ('{"test_acc": "high"}', "[]", "{", '{"test_acc": NaN}'):  # the page's number
+        (tmp_path / "summary.json").write_text(damaged)  # is lost, the server keeps running
+        assert serve.model_info(loaded, serve.MB)["test_accuracy"] is None, damaged
     (tmp_path / "summary.json").unlink()
     assert serve.model_info(loaded, serve.MB)["test_accuracy"] is None  # not trained to the end
 

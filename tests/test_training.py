@@ -1384,3 +1384,26 @@ def test_recipe_file_that_is_a_fifo_does_not_hang(tmp_path):
     os.mkfifo(tmp_path / "r.yaml")
     with pytest.raises(DigitnetError, match="expected a regular config file, found a FIFO"):
         resolve_config(tmp_path / "r.yaml")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("train"), r"config\.json \(train\): expected a mapping of training options"),
+    (lambda c: c.update(train=[1, 2]), r"config\.json \(train\): expected a mapping of training"),
+    (lambda c: c.pop("arch"), r'config\.json: field "arch" is missing'),
+    (lambda c: c["arch"].update(version="one"), r'config\.json: field "arch\.version"'),
+], ids=["no-train", "train-a-list", "no-arch", "arch-version-a-string"])
+def test_resume_of_a_malformed_run_config_is_one_clear_error(finished_run, tmp_path, capsys,
+                                                              change, message):
+    """--resume reads config.json with the same structure check as loading: a damaged one is a
+    one-line error naming the file and the field, and nothing in the run changes."""
+    data, models = copy_store(finished_run, tmp_path)
+    run_dir = models / "cnn-v1" / "done"
+    config = json.loads((run_dir / "config.json").read_text())
+    change(config)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    before = snapshot(run_dir)
+    assert main(["train", "--resume", "cnn-v1/done", "--models-dir", str(models), "--data-dir",
+                 str(data)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert snapshot(run_dir) == before

@@ -22,7 +22,6 @@ import collections
 import hashlib
 import html
 import importlib.util
-import json
 import math
 import os
 import re
@@ -45,7 +44,8 @@ from digitnet.data.preprocess import (
 )
 from digitnet.deploy.predict import DEFAULT_TOP_K, predict_images, prepare_for_prediction
 from digitnet.errors import DigitnetError
-from digitnet.store import SUMMARY_FILE, LoadedModel
+from digitnet.fileio import read_json
+from digitnet.store import SUMMARY_FILE, SUMMARY_SCHEMA, LoadedModel
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -103,8 +103,8 @@ def model_info(loaded: LoadedModel, max_upload_bytes: int | None = None) -> dict
     test_accuracy = None
     if summary.is_file():
         try:
-            test_accuracy = json.loads(summary.read_text()).get("test_acc")
-        except (OSError, json.JSONDecodeError):
+            test_accuracy = read_json(summary, "run summary", SUMMARY_SCHEMA).get("test_acc")
+        except DigitnetError:
             pass  # a damaged summary costs the page one number, not the server
     data = loaded.data_config
     return dict(info, epochs=loaded.epoch, created=loaded.config.get("created"),

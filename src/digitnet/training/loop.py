@@ -35,10 +35,11 @@ from digitnet.config import TrainConfig, config_from_dict
 from digitnet.constants import NUM_CLASSES
 from digitnet.data.datasets import TensorDataset, iterate_batches, load_splits, to_model_input
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_json, atomic_write_text
+from digitnet.fileio import atomic_write_json, atomic_write_text, check_json, read_json
 from digitnet.models import create_model, get_spec
 from digitnet.store import (
     CHECKPOINTS_DIR,
+    RUN_CONFIG_SCHEMA,
     CONFIG_FILE,
     FORMAT_VERSION,
     METRICS_FILE,
@@ -51,7 +52,6 @@ from digitnet.store import (
     load_weights,
     lock_run,
     models_root,
-    read_json,
     read_metrics,
     resolve_ref,
 )
@@ -382,15 +382,19 @@ def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict,
 def _resume_run(ref: str, splits_for, models_dir, which: str | None,
                 device: torch.device, stack: contextlib.ExitStack) -> tuple[RunState, dict]:
     mref = resolve_ref(ref, models_dir)
-    config = read_json(mref.run_dir / CONFIG_FILE)  # written once, atomically: no lock needed
-    cfg = config_from_dict(config["train"], source=f"{mref.run_dir / CONFIG_FILE} (train)")
+    path = mref.run_dir / CONFIG_FILE  # written once, atomically: no lock needed
+    config = read_json(path, "run config")
+    # the training options first (their ranges live in TrainConfig), then what loading needs
+    cfg = config_from_dict(config.get("train") if isinstance(config, dict) else config,
+                           source=f"{path} (train)")
+    check_json(config, RUN_CONFIG_SCHEMA, path)
     with _writing(mref.run_dir, mref.run_dir):
         stack.enter_context(lock_run(mref.run_dir))
     which = which or mref.checkpoint or "last"
     ckpt_dir = mref.run_dir / CHECKPOINTS_DIR
     from_scratch = not list_checkpoints(ckpt_dir)
     if from_scratch and training_done(mref.run_dir):  # its checkpoints deleted: keep the weights
-        raise DigitnetError(f"cannot resume {config['ref']}: it is finished and has no "
+        raise DigitnetError(f"cannot resume {mref.label}: it is finished and has no "
                             f"checkpoints left")
     if from_scratch and which != "last":
         raise DigitnetError(f"cannot resume {config['ref']} from {which!r}: it finished no epoch; "
