@@ -8,11 +8,11 @@ import io
 import json
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -94,18 +94,23 @@ def seven_png(size: int = 200, paper=(255, 255, 255), pen=(0, 0, 0), fmt: str = 
 def digitnet_server(models_dir: str, ref: str = SERVE_REF) -> Iterator[str]:
     """`digitnet serve REF --port 0` in a subprocess; yields the URL it prints, then stops it with
     SIGINT (Ctrl+C) and checks that it exited cleanly."""
-    with tempfile.TemporaryFile(mode="w+") as log:  # uvicorn's log: a file, never a full pipe
+    # stdout and stderr (uvicorn's access log goes to stdout) into a file, never a pipe that
+    # fills up and blocks the server
+    with tempfile.TemporaryFile(mode="w+") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "digitnet", "serve", ref, "--models-dir", models_dir,
-             "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True)
+             "--port", "0"], stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            ready, _, _ = select.select([proc.stdout], [], [], 60)
-            line = proc.stdout.readline() if ready else ""
-            match = re.search(rf"serving {re.escape(ref)} at (http://127\.0\.0\.1:\d+/)", line)
+            pattern = rf"serving {re.escape(ref)} at (http://127\.0\.0\.1:\d+/)"
+            deadline, match = time.monotonic() + 60, None
+            while match is None and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                log.seek(0)
+                match = re.search(pattern, log.read())
             if not match:
                 log.seek(0)
-                pytest.fail(f"digitnet serve printed no address within 60 s (first line "
-                            f"{line!r}); its log:\n{log.read()[-4000:]}")
+                pytest.fail(f"digitnet serve printed no address within 60 s; its output:\n"
+                            f"{log.read()[-4000:]}")
             yield match.group(1)
         finally:
             proc.send_signal(signal.SIGINT)
@@ -114,7 +119,6 @@ def digitnet_server(models_dir: str, ref: str = SERVE_REF) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
     assert proc.returncode in (0, 130, -signal.SIGINT)
 
 
