@@ -664,3 +664,17 @@ def test_api_conforms_to_its_schema(model):
                 case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
             conforms()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-decodes", "0"], r"concurrent decodes must be 1 to 64 \(--max-decodes\), got 0"),
+    (["--max-upload-mb", "nan"], "upload limit must be a positive number of MB, got nan"),
+    (["--max-megapixels", "41"], "--max-megapixels"),
+    (["--upload-timeout", "-1"], "--upload-timeout"),
+    (["--port", "65536"], "--port must be 0 to 65535"),
+])
+def test_serve_flags_are_checked_before_the_model_is_loaded(tmp_path, capsys, flags, message):
+    """A bad limit is named even when the model reference is bad too: no model is loaded first."""
+    assert main(["serve", "cnn-v1/missing", "--models-dir", str(tmp_path), *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err

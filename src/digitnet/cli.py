@@ -402,6 +402,8 @@ def _add_predict_command(sub) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from digitnet.deploy.serve import (
         bind_socket,
+        check_limits,
+        check_port,
         check_serve_dependencies,
         create_app,
         serve,
@@ -410,6 +412,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from digitnet.store import load_model
 
     check_serve_dependencies()
+    check_port(args.port)  # every flag before the model is loaded
+    check_limits(args.max_upload_mb, args.max_megapixels, args.max_decodes, args.upload_timeout)
     loaded = load_model(args.ref, args.models_dir)  # a bad reference fails before anything listens
     app = create_app(loaded, args.max_upload_mb, args.max_megapixels, args.max_decodes,
                      args.upload_timeout)

@@ -346,6 +346,30 @@ def _response_models():
     return Problem, Health, Info, Prediction
 
 
+def check_limits(
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_decodes: int = DEFAULT_MAX_DECODES,
+    upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+) -> None:
+    """Check the server's limits (see `create_app`), so that `digitnet serve` can refuse a bad
+    flag before it loads a model.
+
+    Raises:
+        DigitnetError: a limit out of its range, named by its flag.
+    """
+    if not (max_upload_mb > 0 and math.isfinite(max_upload_mb)):
+        raise DigitnetError(f"the upload limit must be a positive number of MB, got "
+                            f"{max_upload_mb}")
+    _positive(max_megapixels, "the pixel limit", "--max-megapixels", MAX_PIXELS / 1e6)
+    _positive(upload_timeout_s, "the upload timeout", "--upload-timeout", 3600)
+    _positive(queue_timeout_s, "the queue timeout", "queue_timeout_s", 3600)
+    if type(max_decodes) is not int or not 1 <= max_decodes <= 64:
+        raise DigitnetError(f"the number of concurrent decodes must be 1 to 64 (--max-decodes), "
+                            f"got {max_decodes}")
+
+
 def create_app(
     loaded: LoadedModel,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
@@ -376,15 +400,7 @@ def create_app(
     from fastapi import FastAPI, File, HTTPException, Query, UploadFile
     from fastapi.responses import HTMLResponse
 
-    if not (max_upload_mb > 0 and math.isfinite(max_upload_mb)):
-        raise DigitnetError(f"the upload limit must be a positive number of MB, got "
-                            f"{max_upload_mb}")
-    _positive(max_megapixels, "the pixel limit", "--max-megapixels", MAX_PIXELS / 1e6)
-    _positive(upload_timeout_s, "the upload timeout", "--upload-timeout", 3600)
-    _positive(queue_timeout_s, "the queue timeout", "queue_timeout_s", 3600)
-    if type(max_decodes) is not int or not 1 <= max_decodes <= 64:
-        raise DigitnetError(f"the number of concurrent decodes must be 1 to 64 (--max-decodes), "
-                            f"got {max_decodes}")
+    check_limits(max_upload_mb, max_megapixels, max_decodes, upload_timeout_s, queue_timeout_s)
     max_bytes = int(max_upload_mb * MB)
     max_pixels = int(max_megapixels * 1e6)
     page = render_page(loaded, max_bytes)
@@ -488,6 +504,12 @@ def create_app(
 
 
 # ---------------------------------------------------------------------------------- the server
+def check_port(port: int) -> None:
+    """Raises DigitnetError unless `port` is 0 (any free port) to 65535."""
+    if not 0 <= port <= 65535:  # getaddrinfo would take 100000 as 100000 % 65536
+        raise DigitnetError(f"--port must be 0 to 65535 (0: any free port), got {port}")
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (port 0: any free port).
 
@@ -495,8 +517,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         DigitnetError: the port is not 0 to 65535, or the address cannot be used (port taken,
             unknown host, no permission).
     """
-    if not 0 <= port <= 65535:  # getaddrinfo would take 100000 as 100000 % 65536
-        raise DigitnetError(f"--port must be 0 to 65535 (0: any free port), got {port}")
+    check_port(port)
     sock = None
     try:
         family, _, proto, _, address = socket.getaddrinfo(
