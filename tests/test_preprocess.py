@@ -549,3 +549,22 @@ def test_huge_jpeg_is_decoded_reduced_to_the_working_size(tmp_path, seven, monke
     assert pp._open_image(path).size == (9_000, 1_500)
     assert drafted.digit_found and full.digit_found
     assert correlation(drafted.image, full.image) > 0.85  # measured 0.92: a 1 px shift at 28x28
+
+
+@pytest.mark.parametrize("kind, found", [("fifo", "a FIFO"), ("device", "a device"),
+                                         ("folder", "a folder")])
+def test_image_paths_that_are_not_regular_files_are_refused_unread(tmp_path, kind, found):
+    """`preprocess` (and so predict, ingest, serve) never opens a FIFO or a device: the read
+    would never end."""
+    import os
+
+    from bounded import run_bounded
+
+    path = {"fifo": tmp_path / "pipe.png", "device": Path("/dev/zero"), "folder": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    error = run_bounded(lambda: preprocess(path), seconds=10,
+                        fifo=path if kind == "fifo" else None)
+    assert isinstance(error, ImageError)
+    assert str(error) == (f"{path}: expected a regular file, found {found}; expected an image "
+                          f"file (PNG, JPEG, BMP, GIF, TIFF or WebP)")

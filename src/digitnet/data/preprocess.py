@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from digitnet.constants import IMAGE_SIZE
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_bytes
+from digitnet.fileio import atomic_write_bytes, check_regular_file
 
 PREPROCESS_VERSION = 1  # bump whenever a change alters outputs; recorded in data manifests
 
@@ -133,10 +133,10 @@ def _read_image(source, max_pixels: int | None, decode: bool):
         if not source:
             raise ImageError(f"{name}: empty, expected an image file ({_FORMATS})")
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"{path}: {'is a folder' if path.is_dir() else 'file not found'}, "
-                             f"expected an image file ({_FORMATS})")
+        try:  # a FIFO or a device such as /dev/zero would never end the read
+            path = check_regular_file(source)
+        except DigitnetError as e:
+            raise ImageError(f"{e}; expected an image file ({_FORMATS})") from None
         name, fp = str(path), path
     try:
         with warnings.catch_warnings():
