@@ -306,7 +306,7 @@ def test_lock_released_between_open_and_flock_is_never_held_twice(store, monkeyp
             holder_a.close()
         return real_flock(fd, operation)
 
-    monkeypatch.setattr(ingest_module.fcntl, "flock", flock)
+    monkeypatch.setattr(fcntl, "flock", flock)  # the lock is fileio.exclusive_lock
     with ingest_module._lock(store, "mine"):  # B
         assert calls  # A released inside B's acquisition
         with pytest.raises(DigitnetError, match="another ingestion is running"):

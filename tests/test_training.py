@@ -1145,7 +1145,7 @@ def test_second_writer_of_a_run_is_refused_and_a_killed_one_blocks_nothing(finis
         assert code == 1
         assert capsys.readouterr().err == (
             f"digitnet: error: run cnn-v1/done is being trained by another process (process "
-            f"{holder.pid}); wait for it to end or stop it (lock file {run_dir / 'train.lock'})\n")
+            f"{holder.pid} holds {run_dir / 'train.lock'}); wait for it to end or stop it\n")
         assert snapshot(models) == before
     finally:
         os.kill(holder.pid, signal.SIGKILL)

@@ -106,31 +106,61 @@ def read_regular_bytes(path: str | os.PathLike, max_bytes: int, what: str = "fil
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, busy: str, advice: str = "") -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike, busy: str, advice: str = "",
+                   remove: bool = False) -> Iterator[None]:
     """Hold an exclusive `flock` on `path` (created if missing, 0644) while the block runs.
 
     The kernel drops the lock when the holder exits in any way (SIGKILL included), so a lock file
-    that a dead process left behind never blocks anyone; the file itself stays (deleting it would
-    let two processes lock two different files). It holds the holder's process id.
+    that a dead process left behind never blocks anyone. The file holds the holder's process id,
+    for the message of the next one. With `remove`, the holder deletes it on the way out.
 
     Raises:
-        DigitnetError: another process holds the lock: `busy`, that process's id, `advice`.
+        DigitnetError: another process holds the lock (`busy`, that process and the file, then
+            `advice`), or the file cannot be created or locked.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+    path = Path(path)
+    fd = _acquire_lock(path, busy, advice)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                pid = f" (process {holder})" if holder.isdigit() else ""
-                raise DigitnetError(f"{busy}{pid}" + (f"; {advice}" if advice else "")) from None
-        with contextlib.suppress(OSError):  # the pid is for the message only; a full disk
-            os.ftruncate(fd, 0)             # must not stop the lock from working
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        if remove:
+            path.unlink(missing_ok=True)  # while still holding it: see _acquire_lock
         os.close(fd)
+
+
+def _acquire_lock(path: Path, busy: str, advice: str) -> int:
+    """An open descriptor of `path`, flocked, that is still the file at `path`."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+        except OSError as e:
+            raise DigitnetError(f"cannot create the lock file {path} ({e.strerror or e})") from None
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise DigitnetError(f"{busy} ({who} holds {path})"
+                                + (f"; {advice}" if advice else "")) from None
+        except OSError as e:  # e.g. a file system without locks
+            os.close(fd)
+            raise DigitnetError(f"cannot lock {path} ({e.strerror or e})") from None
+        # a holder that removes the file may do so between our open and flock: then we hold a
+        # lock on a file nobody else will see, so open the new one instead
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            with contextlib.suppress(OSError):  # the pid is for the message only; a full disk
+                os.ftruncate(fd, 0)             # must not stop the lock from working
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
 
 # ---------------------------------------------------------------------------------------- JSON
 MAX_JSON_BYTES = 16 * 1024 * 1024  # configs, summaries and checkpoint metadata are a few kB

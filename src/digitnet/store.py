@@ -182,7 +182,7 @@ def lock_run(run_dir: Path):
     """
     return exclusive_lock(run_dir / LOCK_FILE,
                           f"run {run_dir.parent.name}/{run_dir.name} is being trained by another "
-                          f"process", f"wait for it to end or stop it (lock file {run_dir / LOCK_FILE})")
+                          f"process", "wait for it to end or stop it")
 
 
 def is_explicit_path(base: str) -> bool:

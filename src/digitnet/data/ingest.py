@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import fcntl
 import io
 import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from digitnet.fileio import (
     Check,
     atomic_write_json,
     check_regular_file,
+    exclusive_lock,
     read_json,
     read_regular_bytes,
     sha256_bytes,
@@ -415,57 +414,18 @@ def ingest(
         return _ingest_locked(sources, src, folder, balance, min_per_class, progress)
 
 
-@contextmanager
 def _lock(root: Path, name: str):
     """Only one ingestion into a dataset at a time: the second would drop the first's files.
 
-    The lock is an flock on DATASETS/.NAME.lock, which the kernel releases when its process ends
-    however it ends, so a run that was killed never leaves a lock that blocks the next one. The
-    file (0644 under the usual umask) holds the owner's pid and is removed on the way out.
+    An flock on DATASETS/.NAME.lock (`fileio.exclusive_lock`): a run that was killed never
+    leaves a lock that blocks the next one. The file is removed on the way out.
 
     Raises:
         DigitnetError: another process holds the lock, naming the dataset and that process.
     """
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f".{name}.lock"
-    fd = _acquire_lock(path, name)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # while still holding it, see _acquire_lock
-        os.close(fd)
-
-
-def _acquire_lock(path: Path, name: str) -> int:
-    """An open descriptor of `path`, flocked, that is still the file at `path`."""
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as in fileio
-        except OSError as e:
-            raise DigitnetError(f"dataset {name}: cannot create the lock file {path} "
-                                f"({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise DigitnetError(f"dataset {name}: another ingestion is running (process "
-                                f"{holder} holds {path}); wait for it to finish, then try "
-                                f"again") from None
-        except OSError as e:  # e.g. a file system without locks
-            os.close(fd)
-            raise DigitnetError(f"dataset {name}: cannot lock {path} ({e.strerror or e})") from None
-        # the previous holder may have removed the file between our open and flock: then we
-        # hold a lock on a file nobody else will see, so open the new one instead
-        try:
-            current = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
-        os.close(fd)
+    return exclusive_lock(root / f".{name}.lock", f"dataset {name}: another ingestion is running",
+                          "wait for it to finish, then try again", remove=True)
 
 
 def _ingest_locked(sources: list[_Source], src: str | os.PathLike, folder: Path,
