@@ -160,3 +160,19 @@ def test_valid_header_with_random_dims_never_escapes(dims_bytes, type_pick):
         parse_idx(content, name="fuzz.idx")
     except IdxError as e:
         assert "fuzz.idx" in str(e)
+
+
+# ------------------------------------------------------------------- found by mutation testing
+def test_compress_argument_overrides_the_file_name(tmp_path):
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    gz = write_idx(tmp_path / "named.idx", array, compress=True).read_bytes()
+    raw = write_idx(tmp_path / "named.idx.gz", array, compress=False).read_bytes()
+    assert gz[:2] == b"\x1f\x8b" and gzip.decompress(gz) == encode_idx(array)
+    assert raw == encode_idx(array)
+
+
+def test_gzip_header_records_no_time(tmp_path):
+    """Reproducible bytes: the gzip MTIME field (bytes 4..7) is 0, not the time of writing."""
+    content = write_idx(tmp_path / "a.idx.gz", np.arange(10, dtype=np.uint8)).read_bytes()
+    assert content[:2] == b"\x1f\x8b"
+    assert content[4:8] == bytes(4)
