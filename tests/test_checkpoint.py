@@ -267,3 +267,56 @@ def test_best_pointer_falls_back_to_earlier_epochs_not_later_ones(tmp_path):
     (tmp_path / "epoch-002" / WEIGHTS_FILE).write_bytes(b"bad")
     ck, warnings = load_latest_good(tmp_path, "best")
     assert ck.epoch == 1 and len(warnings) == 1
+
+
+# ------------------------------------------------------------------- found by mutation testing
+def test_code_is_refused_even_when_the_environment_asks_torch_to_allow_it(tmp_path, monkeypatch, capsys):
+    """weights_only=True is passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (which changes
+    only torch.load's default) cannot turn the check off."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    path = tmp_path / STATE_FILE
+    path.write_bytes(pickle.dumps({"x": _Payload()}))
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_training_state(path)
+    assert "payload ran" not in capsys.readouterr().out
+
+
+def test_refusal_quotes_the_first_line_of_torchs_reason(tmp_path):
+    path = tmp_path / STATE_FILE
+    path.write_bytes(pickle.dumps({"x": _Payload()}))
+    with pytest.raises(pickle.UnpicklingError) as torch_error:
+        torch.load(path, weights_only=True)
+    first_line = str(torch_error.value).splitlines()[0]
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(path)
+    assert str(info.value) == (
+        f"{path}: refused to load: the file holds objects other than tensors and plain data "
+        f"(possible code execution payload): {first_line}")
+
+
+def test_checkpoint_into_a_folder_that_does_not_exist_yet(tmp_path):
+    folder = write(tmp_path / "models" / "cnn-v1" / "run" / "checkpoints", 1)
+    assert load_checkpoint(folder).epoch == 1
+
+
+def test_meta_without_checksums_is_no_traceback(tmp_path):
+    folder = write(tmp_path, 1)
+    meta = json.loads((folder / META_FILE).read_text())
+    del meta["sha256"]
+    (folder / META_FILE).write_text(json.dumps(meta))
+    try:
+        verify_checkpoint(folder)  # nothing recorded to compare with
+    except CheckpointError:
+        pass  # refusing it is also a fine answer; an AttributeError is not
+
+
+def test_every_skipped_checkpoint_gets_its_own_line(tmp_path):
+    for epoch in (1, 2):
+        write(tmp_path, epoch)
+        (tmp_path / epoch_dir_name(epoch) / WEIGHTS_FILE).write_bytes(b"bad")
+    with pytest.raises(CheckpointError) as info:
+        load_latest_good(tmp_path)
+    head, *lines = str(info.value).split("\n  ")
+    assert head == f"{tmp_path}: no loadable checkpoint:"
+    assert len(lines) == 2 and all(line.startswith("skipping bad checkpoint: ") for line in lines)
+    assert "epoch-002" in lines[0] and "epoch-001" in lines[1]
