@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -320,3 +322,38 @@ def test_every_skipped_checkpoint_gets_its_own_line(tmp_path):
     assert head == f"{tmp_path}: no loadable checkpoint:"
     assert len(lines) == 2 and all(line.startswith("skipping bad checkpoint: ") for line in lines)
     assert "epoch-002" in lines[0] and "epoch-001" in lines[1]
+
+
+def test_temporary_files_are_hidden_beside_their_target(tmp_path, monkeypatch):
+    """The weights are written to a hidden `.NAME.*.tmp` file in the target's folder (same file
+    system, so the final rename is atomic), and the epoch under a hidden `.epoch-NNN.*` folder."""
+    from digitnet.training import checkpoint
+
+    written, made = [], []
+    real_save_file, real_mkdtemp = checkpoint.save_file, tempfile.mkdtemp
+    monkeypatch.setattr(checkpoint, "save_file", lambda t, name, **kw: (written.append(Path(name)),
+                                                                        real_save_file(t, name, **kw)))
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **kw: made.append(real_mkdtemp(*a, **kw)) or made[-1])
+    save_state_dict(weights(1.0), tmp_path / "m.safetensors")
+    assert written[0].parent == tmp_path
+    assert written[0].name.startswith(".m.safetensors.") and written[0].name.endswith(".tmp")
+    write(tmp_path / "ck", 2)
+    write(tmp_path / "ck", 2)  # again: the stale folder is moved aside first
+    assert len(made) == 3 and all(Path(p).parent == tmp_path / "ck" for p in made)
+    assert Path(made[0]).name.startswith(".epoch-002.") and Path(made[1]).name.startswith(".epoch-002.")
+    assert Path(made[2]).name.startswith(".stale-epoch-002.")
+    assert written[1].parent == Path(made[0])
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["epoch-002"]
+
+
+def test_failed_weights_write_removes_its_temporary_file(tmp_path, monkeypatch):
+    from digitnet.training import checkpoint
+
+    def half_written(tensors, name, **kw):
+        Path(name).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        save_state_dict(weights(1.0), tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []
