@@ -278,3 +278,84 @@ def test_weights_that_do_not_fit_are_a_clear_error(tmp_path):
     assert str(info.value) == (
         f"{tmp_path / 'w'}: weights do not fit x-v1 (missing ['1.bias'], unexpected ['2.weight'], "
         "shape differs ['0.weight']); if x-v1 was changed, register the change as a new version")
+
+
+# ------------------------------------------------------------------- found by mutation testing
+class _Opaque:
+    """Picklable, but not plain data: `torch.load(weights_only=True)` refuses it."""
+
+
+def test_loading_a_checkpoint_never_reads_its_training_state(tmp_path):
+    model = create_model("cnn", 1)
+    run = make_run(tmp_path, "r", "2026-01-01T00:00:00", final=None)
+    save_checkpoint(run / "checkpoints", 1, filled(model, 1.0), {"opaque": _Opaque()}, {})
+    loaded = load_model("cnn-v1/r@epoch-1", tmp_path)  # state.pt would be refused if it were read
+    assert weight_value(loaded) == 1.0
+    assert loaded.ref == ModelRef(run.resolve(), "epoch-001")
+
+
+def test_the_recorded_version_is_built_not_the_newest():
+    model = create_model("fast", 1)
+    arch = dict(name="fast", version=1, id="fast-v1", model_args=model.model_args,
+                signature=architecture_signature(model))
+    built = build_frozen_model(arch, Path("x"))
+    assert (built.arch_name, built.arch_version) == ("fast", 1)
+
+
+def test_load_model_errors_name_the_run_and_the_file(tmp_path):
+    run = make_run(tmp_path, "changed", "2026-01-01T00:00:00")
+    config = json.loads((run / "config.json").read_text())
+    config["arch"]["model_args"]["dropout"] = 0.7
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/changed", tmp_path)
+    assert f"changed after {run.resolve()} was trained" in str(info.value)
+    run = make_run(tmp_path, "misfit", "2026-01-01T00:00:00")
+    save_state_dict({"x": torch.zeros(2)}, run / "model.safetensors")
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/misfit", tmp_path)
+    assert str(info.value).startswith(f"{(run / 'model.safetensors').resolve()}: weights do not fit "
+                                      "cnn-v1 (missing [")
+
+
+def test_misfit_message_lists_at_most_five_names_of_each_kind(tmp_path):
+    model = nn.Sequential(*[nn.Linear(1, 1, bias=False) for _ in range(7)])
+    state = {f"z{i}.weight": torch.ones(1) for i in range(7)}
+    with pytest.raises(DigitnetError) as info:
+        load_weights(model, state, tmp_path, "x-v1")
+    assert (f"(missing {[f'{i}.weight' for i in range(5)]}, unexpected "
+            f"{[f'z{i}.weight' for i in range(5)]}, shape differs [])") in str(info.value)
+    wrong = {f"{i}.weight": torch.ones(2, 2) for i in range(7)}
+    with pytest.raises(DigitnetError) as info:
+        load_weights(model, wrong, tmp_path, "x-v1")
+    assert f"shape differs {[f'{i}.weight' for i in range(5)]})" in str(info.value)
+
+
+def test_hub_references_go_to_the_hub_loader(monkeypatch, tmp_path):
+    from digitnet.deploy import hub
+
+    monkeypatch.setattr(hub, "load_from_hub", lambda ref: ("hub", ref))
+    assert load_model("hf://someone/digits@v1", tmp_path) == ("hub", "hf://someone/digits@v1")
+
+
+def test_a_run_without_a_recorded_time_counts_as_oldest(store):
+    run = make_run(store, "undated", "2026-01-01T00:00:00")
+    config = json.loads((run / "config.json").read_text())
+    del config["created"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert [r.name for r in list_runs(store, "cnn-v1")] == ["undated", "old", "mid", "new"]
+
+
+def test_references_that_are_not_globs_pass_unchanged(store):
+    refs = ["cnn-v1/gone", "cnn-v1/Xgone", "cnn-v1*", "latest@best"]
+    assert expand_refs(refs, store) == refs
+    with pytest.raises(DigitnetError) as info:
+        expand_refs(["sub/cnn-v1/*"], store)
+    assert str(info.value) == f"model reference 'sub/cnn-v1/*': no sub run in {store} matches 'cnn-v1/*'"
+
+
+def test_a_run_name_with_a_slash_is_looked_up_as_given(store):
+    with pytest.raises(DigitnetError) as info:
+        resolve_ref("cnn-v1/a/b", store)
+    assert str(info.value).startswith(f"model reference 'cnn-v1/a/b': {store / 'cnn-v1' / 'a' / 'b'} "
+                                      "not found; cnn-v1 models: ")
