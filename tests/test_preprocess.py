@@ -612,3 +612,60 @@ def test_encode_png_round_trips_every_channel_count():
         png = pp.encode_png(image)
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(png))), image)
+
+
+def test_center_by_mass_corrects_for_parts_that_fall_outside():
+    """A heavy corner and a faint body: the first placement cuts off part of the body, which moves
+    the centre, so one correction follows (found by mutation testing: nothing ran that loop)."""
+    corner = np.full((20, 20), 0.01, dtype=np.float32)
+    corner[0:3, 0:3] = 1.0
+    out = pp.center_by_mass(corner)
+    assert (out == 255).sum() == 9 and (out[11:14, 11:14] == 255).all()  # placed at (11, 11)
+    cy, cx = pp.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    mirrored = pp.center_by_mass(corner[:, ::-1].copy())
+    assert (mirrored == 255).sum() == 9 and (mirrored[11:14, 15:18] == 255).all()  # at (11, -2)
+    cy, cx = pp.center_of_mass(mirrored)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_center_by_mass_of_ink_far_from_the_middle_of_its_box(axis):
+    bar = np.zeros((20, 20), dtype=np.float32)
+    bar[:, 17:19] = 1.0  # mass centre at column 17.5 of its box
+    if axis == 0:
+        bar = bar.T.copy()
+    out = pp.center_by_mass(bar)
+    assert (out == 255).sum() == 40
+    cy, cx = pp.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_crop_to_ink_at_the_left_and_top_edges_and_its_message():
+    ink = np.arange(100, dtype=np.float32).reshape(10, 10)
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[0, 0] = True
+    assert np.array_equal(pp.crop_to_ink(ink, mask), ink[0:2, 0:2])
+    with pytest.raises(ValueError) as info:
+        pp.crop_to_ink(ink, np.zeros((10, 10), dtype=bool))
+    assert str(info.value) == "crop_to_ink needs a non-empty ink mask"
+
+
+def test_fit_to_box_dilation_is_pinned():
+    """A 1 px stroke on 400 px, full or half ink (>= 0.5 counts as stroke): the dilation before
+    the 20x shrink gives these exact sums."""
+    for value in (1.0, 0.5):
+        thin = np.zeros((400, 400), dtype=np.float32)
+        thin[:, 200] = value
+        out = pp.fit_to_box(thin)
+        assert out.shape == (20, 20) and float(out.sum()) == pytest.approx(39.3274, abs=1e-3)
+
+
+def test_fit_to_box_does_not_thicken_when_not_shrinking():
+    exact = np.zeros((20, 20), dtype=np.float32)  # already 20 px: scale 1, no dilation
+    exact[2:18, 10] = 1.0
+    assert np.abs(pp.fit_to_box(exact) - exact).max() < 0.05
+    small = np.zeros((15, 15), dtype=np.float32)  # enlarged 4/3: a 1 px stroke stays thin
+    small[2:13, 7] = 1.0
+    assert (pp.fit_to_box(small)[10] > 0.5).sum() <= 2
+    assert pp.fit_to_box(np.ones((20, 1), dtype=np.float32)).shape == (20, 1)
