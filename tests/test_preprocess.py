@@ -669,3 +669,14 @@ def test_fit_to_box_does_not_thicken_when_not_shrinking():
     small[2:13, 7] = 1.0
     assert (pp.fit_to_box(small)[10] > 0.5).sum() <= 2
     assert pp.fit_to_box(np.ones((20, 1), dtype=np.float32)).shape == (20, 1)
+
+
+def test_fit_to_box_clips_lanczos_ringing_before_stretching():
+    """Lanczos overshoots at sharp edges (about -0.02 and 1.03 here): the fitted crop is clipped
+    to [0, 1] first, so the block's inside stays exactly 1 and nothing is negative."""
+    block = np.zeros((50, 50), dtype=np.float32)
+    block[10:40, 10:40] = 1.0
+    out = pp.fit_to_box(block)
+    assert out.shape == (20, 20) and float(out.min()) == 0.0
+    assert (out == 1.0).sum() == 72
+    assert float(out.sum()) == pytest.approx(144.1619, abs=1e-3)  # Lanczos, not another filter
