@@ -7,6 +7,7 @@ function is edited; an entry that no longer matches a surviving mutant is report
 
     python tools/mutation_report.py             # the table, then every survivor with its verdict
     python tools/mutation_report.py --check 90  # exit 1 when a module scores under 90%
+    mutmut run $(python tools/mutation_report.py --survivors)  # re-test the open survivors
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", type=float, metavar="PERCENT",
                         help="exit 1 when a module's score is under PERCENT")
+    parser.add_argument("--survivors", action="store_true",
+                        help="print only the names of the survivors without a verdict")
     args = parser.parse_args(argv)
     os.chdir(REPO)  # mutmut reads pyproject.toml and mutants/ from the current folder
     modules = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
@@ -74,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         counts["total"] = len(codes)
         rows.append((path, counts))
 
+    if args.survivors:
+        print(" ".join(m for m, _, verdict in survivors if not verdict.startswith("equivalent")))
+        return 0
     print("| module | mutants | killed | survived | equivalent | timeout | no tests | not run | score |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     failing = []
