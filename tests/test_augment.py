@@ -343,3 +343,43 @@ def test_augmented_dataset_batch_size_is_checked_and_empty_is_fine():
     assert out.shape == (0, 28, 28) and out.dtype == torch.uint8 and len(labels) == 0
     one, _ = make_augmented_dataset(_digits(3), torch.zeros(3, dtype=torch.int64), batch_size=1)
     assert one.shape == (3, 28, 28)
+
+
+def test_gaussian_kernel_radius_is_three_sigmas_at_least_one():
+    from digitnet.data.augment import _gaussian_kernel
+
+    assert len(_gaussian_kernel(0.3)) == 3 and len(_gaussian_kernel(1.0)) == 7
+    assert len(_gaussian_kernel(4.0)) == 25
+    assert float(_gaussian_kernel(2.0).sum()) == pytest.approx(1.0)
+
+
+def test_augmented_dataset_defaults_are_the_published_definition():
+    """mnist-test-augmented is severity 3, seed 0, batches of 1000 (1001 images: batching shows)."""
+    images, labels = _digits(1001), torch.zeros(1001, dtype=torch.int64)
+    default, _ = make_augmented_dataset(images, labels)
+    explicit, _ = make_augmented_dataset(images, labels, severity=3, seed=0, batch_size=1000)
+    assert torch.equal(default, explicit)
+
+
+@pytest.mark.parametrize("shape", [(6, 20, 28), (6, 1, 20, 28), (6, 28, 20)])
+def test_shift_batch_non_square_and_channel_images(shape):
+    images = torch.randint(1, 255, shape, generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    out = shift_batch(images, 2, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    flat_in, flat_out = images.reshape(6, *shape[-2:]), out.reshape(6, *shape[-2:])
+    for i in range(6):
+        padded = F_pad(flat_in[i], 2)
+        assert any(torch.equal(flat_out[i], padded[2 + dy: 2 + dy + shape[-2], 2 + dx: 2 + dx + shape[-1]])
+                   for dy in range(-2, 3) for dx in range(-2, 3)), i
+
+
+def test_shift_batch_by_one_moves_and_zero_draws_nothing():
+    images = _digits(16)
+    assert not torch.equal(shift_batch(images, 1, torch.Generator().manual_seed(0)), images)
+    one = shift_batch(images[:1], 3, torch.Generator().manual_seed(0))
+    assert not torch.equal(one, images[:1])  # a single image is shifted too (this seed moves it)
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    shift_batch(images, 0, g)
+    shift_batch(images[:0], 2, g)
+    assert torch.equal(g.get_state(), before)  # a no-op consumes no random numbers
