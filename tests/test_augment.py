@@ -383,3 +383,17 @@ def test_shift_batch_by_one_moves_and_zero_draws_nothing():
     shift_batch(images, 0, g)
     shift_batch(images[:0], 2, g)
     assert torch.equal(g.get_state(), before)  # a no-op consumes no random numbers
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 4.0])
+def test_gaussian_matrix_is_convolution_with_the_kernel(sigma):
+    from digitnet.data.augment import _gaussian_kernel, _gaussian_matrix
+
+    kernel = _gaussian_kernel(sigma)
+    g = _gaussian_matrix(sigma, 28)
+    for j in (0, 5, 27):  # each column: the kernel centred on j, cut at the borders
+        e = torch.zeros(28)
+        e[j] = 1.0
+        expected = torch.nn.functional.conv1d(e.view(1, 1, -1), kernel.view(1, 1, -1),
+                                              padding=len(kernel) // 2).view(-1)
+        assert torch.allclose(g @ e, expected, atol=1e-7)
