@@ -397,3 +397,15 @@ def test_gaussian_matrix_is_convolution_with_the_kernel(sigma):
         expected = torch.nn.functional.conv1d(e.view(1, 1, -1), kernel.view(1, 1, -1),
                                               padding=len(kernel) // 2).view(-1)
         assert torch.allclose(g @ e, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, digests", [
+    (dict(rotate=10, noise_std=0.05), ("e03e90b60045aa39", "3f88d2397c31ff76")),
+    (dict(rotate=10), ("4225f4b2aeea402e", "094a8bea5e25f575")),
+])
+def test_skipped_steps_draw_no_random_numbers(kwargs, digests):
+    """Two batches from one generator: a step whose setting is 0 (elastic, noise) must not draw,
+    or every later draw shifts (pinned digests, as above)."""
+    g = torch.Generator().manual_seed(0)
+    cfg = AugmentConfig(**kwargs)
+    assert (_digest(augment_batch(_digits(16), cfg, g)), _digest(augment_batch(_digits(16), cfg, g))) == digests
