@@ -680,3 +680,25 @@ def test_fit_to_box_clips_lanczos_ringing_before_stretching():
     assert out.shape == (20, 20) and float(out.min()) == 0.0
     assert (out == 1.0).sum() == 72
     assert float(out.sum()) == pytest.approx(144.1619, abs=1e-3)  # Lanczos, not another filter
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["x", "y"])
+def test_center_by_mass_corrects_one_axis_alone(transpose):
+    """A heavy edge column (or row) and a faint body: only that axis needs the correction, from
+    12 to 13 (the loop must not stop while the other axis is already right)."""
+    edge = np.full((20, 20), 0.02, dtype=np.float32)
+    edge[:, 0:2] = 1.0
+    if transpose:
+        edge = edge.T.copy()
+    out = pp.center_by_mass(edge)
+    placed = out.T if transpose else out
+    assert (placed[4:24, 13:15] == 255).all() and (placed == 255).sum() == 40
+    cy, cx = pp.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_fit_to_box_counts_half_ink_as_stroke_and_keeps_one_pixel_rows():
+    two = np.zeros((400, 400), dtype=np.float32)
+    two[:, 200:202] = 0.5  # a 2 px stroke of exactly half ink: measured 2 px wide, not 0
+    assert float(pp.fit_to_box(two).sum()) == pytest.approx(38.1603, abs=1e-3)
+    assert pp.fit_to_box(np.ones((1, 20), dtype=np.float32)).shape == (1, 20)
