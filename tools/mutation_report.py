@@ -1,7 +1,7 @@
 """Per-module mutation scores from mutmut's results in mutants/ (run `make mutation` first).
 
-score = killed / (total - equivalent - not run). Mutants judged equivalent (no test can tell them from the
-original) are listed with their reason in tools/mutation_equivalent.json, keyed by the function
+score = killed / (total - equivalent - not run). Mutants judged equivalent (no test can tell them
+from the original) are listed with their reason in tools/mutation_equivalent.json, keyed by the function
 and the changed lines of `mutmut show NAME`, not by the mutant's number, which shifts when the
 function is edited; an entry that no longer matches a surviving mutant is reported as stale.
 
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.survivors:
         print(" ".join(m for m, _, verdict in survivors if not verdict.startswith("equivalent")))
         return 0
-    print("| module | mutants | killed | survived | equivalent | timeout | no tests | not run | score |")
+    print("| module | mutants | killed | survived | equivalent | timeout | no tests | not run "
+          "| score |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     failing = []
     for path, c in rows:
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| `{path}` | {c['total']} | {c['killed']} | {c['survived'] - c['equivalent']} | "
               f"{c['equivalent']} | {c['timeout']} | {c['no tests']} | {c['not checked']} | "
               f"{score:.1f}% |")
-    print("\nsurvived = survivors not judged equivalent; score = killed / (mutants - equivalent - not "
-          "run); `not run` > 0 means only a subset of the module's mutants was run")
+    print("\nsurvived = survivors not judged equivalent; score = killed / (mutants - equivalent - "
+          "not run); `not run` > 0 means only a subset of the module's mutants was run")
 
     if survivors:
         print("\nSurviving mutants:")
