@@ -3,7 +3,8 @@
 score = killed / (total - equivalent - not run). Mutants judged equivalent (no test can tell them
 from the original) are listed with their reason in tools/mutation_equivalent.json, keyed by the
 function and the changed lines of `mutmut show NAME`, not by the mutant's number, which shifts
-when the function is edited; an entry that no longer matches a surviving mutant is reported as stale.
+when the function is edited; an entry that no longer matches a surviving mutant is reported as
+stale.
 
     python tools/mutation_report.py             # the table, then every survivor with its verdict
     python tools/mutation_report.py --check 90  # exit 1 when a module scores under 90%
