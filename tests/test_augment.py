@@ -14,6 +14,7 @@ from digitnet.data.augment import (
     _elastic_field,
     augment_batch,
     make_augmented_dataset,
+    shift_batch,
 )
 from digitnet.data.mnist import load_mnist
 from digitnet.errors import DigitnetError
@@ -268,3 +269,172 @@ def test_augmented_mnist_test_set_is_reproducible(mnist_dir):
     # augmented, but still digits: most ink kept, on average in the same place
     ratio = first.float().sum() / images.float().sum()
     assert 0.8 < ratio < 1.3 and not math.isnan(ratio)
+
+
+# ------------------------------------------------------------------- found by mutation testing
+# sha256 (first 16 hex digits) of uint8 results on `_digits(16)`, generator seeded 0: each
+# operation alone, then whole presets through `make_augmented_dataset` (batches of 7). Rounded to
+# uint8 these do not depend on the thread count; update them only with a new torch pin, and say so.
+def _digest(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+PINNED_OPS = [
+    (dict(rotate=20), "5b1bb6507432f994"),
+    (dict(scale=(0.8, 1.2)), "e30df275453f8411"),
+    (dict(shift=2.5), "c2046467f46451f0"),
+    (dict(shear=15), "5b03d875cf846271"),
+    (dict(elastic_alpha=1.5, elastic_sigma=3.0), "9f066548fe2235d8"),
+    (dict(thickness_prob=0.8), "da84589eec7be1e2"),
+    (dict(noise_std=0.1), "1a5888608d239cd9"),
+]
+
+
+@pytest.mark.parametrize("kwargs, digest", PINNED_OPS, ids=[next(iter(k)) for k, _ in PINNED_OPS])
+def test_each_operation_gives_pinned_bytes(kwargs, digest):
+    out = augment_batch(_digits(16), AugmentConfig(**kwargs), torch.Generator().manual_seed(0))
+    assert _digest(out) == digest
+
+
+@pytest.mark.parametrize("severity, digest", [
+    (1, "a947056d6c62bf8f"), (2, "210678390a62b3a6"), (3, "2b674d7ed74cf227"),
+    (4, "edcddd91a78fc0a2"), (5, "88bb0e8ad568e2c1")])
+def test_severity_presets_give_pinned_bytes(severity, digest):
+    labels = torch.arange(20)
+    out, out_labels = make_augmented_dataset(_digits(20), labels, severity=severity, seed=1, batch_size=7)
+    assert _digest(out) == digest
+    assert torch.equal(out_labels, labels) and out_labels is not labels
+
+
+def test_float_images_get_the_same_augmentation_as_uint8():
+    images = _digits(16)
+    cfg = AugmentConfig.for_severity(3)
+    as_uint8 = augment_batch(images, cfg, torch.Generator().manual_seed(0))
+    as_float = augment_batch(images.double() / 255, cfg, torch.Generator().manual_seed(0))
+    assert as_float.dtype == torch.float64
+    assert 0.0 <= float(as_float.min()) and float(as_float.max()) <= 1.0
+    assert float((as_float * 255 - as_uint8.double()).abs().max()) <= 0.51
+
+
+def test_shift_batch_moves_whole_pixels_with_zero_fill():
+    images = _digits(16)
+    out = shift_batch(images, 3, torch.Generator().manual_seed(0))
+    assert _digest(out) == "2ec24a514fd192e7"
+    for i in range(16):  # each output is its input moved by (dy, dx) in -3..3, zeros coming in
+        matches = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                   if torch.equal(out[i], torch.roll(F_pad(images[i], 3), (dy, dx), (0, 1))[3:-3, 3:-3])]
+        assert matches, i
+    assert torch.equal(shift_batch(images, 0, torch.Generator()), images)
+    assert shift_batch(images[:0], 2, torch.Generator()).shape == (0, 28, 28)
+    with pytest.raises(DigitnetError, match="max_shift must be >= 0, got -1"):
+        shift_batch(images, -1, torch.Generator())
+
+
+def F_pad(image: torch.Tensor, s: int) -> torch.Tensor:
+    return torch.nn.functional.pad(image, (s, s, s, s))
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(scale=(0.5, 0.5)), dict(scale=[0.9, 1.1]), dict(thickness_prob=0.0), dict(thickness_prob=1.0),
+    dict(rotate=0.0, shift=0.0, shear=0.0, elastic_alpha=0.0, noise_std=0.0), dict(elastic_sigma=0.01)])
+def test_config_bounds_are_inclusive_where_documented(kwargs):
+    cfg = AugmentConfig(**kwargs)
+    assert isinstance(cfg.scale, tuple) and all(type(v) is float for v in cfg.scale)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(scale=(1.0, 1.0, 1.0)), "AugmentConfig.scale: expected (min, max), got (1.0, 1.0, 1.0)"),
+    (dict(scale=(-0.5, 1.0)), "AugmentConfig.scale: expected 0 < min <= max, got (-0.5, 1.0)"),
+    (dict(thickness_prob=-0.01), "AugmentConfig.thickness_prob: expected 0..1, got -0.01"),
+    (dict(elastic_sigma=-1.0), "AugmentConfig.elastic_sigma: expected > 0, got -1.0"),
+    (dict(shift=-0.5), "AugmentConfig.shift: expected >= 0, got -0.5"),
+    (dict(shear=-2), "AugmentConfig.shear: expected >= 0, got -2"),
+    (dict(elastic_alpha=-1), "AugmentConfig.elastic_alpha: expected >= 0, got -1"),
+])
+def test_bad_config_message_names_field_and_expectation(kwargs, message):
+    with pytest.raises(DigitnetError) as info:
+        AugmentConfig(**kwargs)
+    assert str(info.value) == message
+
+
+def test_severity_presets_and_message():
+    assert AugmentConfig.for_severity(0) == AugmentConfig()
+    assert AugmentConfig.for_severity(3).rotate == 15 and AugmentConfig.for_severity(5).noise_std == 0.15
+    with pytest.raises(DigitnetError) as info:
+        AugmentConfig.for_severity(7)
+    assert str(info.value) == "augmentation severity must be an integer 0..5, got 7"
+
+
+def test_augmented_dataset_batch_size_is_checked_and_empty_is_fine():
+    with pytest.raises(DigitnetError, match="batch_size must be >= 1, got 0"):
+        make_augmented_dataset(_digits(3), torch.zeros(3, dtype=torch.int64), batch_size=0)
+    out, labels = make_augmented_dataset(_digits(0), torch.zeros(0, dtype=torch.int64))
+    assert out.shape == (0, 28, 28) and out.dtype == torch.uint8 and len(labels) == 0
+    one, _ = make_augmented_dataset(_digits(3), torch.zeros(3, dtype=torch.int64), batch_size=1)
+    assert one.shape == (3, 28, 28)
+
+
+def test_gaussian_kernel_radius_is_three_sigmas_at_least_one():
+    from digitnet.data.augment import _gaussian_kernel
+
+    assert len(_gaussian_kernel(0.3)) == 3 and len(_gaussian_kernel(1.0)) == 7
+    assert len(_gaussian_kernel(4.0)) == 25
+    assert float(_gaussian_kernel(2.0).sum()) == pytest.approx(1.0)
+
+
+def test_augmented_dataset_defaults_are_the_published_definition():
+    """mnist-test-augmented is severity 3, seed 0, batches of 1000 (1001 images: batching shows)."""
+    images, labels = _digits(1001), torch.zeros(1001, dtype=torch.int64)
+    default, _ = make_augmented_dataset(images, labels)
+    explicit, _ = make_augmented_dataset(images, labels, severity=3, seed=0, batch_size=1000)
+    assert torch.equal(default, explicit)
+
+
+@pytest.mark.parametrize("shape", [(6, 20, 28), (6, 1, 20, 28), (6, 28, 20)])
+def test_shift_batch_non_square_and_channel_images(shape):
+    images = torch.randint(1, 255, shape, generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    out = shift_batch(images, 2, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    flat_in, flat_out = images.reshape(6, *shape[-2:]), out.reshape(6, *shape[-2:])
+    for i in range(6):
+        padded = F_pad(flat_in[i], 2)
+        assert any(torch.equal(flat_out[i], padded[2 + dy: 2 + dy + shape[-2], 2 + dx: 2 + dx + shape[-1]])
+                   for dy in range(-2, 3) for dx in range(-2, 3)), i
+
+
+def test_shift_batch_by_one_moves_and_zero_draws_nothing():
+    images = _digits(16)
+    assert not torch.equal(shift_batch(images, 1, torch.Generator().manual_seed(0)), images)
+    one = shift_batch(images[:1], 3, torch.Generator().manual_seed(0))
+    assert not torch.equal(one, images[:1])  # a single image is shifted too (this seed moves it)
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    shift_batch(images, 0, g)
+    shift_batch(images[:0], 2, g)
+    assert torch.equal(g.get_state(), before)  # a no-op consumes no random numbers
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 4.0])
+def test_gaussian_matrix_is_convolution_with_the_kernel(sigma):
+    from digitnet.data.augment import _gaussian_kernel, _gaussian_matrix
+
+    kernel = _gaussian_kernel(sigma)
+    g = _gaussian_matrix(sigma, 28)
+    for j in (0, 5, 27):  # each column: the kernel centred on j, cut at the borders
+        e = torch.zeros(28)
+        e[j] = 1.0
+        expected = torch.nn.functional.conv1d(e.view(1, 1, -1), kernel.view(1, 1, -1),
+                                              padding=len(kernel) // 2).view(-1)
+        assert torch.allclose(g @ e, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, digests", [
+    (dict(rotate=10, noise_std=0.05), ("e03e90b60045aa39", "3f88d2397c31ff76")),
+    (dict(rotate=10), ("4225f4b2aeea402e", "094a8bea5e25f575")),
+])
+def test_skipped_steps_draw_no_random_numbers(kwargs, digests):
+    """Two batches from one generator: a step whose setting is 0 (elastic, noise) must not draw,
+    or every later draw shifts (pinned digests, as above)."""
+    g = torch.Generator().manual_seed(0)
+    cfg = AugmentConfig(**kwargs)
+    assert (_digest(augment_batch(_digits(16), cfg, g)), _digest(augment_batch(_digits(16), cfg, g))) == digests

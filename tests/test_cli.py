@@ -189,7 +189,10 @@ def make_dry_run():
     def run(*args: str, env: dict | None = None) -> str:
         import os
 
-        environ = {k: v for k, v in os.environ.items() if k != "DIGITNET_DATA_DIR"}
+        # under `make test DATA_DIR=...` (CI), MAKEFLAGS would pass that DATA_DIR on to this make
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("DIGITNET_DATA_DIR", "DATA_DIR", "MAKEFLAGS", "MFLAGS",
+                                "MAKELEVEL", "MAKEOVERRIDES")}
         return subprocess.run(["make", "-n", "-B", "-C", str(REPO), *args], capture_output=True,
                               text=True, check=True, env={**environ, **(env or {})}).stdout
     return run

@@ -371,3 +371,44 @@ def test_mutated_gzip_gives_idx_error_or_exact_array(content, position, value):
     except (OSError, EOFError, zlib.error):
         decompressed = None  # then nothing may be accepted
     _check_parse(bytes(packed), decompressed)
+
+
+# ------------------------------------------------------------------- found by mutation testing
+def test_compress_argument_overrides_the_file_name(tmp_path):
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    gz = write_idx(tmp_path / "named.idx", array, compress=True).read_bytes()
+    raw = write_idx(tmp_path / "named.idx.gz", array, compress=False).read_bytes()
+    assert gz[:2] == b"\x1f\x8b" and gzip.decompress(gz) == encode_idx(array)
+    assert raw == encode_idx(array)
+
+
+def test_gzip_header_records_no_time(tmp_path):
+    """Reproducible bytes: the gzip MTIME field (bytes 4..7) is 0, not the time of writing."""
+    content = write_idx(tmp_path / "a.idx.gz", np.arange(10, dtype=np.uint8)).read_bytes()
+    assert content[:2] == b"\x1f\x8b"
+    assert content[4:8] == bytes(4)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x01\x00" + GOOD[2:], "<bytes>: bad magic number 01000802: an IDX file starts with two zero bytes"),
+    (b"\x00\x07" + GOOD[2:], "<bytes>: bad magic number 00070802: an IDX file starts with two zero bytes"),
+    (_header(0x0A, (2,)) + bytes(2),
+     "<bytes>: unknown element type byte 0x0a (expected one of 0x08, 0x09, 0x0b, 0x0c, 0x0d, 0x0e)"),
+    (GOOD[:-1], "<bytes>: truncated: header says shape (2, 3) of uint8 (18 bytes with header), "
+                "file has 17 bytes"),
+    (GOOD + b"\x00", "<bytes>: has trailing bytes: header says shape (2, 3) of uint8 (18 bytes with "
+                     "header), file has 19 bytes"),
+])
+def test_parse_errors_word_for_word(content, message):
+    """One zero byte of the magic is not enough, and the message shows what the header said."""
+    with pytest.raises(IdxError) as info:
+        parse_idx(content)
+    assert str(info.value) == message
+
+
+def test_not_gzip_message_shows_the_two_magic_bytes(tmp_path):
+    path = tmp_path / "x.idx.gz"
+    path.write_bytes(GOOD)
+    with pytest.raises(IdxError) as info:
+        read_idx(path)
+    assert str(info.value) == f"{path}: not a gzip file (expected gzip magic bytes 1f 8b, got 00 00)"

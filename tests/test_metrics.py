@@ -336,3 +336,89 @@ def test_precision_of_a_never_predicted_class_is_zero_and_counts_in_the_macro():
     assert m["precision_macro"] == pytest.approx(0.5 / 10)  # 0 (not NaN, not skipped) for 1..9
     assert m["precision_macro"] == pytest.approx(skm.precision_score(
         labels, probs.argmax(1), labels=CLASSES, average="macro", zero_division=0))
+
+
+# ------------------------------------------------------------------- found by mutation testing
+def test_per_class_support_is_int64_whatever_the_matrix_dtype():
+    for cm in (np.array([[3, 1], [0, 2]], dtype=np.int32), np.array([[3.0, 1.0], [0.0, 2.0]])):
+        scores = per_class_scores(cm)
+        assert scores["support"].dtype == np.int64 and scores["support"].tolist() == [4, 2]
+        assert scores["precision"].dtype == np.float64
+        assert scores["precision"].tolist() == pytest.approx([1.0, 2 / 3])
+
+
+def test_reliability_bins_first_bin_and_edges():
+    # two classes, two bins (0, 0.5] and (0.5, 1]: a 50/50 tie belongs to the first bin
+    probs = np.array([[0.5, 0.5], [0.7, 0.3], [0.2, 0.8]])
+    bins = reliability_bins(np.array([0, 0, 0]), probs, n_bins=2)
+    assert bins["count"].tolist() == [1, 2]
+    assert bins["accuracy"].tolist() == [1.0, 0.5]
+    assert bins["confidence"].tolist() == pytest.approx([0.5, 0.75])
+    assert bins["edges"].tolist() == [0.0, 0.5, 1.0]
+    assert set(bins) == {"count", "accuracy", "confidence", "edges"}
+    assert reliability_bins(np.array([0]), probs[:1])["edges"].tolist() == pytest.approx(
+        np.linspace(0, 1, 16).tolist())
+
+
+def test_ece_uses_the_number_of_bins_given():
+    # confidences 0.55 (right) and 0.95 (wrong): one bin gives |0.5 - 0.75|, three bins the mean
+    # of |1 - 0.55| and |0 - 0.95|, and the default 15 bins the same as three (no shared bin)
+    probs = np.array([[0.55, 0.45], [0.05, 0.95]])
+    labels = np.array([0, 0])
+    assert expected_calibration_error(labels, probs, n_bins=1) == pytest.approx(0.25)
+    assert expected_calibration_error(labels, probs, n_bins=3) == pytest.approx(0.7)
+    assert compute_metrics(labels, probs, num_classes=2, n_bins=1)["ece"] == pytest.approx(0.25)
+    assert compute_metrics(labels, probs, num_classes=2)["ece"] == pytest.approx(0.7)
+
+
+def test_log_loss_clips_probabilities_above_one():
+    # softmax rounding may give p(true) slightly over 1 (within PROB_SUM_TOL): the loss stays 0
+    assert log_loss(np.array([0]), np.array([[1.0005, 0.0]])) == 0.0
+
+
+def test_top_k_ties_go_to_the_lower_class_index_with_many_classes():
+    rng = np.random.default_rng(0)
+    probs = np.round(rng.random((5, 40)) * 4) / 4  # many ties among 40 classes
+    probs /= probs.sum(axis=1, keepdims=True)
+    order = [sorted(range(40), key=lambda c: (-row[c], c)) for row in probs]  # ties: lower index
+    third = np.array([o[2] for o in order])
+    fourth = np.array([o[3] for o in order])
+    assert top_k_accuracy(third, probs, k=3) == 1.0
+    assert top_k_accuracy(fourth, probs, k=3) == 0.0
+
+
+def test_per_class_rows_name_their_label():
+    labels, probs = _case_random()
+    assert [row["label"] for row in compute_metrics(labels, probs)["per_class"]] == CLASSES
+    assert set(compute_metrics(labels, probs)["per_class"][0]) == {"label", "precision", "recall",
+                                                                   "f1", "support"}
+
+
+def test_tensors_that_require_grad_are_accepted():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    m = compute_metrics(torch.tensor([0, 1]), logits.softmax(dim=1), num_classes=2)
+    assert m["accuracy"] == 1.0 and m["n"] == 2
+
+
+@pytest.mark.parametrize("labels, probs, message", [
+    (np.array([[0]]), np.array([[1.0, 0.0]]), "labels: expected shape (N,), got (1, 1)"),
+    (np.array([0, 2]), np.full((2, 2), 0.5), "labels: values must be in 0..1, got 0..2"),
+    (np.array([0]), np.ones(2), "probs: expected shape (N, num_classes), got (2,)"),
+    (np.array([0]), np.array([[np.nan, 1.0]]), "probs: expected finite, non-negative probabilities"),
+    (np.array([], dtype=np.int64), np.zeros((0, 2)), "no examples: metrics need at least one label"),
+    (np.array([0]), np.array([[0.7, 0.5]]),
+     "probs: a row sums to 1 +0.2; pass probabilities, not logits (e.g. logits.softmax(dim=1))"),
+])
+def test_bad_input_messages_word_for_word(labels, probs, message):
+    with pytest.raises(DigitnetError) as info:
+        compute_metrics(labels, probs, num_classes=2)
+    assert str(info.value) == message
+
+
+def test_confusion_matrix_messages_name_preds():
+    with pytest.raises(DigitnetError) as info:
+        confusion_matrix(np.array([0, 1]), np.array([0, 3]), num_classes=3)
+    assert str(info.value) == "preds: values must be in 0..2, got 0..3"
+    with pytest.raises(DigitnetError) as info:
+        confusion_matrix(np.array([0, 1]), np.array([0]), num_classes=3)
+    assert str(info.value) == "2 labels but 1 preds; they must agree"

@@ -568,3 +568,218 @@ def test_image_paths_that_are_not_regular_files_are_refused_unread(tmp_path, kin
     assert isinstance(error, ImageError)
     assert str(error) == (f"{path}: expected a regular file, found {found}; expected an image "
                           f"file (PNG, JPEG, BMP, GIF, TIFF or WebP)")
+
+
+# ------------------------------------------------------------------- found by mutation testing
+# (the MNIST-format step and the output files: crop, fit, centre, paste, PNG, names)
+def test_center_of_mass_exact():
+    assert pp.center_of_mass(np.zeros((5, 8))) == (2.0, 3.5)  # blank: the middle
+    one = np.zeros((5, 8))
+    one[1, 6] = 0.5
+    assert pp.center_of_mass(one) == (1.0, 6.0)
+    two = np.zeros((5, 8))
+    two[0, 0], two[4, 2] = 1.0, 3.0  # weights 1 and 3
+    assert pp.center_of_mass(two) == pytest.approx((3.0, 1.5))
+
+
+def test_to_uint8_clips_and_rounds():
+    out = pp._to_uint8(np.array([-1.0, 0.0, 0.002, 0.5, 0.999, 1.0, 7.0]))
+    assert out.dtype == np.uint8 and out.tolist() == [0, 0, 1, 128, 255, 255, 255]
+
+
+def test_crop_to_ink_keeps_the_padding_inside_the_image():
+    ink = np.arange(100, dtype=np.float32).reshape(10, 10)
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[3:6, 4:7] = True
+    assert np.array_equal(pp.crop_to_ink(ink, mask), ink[2:7, 3:8])
+    assert np.array_equal(pp.crop_to_ink(ink, mask, pad=0), ink[3:6, 4:7])
+    assert np.array_equal(pp.crop_to_ink(ink, mask, pad=3), ink[0:9, 1:10])
+    corner = np.zeros((10, 10), dtype=bool)
+    corner[0, 9] = corner[1, 8] = True
+    assert np.array_equal(pp.crop_to_ink(ink, corner), ink[0:3, 7:10])
+    with pytest.raises(ValueError, match="crop_to_ink needs a non-empty ink mask"):
+        pp.crop_to_ink(ink, np.zeros((10, 10), dtype=bool))
+
+
+@pytest.mark.parametrize("shape, fitted", [((10, 5), (20, 10)), ((5, 10), (10, 20)), ((60, 20), (20, 7)),
+                                           ((3, 3), (20, 20))])
+def test_fit_to_box_longer_side_is_the_box(shape, fitted):
+    crop = np.ones(shape, dtype=np.float32) * 0.6
+    out = pp.fit_to_box(crop)
+    assert out.shape == fitted and out.dtype == np.float32
+    assert float(out.max()) == pytest.approx(1.0)  # stretched so the maximum is 1
+    assert float(out.min()) >= 0.0
+    assert pp.fit_to_box(crop, box=8).shape == tuple(round(s * 8 / 20) or 1 for s in fitted)
+
+
+def test_fit_to_box_of_a_blank_crop_stays_blank():
+    out = pp.fit_to_box(np.zeros((30, 10), dtype=np.float32))
+    assert out.shape[0] == 20 and out.dtype == np.float32 and not out.any()
+
+
+def test_fit_to_box_thickens_thin_strokes_only_when_shrinking_needs_it():
+    thin = np.zeros((400, 400), dtype=np.float32)
+    thin[:, 200] = 1.0  # a 1 px stroke shrunk 20x would vanish
+    out = pp.fit_to_box(thin)
+    assert out.shape[0] == 20 and out.shape[1] >= 1
+    assert (out >= 0.5).sum(axis=1).min() >= 1  # visible on every row
+    width = (out > 0.25).sum(axis=1).mean()
+    assert 1.0 <= width <= 3.0  # about MIN_STROKE_WIDTH, not a blob
+    thick = np.zeros((40, 40), dtype=np.float32)
+    thick[:, 10:30] = 1.0  # 20 px stroke, shrunk 2x: already wide enough, no dilation
+    assert pp.fit_to_box(thick).shape == (20, 20)
+    assert (pp.fit_to_box(thick)[10] > 0.5).sum() == 10
+
+
+def test_paste_clips_at_every_edge():
+    fitted = np.arange(1, 10, dtype=np.float32).reshape(3, 3)
+    out = pp._paste(fitted, 1, 2, 5)
+    assert out.dtype == np.float32 and out.shape == (5, 5)
+    assert np.array_equal(out[1:4, 2:5], fitted) and out.sum() == fitted.sum()
+    assert np.array_equal(pp._paste(fitted, -1, -2, 5)[:2, :1], fitted[1:, 2:])
+    assert pp._paste(fitted, -1, -2, 5).sum() == fitted[1:, 2:].sum()
+    assert np.array_equal(pp._paste(fitted, 3, 4, 5)[3:, 4:], fitted[:2, :1])
+    assert pp._paste(fitted, 3, 4, 5).sum() == fitted[:2, :1].sum()
+    assert not pp._paste(fitted, 5, 0, 5).any() and not pp._paste(fitted, 0, -3, 5).any()
+
+
+def test_center_by_mass_puts_the_centre_within_half_a_pixel():
+    bar = np.zeros((20, 6), dtype=np.float32)
+    bar[:, 1:3] = 1.0  # off-centre in its own box
+    out = pp.center_by_mass(bar)
+    assert out.shape == (28, 28) and out.dtype == np.uint8 and out.max() == 255
+    cy, cx = pp.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert (out == 255).sum() == 40  # nothing lost: the whole bar is inside
+    seven = np.zeros((20, 20), dtype=np.float32)
+    seven[0:3, :] = 1.0  # a heavy top bar, a thin stem
+    seven[:, 17:19] = 0.2
+    cy, cx = pp.center_of_mass(pp.center_by_mass(seven))
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert pp.center_by_mass(bar, size=40).shape == (40, 40)
+
+
+def test_fit_and_center_is_fit_then_center():
+    crop = np.zeros((30, 12), dtype=np.float32)
+    crop[2:28, 3:9] = 0.9
+    assert np.array_equal(pp.fit_and_center(crop), pp.center_by_mass(pp.fit_to_box(crop)))
+
+
+def test_output_stems_are_unique():
+    assert pp.output_stems(["a.png", "x/a.jpg", "b.png", "a.gif", ""]) == ["a", "a-2", "b", "a-3", "image"]
+    assert pp.output_stems([]) == []
+
+
+def test_save_result_writes_the_image_then_numbered_stages(tmp_path):
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[5:9, 10:12] = 200
+    stages = {"gray": np.full((4, 5), 7, dtype=np.uint8), "ink": np.full((2, 3, 3), 9, dtype=np.uint8)}
+    result = pp.PreprocessResult(image=image, digit_found=True, stages=stages)
+    written = pp.save_result(result, tmp_path, "seven")
+    assert written == [tmp_path / "seven.png", tmp_path / "debug" / "seven" / "01_gray.png",
+                       tmp_path / "debug" / "seven" / "02_ink.png"]
+    assert np.array_equal(np.asarray(Image.open(written[0])), image)
+    assert np.array_equal(np.asarray(Image.open(written[1])), stages["gray"])
+    assert np.array_equal(np.asarray(Image.open(written[2])), stages["ink"])
+    blank = pp.PreprocessResult(image=np.zeros((28, 28), np.uint8), digit_found=False, reason="blank")
+    assert pp.save_result(blank, tmp_path / "b", "x") == []
+    assert not (tmp_path / "b").exists()
+
+
+def test_encode_png_round_trips_every_channel_count():
+    rng = np.random.default_rng(0)
+    for shape in [(6, 7), (6, 7, 2), (6, 7, 3), (6, 7, 4)]:
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        png = pp.encode_png(image)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(png))), image)
+
+
+def test_center_by_mass_corrects_for_parts_that_fall_outside():
+    """A heavy corner and a faint body: the first placement cuts off part of the body, which moves
+    the centre, so one correction follows (found by mutation testing: nothing ran that loop)."""
+    corner = np.full((20, 20), 0.01, dtype=np.float32)
+    corner[0:3, 0:3] = 1.0
+    out = pp.center_by_mass(corner)
+    assert (out == 255).sum() == 9 and (out[11:14, 11:14] == 255).all()  # placed at (11, 11)
+    cy, cx = pp.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    mirrored = pp.center_by_mass(corner[:, ::-1].copy())
+    assert (mirrored == 255).sum() == 9 and (mirrored[11:14, 15:18] == 255).all()  # at (11, -2)
+    cy, cx = pp.center_of_mass(mirrored)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_center_by_mass_of_ink_far_from_the_middle_of_its_box(axis):
+    bar = np.zeros((20, 20), dtype=np.float32)
+    bar[:, 17:19] = 1.0  # mass centre at column 17.5 of its box
+    if axis == 0:
+        bar = bar.T.copy()
+    out = pp.center_by_mass(bar)
+    assert (out == 255).sum() == 40
+    cy, cx = pp.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_crop_to_ink_at_the_left_and_top_edges_and_its_message():
+    ink = np.arange(100, dtype=np.float32).reshape(10, 10)
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[0, 0] = True
+    assert np.array_equal(pp.crop_to_ink(ink, mask), ink[0:2, 0:2])
+    with pytest.raises(ValueError) as info:
+        pp.crop_to_ink(ink, np.zeros((10, 10), dtype=bool))
+    assert str(info.value) == "crop_to_ink needs a non-empty ink mask"
+
+
+def test_fit_to_box_dilation_is_pinned():
+    """A 1 px stroke on 400 px, full or half ink (>= 0.5 counts as stroke): the dilation before
+    the 20x shrink gives these exact sums."""
+    for value in (1.0, 0.5):
+        thin = np.zeros((400, 400), dtype=np.float32)
+        thin[:, 200] = value
+        out = pp.fit_to_box(thin)
+        assert out.shape == (20, 20) and float(out.sum()) == pytest.approx(39.3274, abs=1e-3)
+
+
+def test_fit_to_box_does_not_thicken_when_not_shrinking():
+    exact = np.zeros((20, 20), dtype=np.float32)  # already 20 px: scale 1, no dilation
+    exact[2:18, 10] = 1.0
+    assert np.abs(pp.fit_to_box(exact) - exact).max() < 0.05
+    small = np.zeros((15, 15), dtype=np.float32)  # enlarged 4/3: a 1 px stroke stays thin
+    small[2:13, 7] = 1.0
+    assert (pp.fit_to_box(small)[10] > 0.5).sum() <= 2
+    assert pp.fit_to_box(np.ones((20, 1), dtype=np.float32)).shape == (20, 1)
+
+
+def test_fit_to_box_clips_lanczos_ringing_before_stretching():
+    """Lanczos overshoots at sharp edges (about -0.02 and 1.03 here): the fitted crop is clipped
+    to [0, 1] first, so the block's inside stays exactly 1 and nothing is negative."""
+    block = np.zeros((50, 50), dtype=np.float32)
+    block[10:40, 10:40] = 1.0
+    out = pp.fit_to_box(block)
+    assert out.shape == (20, 20) and float(out.min()) == 0.0
+    assert (out == 1.0).sum() == 72
+    assert float(out.sum()) == pytest.approx(144.1619, abs=1e-3)  # Lanczos, not another filter
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["x", "y"])
+def test_center_by_mass_corrects_one_axis_alone(transpose):
+    """A heavy edge column (or row) and a faint body: only that axis needs the correction, from
+    12 to 13 (the loop must not stop while the other axis is already right)."""
+    edge = np.full((20, 20), 0.02, dtype=np.float32)
+    edge[:, 0:2] = 1.0
+    if transpose:
+        edge = edge.T.copy()
+    out = pp.center_by_mass(edge)
+    placed = out.T if transpose else out
+    assert (placed[4:24, 13:15] == 255).all() and (placed == 255).sum() == 40
+    cy, cx = pp.center_of_mass(out)
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+
+
+def test_fit_to_box_counts_half_ink_as_stroke_and_keeps_one_pixel_rows():
+    three = np.zeros((400, 400), dtype=np.float32)
+    three[:, 200:203] = 0.5  # a 3 px stroke of exactly half ink: measured 3 px wide, not 0
+    assert float(pp.fit_to_box(three).sum()) == pytest.approx(37.04, abs=1e-3)  # 37.1224 if 0
+    assert pp.fit_to_box(np.ones((1, 20), dtype=np.float32)).shape == (1, 20)
