@@ -485,3 +485,63 @@ def test_globs_expand_inside_the_store(layout):
 def test_list_runs_survives_any_config_json(layout, content):
     (layout / "models" / "cnn-v1" / "r1" / "config.json").write_bytes(content.encode("latin-1"))
     assert [r.name for r in list_runs(layout / "models")] == ["r1", "r2"]
+
+
+# ---------------------------------------- found by mutation testing of the merged store (second run)
+def test_at_least_is_an_integer_check_with_its_bound():
+    from digitnet.fileio import check_json
+    from digitnet.store import _at_least
+
+    check = _at_least(2)  # builds the schemas' version, epochs_done, epoch and val_size checks
+    check_json({"n": 2}, {"n": check}, "f.json")
+    for value, found in ((1, "1"), ("2", "'2'"), (2.5, "2.5")):
+        with pytest.raises(DigitnetError) as info:
+            check_json({"n": value}, {"n": check}, "f.json")
+        assert str(info.value) == f'f.json: field "n": expected an integer >= 2, found {found}'
+
+
+def test_label_names_must_match_the_outputs_of_the_model(tmp_path):
+    run = make_run(tmp_path, "r", "2026-01-01T00:00:00")
+    config = json.loads((run / "config.json").read_text())
+    config["data_config"]["label_names"] = [str(i) for i in range(9)]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    assert str(info.value) == (f'{run.resolve() / "config.json"}: field "label_names": expected 10 '
+                               "names (one per output of the model), found 9")
+
+
+def test_run_config_and_summary_are_checked_and_named(tmp_path):
+    run = make_run(tmp_path, "r", "2026-01-01T00:00:00")
+    good = (run / "config.json").read_text()
+    config = json.loads(good)
+    config["arch"]["version"] = 0
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    assert str(info.value) == (f'{run.resolve() / "config.json"}: field "arch.version": expected an '
+                               "integer >= 1, found 0")
+    with open(run / "config.json", "wb") as f:  # sparse: over the 16 MiB limit of a JSON file
+        f.truncate(16 * 1024 * 1024 + 1)
+    with pytest.raises(DigitnetError) as info:
+        load_model(ModelRef(run.resolve(), None))
+    assert str(info.value).endswith(": run config larger than the limit of 16,777,216 bytes")
+    (run / "config.json").write_text(good)
+    (run / "summary.json").write_text(json.dumps({"epochs_done": "7"}))
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    assert str(info.value) == (f'{run.resolve() / "summary.json"}: field "epochs_done": expected an '
+                               "integer >= 0, found '7'")
+    with open(run / "summary.json", "wb") as f:
+        f.truncate(16 * 1024 * 1024 + 1)
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    assert str(info.value).endswith(": run summary larger than the limit of 16,777,216 bytes")
+
+
+def test_a_glob_before_the_last_part_is_refused(store):
+    with pytest.raises(DigitnetError) as info:
+        expand_refs(["cnn-v1/o*/x"], store)
+    assert str(info.value) == ("model reference 'cnn-v1/o*/x': the run name 'o*/x' is not one folder "
+                               "name of the store; a path to a folder elsewhere must start with /, "
+                               "./, ../ or ~")
