@@ -545,3 +545,30 @@ def test_a_glob_before_the_last_part_is_refused(store):
     assert str(info.value) == ("model reference 'cnn-v1/o*/x': the run name 'o*/x' is not one folder "
                                "name of the store; a path to a folder elsewhere must start with /, "
                                "./, ../ or ~")
+
+
+def test_weights_of_the_wrong_kind_or_not_finite_are_refused(tmp_path):
+    from digitnet.store import check_weights
+
+    model = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    half = check_weights(model, dict(good, **{"0.weight": torch.ones(1, 2, dtype=torch.float16)}),
+                         tmp_path)
+    assert half["0.weight"].dtype == torch.float32 and torch.equal(half["0.weight"], torch.ones(1, 2))
+    assert half["1.num_batches_tracked"].dtype == torch.int64
+    for name, tensor, got, want in (
+            ("0.weight", torch.ones(1, 2, dtype=torch.int64), "int64", "float32"),
+            ("0.bias", torch.ones(1, dtype=torch.bool), "bool", "float32"),
+            ("1.num_batches_tracked", torch.tensor(0, dtype=torch.int32), "int32", "int64"),
+            ("1.num_batches_tracked", torch.tensor(0.0), "float32", "int64")):
+        with pytest.raises(DigitnetError) as info:
+            check_weights(model, dict(good, **{name: tensor}), tmp_path)
+        assert str(info.value) == (f"{tmp_path}: tensor {name!r} is {got}, expected {want}; these "
+                                   "are not weights digitnet can use")
+    for tensor, cast in ((torch.tensor([float("nan")]), ""),
+                         (torch.tensor([1e300], dtype=torch.float64), " once cast to float32")):
+        with pytest.raises(DigitnetError) as info:
+            check_weights(model, dict(good, **{"0.bias": tensor}), tmp_path)
+        assert str(info.value) == (f"{tmp_path}: tensor '0.bias' holds 1 NaN or infinite value(s)"
+                                   f"{cast}; weights like these cannot predict (did training "
+                                   "diverge?)")
