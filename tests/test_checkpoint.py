@@ -363,3 +363,73 @@ def test_failed_weights_write_removes_its_temporary_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert info.value.errno == errno.ENOSPC  # with its errno, for the caller's message
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------- found by mutation testing of the merged checkpoint.py
+def test_remove_temporaries_removes_only_what_a_killed_writer_left(tmp_path):
+    from digitnet.training.checkpoint import remove_temporaries
+
+    folder = tmp_path / "checkpoints"
+    write(folder, 1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    left = [".tmp-epoch-002.ab12", ".epoch-003.xy", ".stale-epoch-001.q"]  # folders
+    for name in left:
+        (folder / name).mkdir()
+        (folder / name / WEIGHTS_FILE).write_bytes(b"partial")
+    (folder / ".pointers.json.k3j.tmp").write_text("{")
+    (folder / ".tmp-link").symlink_to(outside, target_is_directory=True)
+    kept = ["epoch-001", POINTERS_FILE, ".tmp", ".hidden", "tmp-x", ".epoch-004", "x.tmp"]
+    for name in kept[1:]:
+        (folder / name).write_text("{}")
+    removed = remove_temporaries(folder, tmp_path / "not-there")
+    assert sorted(p.name for p in removed) == sorted(left + [".pointers.json.k3j.tmp", ".tmp-link"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)
+    assert (outside / "keep").read_text() == "x"  # a link is removed, never what it points to
+    assert list_checkpoints(folder) == [1]
+
+
+def test_last_checkpoint_epoch_is_what_a_resume_starts_from(tmp_path):
+    from digitnet.training.checkpoint import last_checkpoint_epoch
+
+    assert last_checkpoint_epoch(tmp_path / "none") == 0
+    write(tmp_path, 1)
+    write(tmp_path, 2)
+    assert last_checkpoint_epoch(tmp_path) == 2  # no pointers: the newest folder
+    write_pointers(tmp_path, last="epoch-001")
+    assert last_checkpoint_epoch(tmp_path) == 1
+
+
+def test_meta_epoch_must_match_its_folder_and_files_must_be_regular(tmp_path):
+    import os
+
+    folder = write(tmp_path, 1)
+    meta = json.loads((folder / META_FILE).read_text())
+    (folder / META_FILE).write_text(json.dumps({**meta, "epoch": 2}))
+    with pytest.raises(CheckpointError) as info:
+        verify_checkpoint(folder)
+    assert str(info.value) == (f"{folder / META_FILE}: corrupt or tampered (epoch 2 in a checkpoint "
+                               "folder named epoch-001)")
+    copy = tmp_path / "copied"  # a folder with another name is not checked against its name
+    folder.rename(copy)
+    assert verify_checkpoint(copy)["epoch"] == 2
+    folder = write(tmp_path, 3)
+    (folder / STATE_FILE).unlink()
+    os.mkfifo(folder / STATE_FILE)
+    with pytest.raises(CheckpointError) as info:
+        verify_checkpoint(folder)
+    assert str(info.value) == (f"{folder / STATE_FILE}: expected a regular checkpoint file, "
+                               "found a FIFO")
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(folder / STATE_FILE)
+    assert str(info.value) == (f"{folder / STATE_FILE}: expected a regular training state, "
+                               "found a FIFO")
+
+
+def test_training_state_that_is_not_a_dict_is_corrupt(tmp_path):
+    path = tmp_path / STATE_FILE
+    torch.save([1, 2], path)
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(path)
+    assert str(info.value) == f"{path}: corrupt training state (expected a dict, found list)"
