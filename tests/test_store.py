@@ -572,3 +572,13 @@ def test_weights_of_the_wrong_kind_or_not_finite_are_refused(tmp_path):
         assert str(info.value) == (f"{tmp_path}: tensor '0.bias' holds 1 NaN or infinite value(s)"
                                    f"{cast}; weights like these cannot predict (did training "
                                    "diverge?)")
+
+
+def test_unknown_architecture_or_version_names_the_model_that_asked(tmp_path):
+    model = create_model("cnn", 1)
+    for changes, reason in (({"version": 99}, "architecture 'cnn' has no version 99; registered "
+                                              "versions: 1"),
+                            ({"name": "nosuch"}, "unknown architecture 'nosuch'; registered: ")):
+        with pytest.raises(DigitnetError) as info:
+            build_frozen_model({**_arch(model), **changes}, tmp_path / "run")
+        assert str(info.value).startswith(f"{tmp_path / 'run'}: {reason}")
