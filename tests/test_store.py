@@ -582,3 +582,45 @@ def test_unknown_architecture_or_version_names_the_model_that_asked(tmp_path):
         with pytest.raises(DigitnetError) as info:
             build_frozen_model({**_arch(model), **changes}, tmp_path / "run")
         assert str(info.value).startswith(f"{tmp_path / 'run'}: {reason}")
+
+
+def test_read_metrics_checks_every_row_and_skips_blank_lines(tmp_path):
+    import os
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n\n{"epoch": 2}\n')
+    assert [row["epoch"] for row in read_metrics(tmp_path)] == [1, 2]
+    path.write_text('{"epoch": 0}\n{"epoch": 2}\n')
+    with pytest.raises(DigitnetError) as info:
+        read_metrics(tmp_path)
+    assert str(info.value) == f'{path} line 1: field "epoch": expected an integer >= 1, found 0'
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(DigitnetError) as info:
+        read_metrics(tmp_path)
+    assert str(info.value) == f"{path}: expected a regular metrics file, found a FIFO"
+
+
+def test_weights_errors_name_their_file(tmp_path):
+    model = nn.Linear(2, 1)
+    with pytest.raises(DigitnetError) as info:
+        load_weights(model, {"weight": torch.ones(1, 2, dtype=torch.int64), "bias": torch.ones(1)},
+                     tmp_path / "w.safetensors", "x-v1")
+    assert str(info.value).startswith(f"{tmp_path / 'w.safetensors'}: tensor 'weight' is int64")
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
+    import os
+
+    from digitnet.store import lock_run
+
+    run = tmp_path / "cnn-v1" / "r1"
+    run.mkdir(parents=True)
+    with lock_run(run):
+        with pytest.raises(DigitnetError) as info, lock_run(run):
+            pass
+    assert str(info.value) == (f"run cnn-v1/r1 is being trained by another process (process "
+                               f"{os.getpid()} holds {run / 'train.lock'}); wait for it to end or "
+                               "stop it")
+    with lock_run(run):  # released when the holder's block ends
+        pass
