@@ -624,3 +624,28 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
                                "stop it")
     with lock_run(run):  # released when the holder's block ends
         pass
+
+
+@pytest.mark.parametrize("base, explicit", [
+    ("/abs/x", True), (".", True), ("..", True), ("~", True), ("./x", True), ("../x", True),
+    ("~/x", True), (".\\x", True), ("..\\x", True),
+    ("cnn-v1/r1", False), ("x/.", False), ("~x", False), (".x", False), ("X", False)])
+def test_explicit_paths_are_the_documented_forms(base, explicit):
+    from digitnet.store import is_explicit_path
+
+    assert is_explicit_path(base) is explicit
+
+
+def test_a_missing_absolute_path_is_a_path_not_a_store_reference(tmp_path):
+    missing = tmp_path / "gone"
+    with pytest.raises(DigitnetError) as info:
+        resolve_ref(str(missing), tmp_path / "models")
+    assert str(info.value) == f"model reference {str(missing)!r}: {missing} is not a folder"
+
+
+def test_run_names_with_any_other_character_are_looked_up(store):
+    run = make_run(store, "Xmas", "2026-02-01T00:00:00")
+    assert resolve_ref("cnn-v1/Xmas", store).run_dir == run.resolve()
+    for name in ("a\\b", "a\0b"):
+        with pytest.raises(DigitnetError, match="is not one folder name of the store"):
+            resolve_ref(f"cnn-v1/{name}", store)
