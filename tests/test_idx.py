@@ -453,3 +453,27 @@ def test_parse_hashes_raw_and_compressed_bytes_alike():
         h = hashlib.sha256()
         parse_idx(data, hasher=h)
         assert h.hexdigest() == hashlib.sha256(content).hexdigest()
+
+
+class Trickle(io.BytesIO):
+    """A stream that returns at most 5 bytes a call, as a pipe or a gzip member boundary may."""
+
+    def read(self, n=-1):
+        return super().read(5 if n is None or n < 0 else min(n, 5))
+
+    def readinto(self, buffer):
+        return super().readinto(memoryview(buffer).cast("B")[:5])
+
+
+def test_short_reads_are_joined_into_the_exact_array():
+    import digitnet.data.idx as idx
+
+    array = np.arange(12, dtype=">i2").reshape(3, 4)
+    content = encode_idx(array)
+    for size in (None, len(content)):
+        h = hashlib.sha256()
+        got = idx._read_guarded(Trickle(content), "t.idx", 1000, size, h)
+        assert got.shape == (3, 4) and np.array_equal(got, array)
+        assert h.hexdigest() == hashlib.sha256(content).hexdigest()
+    with pytest.raises(IdxError, match="has trailing bytes"):
+        idx._read_guarded(Trickle(content + b"\0"), "t.idx", 1000, None, None)
