@@ -433,3 +433,46 @@ def test_training_state_that_is_not_a_dict_is_corrupt(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_training_state(path)
     assert str(info.value) == f"{path}: corrupt training state (expected a dict, found list)"
+
+
+def test_non_regular_weights_and_metadata_are_named(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / WEIGHTS_FILE)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(tmp_path / WEIGHTS_FILE)
+    assert str(info.value) == f"{tmp_path / WEIGHTS_FILE}: expected a regular weights file, found a FIFO"
+    folder = write(tmp_path / "c", 1)
+    (folder / META_FILE).unlink()
+    os.mkfifo(folder / META_FILE)
+    with pytest.raises(CheckpointError) as info:
+        verify_checkpoint(folder)
+    assert str(info.value) == (f"{folder / META_FILE}: expected a regular checkpoint metadata, found "
+                               "a FIFO (corrupt or tampered)")
+
+
+def test_corrupt_training_state_quotes_the_first_line_or_the_error_type(tmp_path, monkeypatch):
+    path = tmp_path / STATE_FILE
+    path.write_bytes(b"")  # torch.load is replaced: the file only has to be regular
+
+    def fails(*args, **kwargs):
+        raise KeyError()  # str() is empty: the type names the problem
+
+    monkeypatch.setattr(torch, "load", fails)
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(path)
+    assert str(info.value) == f"{path}: corrupt training state (KeyError)"
+
+    def fails_with_lines(*args, **kwargs):
+        raise ValueError("first line\nsecond line")
+
+    monkeypatch.setattr(torch, "load", fails_with_lines)
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(path)
+    assert str(info.value) == f"{path}: corrupt training state (first line)"
+
+
+def test_pointers_that_are_not_epoch_folder_names_are_left_out(tmp_path):
+    (tmp_path / POINTERS_FILE).write_text(json.dumps(
+        {"last": "../evil", "best": "epoch-001", "other": 3, "x": "epoch-2x"}))
+    assert read_pointers(tmp_path) == {"best": "epoch-001"}
