@@ -383,7 +383,7 @@ def test_remove_temporaries_removes_only_what_a_killed_writer_left(tmp_path):
     kept = ["epoch-001", POINTERS_FILE, ".tmp", ".hidden", "tmp-x", ".epoch-004", "x.tmp"]
     for name in kept[1:]:
         (folder / name).write_text("{}")
-    removed = remove_temporaries(folder, tmp_path / "not-there")
+    removed = remove_temporaries(tmp_path / "not-there", folder)  # a missing folder is skipped
     assert sorted(p.name for p in removed) == sorted(left + [".pointers.json.k3j.tmp", ".tmp-link"])
     assert sorted(p.name for p in folder.iterdir()) == sorted(kept)
     assert (outside / "keep").read_text() == "x"  # a link is removed, never what it points to
