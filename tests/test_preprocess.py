@@ -783,3 +783,37 @@ def test_fit_to_box_counts_half_ink_as_stroke_and_keeps_one_pixel_rows():
     three[:, 200:203] = 0.5  # a 3 px stroke of exactly half ink: measured 3 px wide, not 0
     assert float(pp.fit_to_box(three).sum()) == pytest.approx(37.04, abs=1e-3)  # 37.1224 if 0
     assert pp.fit_to_box(np.ones((1, 20), dtype=np.float32)).shape == (1, 20)
+
+
+# ------------------------------- found by mutation testing of the decoding functions (merged code)
+def _encoded(size: tuple[int, int], fmt: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image = Image.new("L", size, 255)
+    extra = dict(save_all=True, append_images=[image]) if fmt == "MPO" else {}  # MPO: 2+ frames
+    image.save(buffer, format=fmt, **extra)
+    return buffer.getvalue()
+
+
+def test_check_image_size_reads_an_open_file_and_names_it():
+    import io
+
+    assert pp.check_image_size(io.BytesIO(_encoded((7, 5), "PNG"))) == (7, 5)
+    with pytest.raises(pp.ImageError) as info:
+        pp.check_image_size(io.BytesIO(b"not an image at all"))
+    assert str(info.value).startswith("<BytesIO>: not an image file (expected ")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])
+def test_draft_size_reduces_large_jpegs_from_twice_the_working_size(fmt):
+    import io
+
+    side = 2 * pp.WORK_MAX_SIDE
+    with Image.open(io.BytesIO(_encoded((side, 1), fmt))) as img:
+        assert img.format == fmt
+        assert pp._draft_size(img) == (pp.WORK_MAX_SIDE, 1)  # never below 1 px a side
+    with Image.open(io.BytesIO(_encoded((1, side), fmt))) as img:
+        assert pp._draft_size(img) == (1, pp.WORK_MAX_SIDE)
+    with Image.open(io.BytesIO(_encoded((side - 1, 1), fmt))) as img:
+        assert pp._draft_size(img) is None
