@@ -817,3 +817,30 @@ def test_draft_size_reduces_large_jpegs_from_twice_the_working_size(fmt):
         assert pp._draft_size(img) == (1, pp.WORK_MAX_SIDE)
     with Image.open(io.BytesIO(_encoded((side - 1, 1), fmt))) as img:
         assert pp._draft_size(img) is None
+
+
+def test_size_limits_are_inclusive_and_the_message_exact():
+    pp._check_size(pp.MAX_SIDE, 1, "x", None)
+    pp._check_size(1, pp.MAX_SIDE, "x", None)
+    pp._check_size(10, 10, "x", 100)
+    with pytest.raises(ImageTooLargeError) as info:
+        pp._check_size(1050, 1000, "x.png", 1_000_000)
+    assert str(info.value) == ("x.png: image is 1050x1000 px (1.1 megapixels); expected at most "
+                               "1 megapixels and 30000 px a side (a decompression bomb, or a photo "
+                               "to shrink first)")
+
+
+def test_pillow_bomb_refusal_states_the_limit_asked_for(monkeypatch):
+    header = png_header(10_000, 10_000)  # over Pillow's own limit: refused while opening
+    for max_pixels, limit in ((None, "40"), (5_000_000, "5")):
+        with pytest.raises(ImageTooLargeError) as info:
+            pp.check_image_size(header, max_pixels=max_pixels)
+        assert str(info.value).endswith(f"; expected at most {limit} megapixels")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pp.Image, "open", refused)
+    with pytest.raises(ImageError) as info:
+        pp.check_image_size(header)
+    assert str(info.value) == f"<{len(header)} bytes>: cannot read the file (Permission denied)"
