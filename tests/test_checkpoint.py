@@ -409,8 +409,8 @@ def test_meta_epoch_must_match_its_folder_and_files_must_be_regular(tmp_path):
     (folder / META_FILE).write_text(json.dumps({**meta, "epoch": 2}))
     with pytest.raises(CheckpointError) as info:
         verify_checkpoint(folder)
-    assert str(info.value) == (f"{folder / META_FILE}: corrupt or tampered (epoch 2 in a checkpoint "
-                               "folder named epoch-001)")
+    assert str(info.value) == (f"{folder / META_FILE}: corrupt or tampered (epoch 2 in a "
+                               "checkpoint folder named epoch-001)")
     copy = tmp_path / "copied"  # a folder with another name is not checked against its name
     folder.rename(copy)
     assert verify_checkpoint(copy)["epoch"] == 2
@@ -441,14 +441,15 @@ def test_non_regular_weights_and_metadata_are_named(tmp_path):
     os.mkfifo(tmp_path / WEIGHTS_FILE)
     with pytest.raises(CheckpointError) as info:
         load_state_dict(tmp_path / WEIGHTS_FILE)
-    assert str(info.value) == f"{tmp_path / WEIGHTS_FILE}: expected a regular weights file, found a FIFO"
+    assert str(info.value) == (f"{tmp_path / WEIGHTS_FILE}: expected a regular weights file, "
+                               "found a FIFO")
     folder = write(tmp_path / "c", 1)
     (folder / META_FILE).unlink()
     os.mkfifo(folder / META_FILE)
     with pytest.raises(CheckpointError) as info:
         verify_checkpoint(folder)
-    assert str(info.value) == (f"{folder / META_FILE}: expected a regular checkpoint metadata, found "
-                               "a FIFO (corrupt or tampered)")
+    assert str(info.value) == (f"{folder / META_FILE}: expected a regular checkpoint metadata, "
+                               "found a FIFO (corrupt or tampered)")
 
 
 def test_corrupt_training_state_quotes_the_first_line_or_the_error_type(tmp_path, monkeypatch):

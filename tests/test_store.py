@@ -487,7 +487,7 @@ def test_list_runs_survives_any_config_json(layout, content):
     assert [r.name for r in list_runs(layout / "models")] == ["r1", "r2"]
 
 
-# ---------------------------------------- found by mutation testing of the merged store (second run)
+# --------------------------------------- found by mutation testing of the merged store (second run)
 def test_at_least_is_an_integer_check_with_its_bound():
     from digitnet.fileio import check_json
     from digitnet.store import _at_least
@@ -519,8 +519,9 @@ def test_run_config_and_summary_are_checked_and_named(tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(DigitnetError) as info:
         load_model("cnn-v1/r", tmp_path)
-    assert str(info.value) == (f'{run.resolve() / "config.json"}: field "arch.version": expected an '
-                               "integer >= 1, found 0")
+    config_file = run.resolve() / "config.json"
+    assert str(info.value) == (f'{config_file}: field "arch.version": expected an integer >= 1, '
+                               "found 0")
     with open(run / "config.json", "wb") as f:  # sparse: over the 16 MiB limit of a JSON file
         f.truncate(16 * 1024 * 1024 + 1)
     with pytest.raises(DigitnetError) as info:
@@ -530,8 +531,9 @@ def test_run_config_and_summary_are_checked_and_named(tmp_path):
     (run / "summary.json").write_text(json.dumps({"epochs_done": "7"}))
     with pytest.raises(DigitnetError) as info:
         load_model("cnn-v1/r", tmp_path)
-    assert str(info.value) == (f'{run.resolve() / "summary.json"}: field "epochs_done": expected an '
-                               "integer >= 0, found '7'")
+    summary_file = run.resolve() / "summary.json"
+    assert str(info.value) == (f'{summary_file}: field "epochs_done": expected an integer >= 0, '
+                               "found '7'")
     with open(run / "summary.json", "wb") as f:
         f.truncate(16 * 1024 * 1024 + 1)
     with pytest.raises(DigitnetError) as info:
@@ -542,9 +544,9 @@ def test_run_config_and_summary_are_checked_and_named(tmp_path):
 def test_a_glob_before_the_last_part_is_refused(store):
     with pytest.raises(DigitnetError) as info:
         expand_refs(["cnn-v1/o*/x"], store)
-    assert str(info.value) == ("model reference 'cnn-v1/o*/x': the run name 'o*/x' is not one folder "
-                               "name of the store; a path to a folder elsewhere must start with /, "
-                               "./, ../ or ~")
+    assert str(info.value) == ("model reference 'cnn-v1/o*/x': the run name 'o*/x' is not one "
+                               "folder name of the store; a path to a folder elsewhere must start "
+                               "with /, ./, ../ or ~")
 
 
 def test_weights_of_the_wrong_kind_or_not_finite_are_refused(tmp_path):
@@ -554,7 +556,8 @@ def test_weights_of_the_wrong_kind_or_not_finite_are_refused(tmp_path):
     good = {k: v.clone() for k, v in model.state_dict().items()}
     half = check_weights(model, dict(good, **{"0.weight": torch.ones(1, 2, dtype=torch.float16)}),
                          tmp_path)
-    assert half["0.weight"].dtype == torch.float32 and torch.equal(half["0.weight"], torch.ones(1, 2))
+    assert half["0.weight"].dtype == torch.float32
+    assert torch.equal(half["0.weight"], torch.ones(1, 2))
     assert half["1.num_batches_tracked"].dtype == torch.int64
     for name, tensor, got, want in (
             ("0.weight", torch.ones(1, 2, dtype=torch.int64), "int64", "float32"),
