@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 DATA_DIR ?= $(if $(DIGITNET_DATA_DIR),$(DIGITNET_DATA_DIR),../shared/datasets/mnist)
 PYTEST_ARGS ?=
 # `make mutation`: groups of mutants (mutmut name patterns), run one group at a time, and workers.
-# preprocess.py is mutated in its MNIST-format step and output files only (docs/testing-mutation.md);
+# preprocess.py is mutated in its MNIST-format step, output files and image decoding only
+# (docs/testing-mutation.md);
 # `make mutation MUTANTS_preprocess="'digitnet.data.preprocess.*'"` mutates all of it (hours).
 MUTATION_GROUPS ?= idx metrics checkpoint store augment preprocess
 MUTANTS_idx ?= 'digitnet.data.idx.*'
@@ -15,7 +16,8 @@ MUTANTS_checkpoint ?= 'digitnet.training.checkpoint.*'
 MUTANTS_store ?= 'digitnet.store.*'
 MUTANTS_augment ?= 'digitnet.data.augment.*'
 MUTANTS_preprocess ?= $(foreach f,center_of_mass _to_uint8 crop_to_ink fit_to_box _paste \
-	center_by_mass fit_and_center encode_png output_stems save_result,'digitnet.data.preprocess.x_$(f)*')
+	center_by_mass fit_and_center encode_png output_stems save_result \
+	_check_size _draft_size check_image_size _read_image,'digitnet.data.preprocess.x_$(f)*')
 MUTMUT_CHILDREN ?= 1
 
 .PHONY: install run explore test mutation mutation-report clean

@@ -363,3 +363,117 @@ def test_failed_weights_write_removes_its_temporary_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert info.value.errno == errno.ENOSPC  # with its errno, for the caller's message
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------- found by mutation testing of the merged checkpoint.py
+def test_remove_temporaries_removes_only_what_a_killed_writer_left(tmp_path):
+    from digitnet.training.checkpoint import remove_temporaries
+
+    folder = tmp_path / "checkpoints"
+    write(folder, 1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    left = [".tmp-epoch-002.ab12", ".epoch-003.xy", ".stale-epoch-001.q"]  # folders
+    for name in left:
+        (folder / name).mkdir()
+        (folder / name / WEIGHTS_FILE).write_bytes(b"partial")
+    (folder / ".pointers.json.k3j.tmp").write_text("{")
+    (folder / ".tmp-link").symlink_to(outside, target_is_directory=True)
+    kept = ["epoch-001", POINTERS_FILE, ".tmp", ".hidden", "tmp-x", ".epoch-004", "x.tmp"]
+    for name in kept[1:]:
+        (folder / name).write_text("{}")
+    removed = remove_temporaries(tmp_path / "not-there", folder)  # a missing folder is skipped
+    assert sorted(p.name for p in removed) == sorted(left + [".pointers.json.k3j.tmp", ".tmp-link"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)
+    assert (outside / "keep").read_text() == "x"  # a link is removed, never what it points to
+    assert list_checkpoints(folder) == [1]
+
+
+def test_last_checkpoint_epoch_is_what_a_resume_starts_from(tmp_path):
+    from digitnet.training.checkpoint import last_checkpoint_epoch
+
+    assert last_checkpoint_epoch(tmp_path / "none") == 0
+    write(tmp_path, 1)
+    write(tmp_path, 2)
+    assert last_checkpoint_epoch(tmp_path) == 2  # no pointers: the newest folder
+    write_pointers(tmp_path, last="epoch-001")
+    assert last_checkpoint_epoch(tmp_path) == 1
+
+
+def test_meta_epoch_must_match_its_folder_and_files_must_be_regular(tmp_path):
+    import os
+
+    folder = write(tmp_path, 1)
+    meta = json.loads((folder / META_FILE).read_text())
+    (folder / META_FILE).write_text(json.dumps({**meta, "epoch": 2}))
+    with pytest.raises(CheckpointError) as info:
+        verify_checkpoint(folder)
+    assert str(info.value) == (f"{folder / META_FILE}: corrupt or tampered (epoch 2 in a "
+                               "checkpoint folder named epoch-001)")
+    copy = tmp_path / "copied"  # a folder with another name is not checked against its name
+    folder.rename(copy)
+    assert verify_checkpoint(copy)["epoch"] == 2
+    folder = write(tmp_path, 3)
+    (folder / STATE_FILE).unlink()
+    os.mkfifo(folder / STATE_FILE)
+    with pytest.raises(CheckpointError) as info:
+        verify_checkpoint(folder)
+    assert str(info.value) == (f"{folder / STATE_FILE}: expected a regular checkpoint file, "
+                               "found a FIFO")
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(folder / STATE_FILE)
+    assert str(info.value) == (f"{folder / STATE_FILE}: expected a regular training state, "
+                               "found a FIFO")
+
+
+def test_training_state_that_is_not_a_dict_is_corrupt(tmp_path):
+    path = tmp_path / STATE_FILE
+    torch.save([1, 2], path)
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(path)
+    assert str(info.value) == f"{path}: corrupt training state (expected a dict, found list)"
+
+
+def test_non_regular_weights_and_metadata_are_named(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / WEIGHTS_FILE)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict(tmp_path / WEIGHTS_FILE)
+    assert str(info.value) == (f"{tmp_path / WEIGHTS_FILE}: expected a regular weights file, "
+                               "found a FIFO")
+    folder = write(tmp_path / "c", 1)
+    (folder / META_FILE).unlink()
+    os.mkfifo(folder / META_FILE)
+    with pytest.raises(CheckpointError) as info:
+        verify_checkpoint(folder)
+    assert str(info.value) == (f"{folder / META_FILE}: expected a regular checkpoint metadata, "
+                               "found a FIFO (corrupt or tampered)")
+
+
+def test_corrupt_training_state_quotes_the_first_line_or_the_error_type(tmp_path, monkeypatch):
+    path = tmp_path / STATE_FILE
+    path.write_bytes(b"")  # torch.load is replaced: the file only has to be regular
+
+    def fails(*args, **kwargs):
+        raise KeyError()  # str() is empty: the type names the problem
+
+    monkeypatch.setattr(torch, "load", fails)
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(path)
+    assert str(info.value) == f"{path}: corrupt training state (KeyError)"
+
+    def fails_with_lines(*args, **kwargs):
+        raise ValueError("first line\nsecond line")
+
+    monkeypatch.setattr(torch, "load", fails_with_lines)
+    with pytest.raises(CheckpointError) as info:
+        load_training_state(path)
+    assert str(info.value) == f"{path}: corrupt training state (first line)"
+
+
+def test_pointers_that_are_not_epoch_folder_names_are_left_out(tmp_path):
+    (tmp_path / POINTERS_FILE).write_text(json.dumps(
+        {"last": "../evil", "best": "epoch-001", "other": 3, "x": "epoch-2x"}))
+    assert read_pointers(tmp_path) == {"best": "epoch-001"}

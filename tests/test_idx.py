@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import io
 import math
 import os
 import time
@@ -412,3 +414,66 @@ def test_not_gzip_message_shows_the_two_magic_bytes(tmp_path):
     with pytest.raises(IdxError) as info:
         read_idx(path)
     assert str(info.value) == f"{path}: not a gzip file (expected gzip magic bytes 1f 8b, got 00 00)"
+
+
+# ------------------------------------------ found by mutation testing of the merged idx.py
+def test_a_file_that_cannot_be_opened_or_read_is_named_with_the_reason(tmp_path, monkeypatch):
+    import digitnet.data.idx as idx
+
+    path = write_idx(tmp_path / "x.idx", np.zeros(3, np.uint8))
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(idx, "open", refused, raising=False)  # root may open any file
+    with pytest.raises(IdxError) as info:
+        read_idx(path)
+    assert str(info.value) == f"{path}: cannot read file (Permission denied)"
+    monkeypatch.undo()
+
+    class Failing(io.BytesIO):
+        def read(self, *args):
+            raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(IdxError) as info:
+        idx._read_guarded(Failing(), "disk.idx", 100, None, None)
+    assert str(info.value) == "disk.idx: cannot read file (Input/output error)"
+
+
+def test_sixteen_dimensions_are_written_and_read_seventeen_refused():
+    array = np.arange(2, dtype=np.uint8).reshape((1,) * 15 + (2,))
+    assert np.array_equal(parse_idx(encode_idx(array)), array)
+    with pytest.raises(IdxError, match="cannot write an array with 17 dimensions as IDX"):
+        encode_idx(array.reshape((1,) * 16 + (2,)))
+
+
+def test_parse_hashes_raw_and_compressed_bytes_alike():
+    content = encode_idx(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    for data in (content, gzip.compress(content)):
+        h = hashlib.sha256()
+        parse_idx(data, hasher=h)
+        assert h.hexdigest() == hashlib.sha256(content).hexdigest()
+
+
+class Trickle(io.BytesIO):
+    """A stream that returns at most 5 bytes a call, as a pipe or a gzip member boundary may."""
+
+    def read(self, n=-1):
+        return super().read(5 if n is None or n < 0 else min(n, 5))
+
+    def readinto(self, buffer):
+        return super().readinto(memoryview(buffer).cast("B")[:5])
+
+
+def test_short_reads_are_joined_into_the_exact_array():
+    import digitnet.data.idx as idx
+
+    array = np.arange(12, dtype=">i2").reshape(3, 4)
+    content = encode_idx(array)
+    for size in (None, len(content)):
+        h = hashlib.sha256()
+        got = idx._read_guarded(Trickle(content), "t.idx", 1000, size, h)
+        assert got.shape == (3, 4) and np.array_equal(got, array)
+        assert h.hexdigest() == hashlib.sha256(content).hexdigest()
+    with pytest.raises(IdxError, match="has trailing bytes"):
+        idx._read_guarded(Trickle(content + b"\0"), "t.idx", 1000, None, None)

@@ -783,3 +783,64 @@ def test_fit_to_box_counts_half_ink_as_stroke_and_keeps_one_pixel_rows():
     three[:, 200:203] = 0.5  # a 3 px stroke of exactly half ink: measured 3 px wide, not 0
     assert float(pp.fit_to_box(three).sum()) == pytest.approx(37.04, abs=1e-3)  # 37.1224 if 0
     assert pp.fit_to_box(np.ones((1, 20), dtype=np.float32)).shape == (1, 20)
+
+
+# ------------------------------- found by mutation testing of the decoding functions (merged code)
+def _encoded(size: tuple[int, int], fmt: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image = Image.new("L", size, 255)
+    extra = dict(save_all=True, append_images=[image]) if fmt == "MPO" else {}  # MPO: 2+ frames
+    image.save(buffer, format=fmt, **extra)
+    return buffer.getvalue()
+
+
+def test_check_image_size_reads_an_open_file_and_names_it():
+    import io
+
+    assert pp.check_image_size(io.BytesIO(_encoded((7, 5), "PNG"))) == (7, 5)
+    with pytest.raises(pp.ImageError) as info:
+        pp.check_image_size(io.BytesIO(b"not an image at all"))
+    assert str(info.value).startswith("<BytesIO>: not an image file (expected ")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])
+def test_draft_size_reduces_large_jpegs_from_twice_the_working_size(fmt):
+    import io
+
+    side = 2 * pp.WORK_MAX_SIDE
+    with Image.open(io.BytesIO(_encoded((side, 1), fmt))) as img:
+        assert img.format == fmt
+        assert pp._draft_size(img) == (pp.WORK_MAX_SIDE, 1)  # never below 1 px a side
+    with Image.open(io.BytesIO(_encoded((1, side), fmt))) as img:
+        assert pp._draft_size(img) == (1, pp.WORK_MAX_SIDE)
+    with Image.open(io.BytesIO(_encoded((side - 1, 1), fmt))) as img:
+        assert pp._draft_size(img) is None
+
+
+def test_size_limits_are_inclusive_and_the_message_exact():
+    pp._check_size(pp.MAX_SIDE, 1, "x", None)
+    pp._check_size(1, pp.MAX_SIDE, "x", None)
+    pp._check_size(10, 10, "x", 100)
+    with pytest.raises(ImageTooLargeError) as info:
+        pp._check_size(1050, 1000, "x.png", 1_000_000)
+    assert str(info.value) == ("x.png: image is 1050x1000 px (1.1 megapixels); expected at most "
+                               "1 megapixels and 30000 px a side (a decompression bomb, or a photo "
+                               "to shrink first)")
+
+
+def test_pillow_bomb_refusal_states_the_limit_asked_for(monkeypatch):
+    header = png_header(10_000, 10_000)  # over Pillow's own limit: refused while opening
+    for max_pixels, limit in ((None, "40"), (5_000_000, "5"), (100_000_000, "100")):
+        with pytest.raises(ImageTooLargeError) as info:
+            pp.check_image_size(header, max_pixels=max_pixels)
+        assert str(info.value).endswith(f"; expected at most {limit} megapixels")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pp.Image, "open", refused)
+    with pytest.raises(ImageError) as info:
+        pp.check_image_size(header)
+    assert str(info.value) == f"<{len(header)} bytes>: cannot read the file (Permission denied)"

@@ -485,3 +485,170 @@ def test_globs_expand_inside_the_store(layout):
 def test_list_runs_survives_any_config_json(layout, content):
     (layout / "models" / "cnn-v1" / "r1" / "config.json").write_bytes(content.encode("latin-1"))
     assert [r.name for r in list_runs(layout / "models")] == ["r1", "r2"]
+
+
+# --------------------------------------- found by mutation testing of the merged store (second run)
+def test_at_least_is_an_integer_check_with_its_bound():
+    from digitnet.fileio import check_json
+    from digitnet.store import _at_least
+
+    check = _at_least(2)  # builds the schemas' version, epochs_done, epoch and val_size checks
+    check_json({"n": 2}, {"n": check}, "f.json")
+    for value, found in ((1, "1"), ("2", "'2'"), (2.5, "2.5")):
+        with pytest.raises(DigitnetError) as info:
+            check_json({"n": value}, {"n": check}, "f.json")
+        assert str(info.value) == f'f.json: field "n": expected an integer >= 2, found {found}'
+
+
+def test_label_names_must_match_the_outputs_of_the_model(tmp_path):
+    run = make_run(tmp_path, "r", "2026-01-01T00:00:00")
+    config = json.loads((run / "config.json").read_text())
+    config["data_config"]["label_names"] = [str(i) for i in range(9)]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    assert str(info.value) == (f'{run.resolve() / "config.json"}: field "label_names": expected 10 '
+                               "names (one per output of the model), found 9")
+
+
+def test_run_config_and_summary_are_checked_and_named(tmp_path):
+    run = make_run(tmp_path, "r", "2026-01-01T00:00:00")
+    good = (run / "config.json").read_text()
+    config = json.loads(good)
+    config["arch"]["version"] = 0
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    config_file = run.resolve() / "config.json"
+    assert str(info.value) == (f'{config_file}: field "arch.version": expected an integer >= 1, '
+                               "found 0")
+    with open(run / "config.json", "wb") as f:  # sparse: over the 16 MiB limit of a JSON file
+        f.truncate(16 * 1024 * 1024 + 1)
+    with pytest.raises(DigitnetError) as info:
+        load_model(ModelRef(run.resolve(), None))
+    assert str(info.value).endswith(": run config larger than the limit of 16,777,216 bytes")
+    (run / "config.json").write_text(good)
+    (run / "summary.json").write_text(json.dumps({"epochs_done": "7"}))
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    summary_file = run.resolve() / "summary.json"
+    assert str(info.value) == (f'{summary_file}: field "epochs_done": expected an integer >= 0, '
+                               "found '7'")
+    with open(run / "summary.json", "wb") as f:
+        f.truncate(16 * 1024 * 1024 + 1)
+    with pytest.raises(DigitnetError) as info:
+        load_model("cnn-v1/r", tmp_path)
+    assert str(info.value).endswith(": run summary larger than the limit of 16,777,216 bytes")
+
+
+def test_a_glob_before_the_last_part_is_refused(store):
+    with pytest.raises(DigitnetError) as info:
+        expand_refs(["cnn-v1/o*/x"], store)
+    assert str(info.value) == ("model reference 'cnn-v1/o*/x': the run name 'o*/x' is not one "
+                               "folder name of the store; a path to a folder elsewhere must start "
+                               "with /, ./, ../ or ~")
+
+
+def test_weights_of_the_wrong_kind_or_not_finite_are_refused(tmp_path):
+    from digitnet.store import check_weights
+
+    model = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    half = check_weights(model, dict(good, **{"0.weight": torch.ones(1, 2, dtype=torch.float16)}),
+                         tmp_path)
+    assert half["0.weight"].dtype == torch.float32
+    assert torch.equal(half["0.weight"], torch.ones(1, 2))
+    assert half["1.num_batches_tracked"].dtype == torch.int64
+    for name, tensor, got, want in (
+            ("0.weight", torch.ones(1, 2, dtype=torch.int64), "int64", "float32"),
+            ("0.bias", torch.ones(1, dtype=torch.bool), "bool", "float32"),
+            ("1.num_batches_tracked", torch.tensor(0, dtype=torch.int32), "int32", "int64"),
+            ("1.num_batches_tracked", torch.tensor(0.0), "float32", "int64")):
+        with pytest.raises(DigitnetError) as info:
+            check_weights(model, dict(good, **{name: tensor}), tmp_path)
+        assert str(info.value) == (f"{tmp_path}: tensor {name!r} is {got}, expected {want}; these "
+                                   "are not weights digitnet can use")
+    for tensor, cast in ((torch.tensor([float("nan")]), ""),
+                         (torch.tensor([1e300], dtype=torch.float64), " once cast to float32")):
+        with pytest.raises(DigitnetError) as info:
+            check_weights(model, dict(good, **{"0.bias": tensor}), tmp_path)
+        assert str(info.value) == (f"{tmp_path}: tensor '0.bias' holds 1 NaN or infinite value(s)"
+                                   f"{cast}; weights like these cannot predict (did training "
+                                   "diverge?)")
+
+
+def test_unknown_architecture_or_version_names_the_model_that_asked(tmp_path):
+    model = create_model("cnn", 1)
+    for changes, reason in (({"version": 99}, "architecture 'cnn' has no version 99; registered "
+                                              "versions: 1"),
+                            ({"name": "nosuch"}, "unknown architecture 'nosuch'; registered: ")):
+        with pytest.raises(DigitnetError) as info:
+            build_frozen_model({**_arch(model), **changes}, tmp_path / "run")
+        assert str(info.value).startswith(f"{tmp_path / 'run'}: {reason}")
+
+
+def test_read_metrics_checks_every_row_and_skips_blank_lines(tmp_path):
+    import os
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n\n{"epoch": 2}\n')
+    assert [row["epoch"] for row in read_metrics(tmp_path)] == [1, 2]
+    path.write_text('{"epoch": 0}\n{"epoch": 2}\n')
+    with pytest.raises(DigitnetError) as info:
+        read_metrics(tmp_path)
+    assert str(info.value) == f'{path} line 1: field "epoch": expected an integer >= 1, found 0'
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(DigitnetError) as info:
+        read_metrics(tmp_path)
+    assert str(info.value) == f"{path}: expected a regular metrics file, found a FIFO"
+
+
+def test_weights_errors_name_their_file(tmp_path):
+    model = nn.Linear(2, 1)
+    with pytest.raises(DigitnetError) as info:
+        load_weights(model, {"weight": torch.ones(1, 2, dtype=torch.int64), "bias": torch.ones(1)},
+                     tmp_path / "w.safetensors", "x-v1")
+    assert str(info.value).startswith(f"{tmp_path / 'w.safetensors'}: tensor 'weight' is int64")
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tmp_path):
+    import os
+
+    from digitnet.store import lock_run
+
+    run = tmp_path / "cnn-v1" / "r1"
+    run.mkdir(parents=True)
+    with lock_run(run):
+        with pytest.raises(DigitnetError) as info, lock_run(run):
+            pass
+    assert str(info.value) == (f"run cnn-v1/r1 is being trained by another process (process "
+                               f"{os.getpid()} holds {run / 'train.lock'}); wait for it to end or "
+                               "stop it")
+    with lock_run(run):  # released when the holder's block ends
+        pass
+
+
+@pytest.mark.parametrize("base, explicit", [
+    ("/abs/x", True), (".", True), ("..", True), ("~", True), ("./x", True), ("../x", True),
+    ("~/x", True), (".\\x", True), ("..\\x", True),
+    ("cnn-v1/r1", False), ("x/.", False), ("~x", False), (".x", False), ("X", False)])
+def test_explicit_paths_are_the_documented_forms(base, explicit):
+    from digitnet.store import is_explicit_path
+
+    assert is_explicit_path(base) is explicit
+
+
+def test_a_missing_absolute_path_is_a_path_not_a_store_reference(tmp_path):
+    missing = tmp_path / "gone"
+    with pytest.raises(DigitnetError) as info:
+        resolve_ref(str(missing), tmp_path / "models")
+    assert str(info.value) == f"model reference {str(missing)!r}: {missing} is not a folder"
+
+
+def test_run_names_with_any_other_character_are_looked_up(store):
+    run = make_run(store, "Xmas", "2026-02-01T00:00:00")
+    assert resolve_ref("cnn-v1/Xmas", store).run_dir == run.resolve()
+    for name in ("a\\b", "a\0b"):
+        with pytest.raises(DigitnetError, match="is not one folder name of the store"):
+            resolve_ref(f"cnn-v1/{name}", store)
