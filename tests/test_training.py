@@ -133,6 +133,7 @@ def test_training_learns_synthetic_classes(tmp_path, synthetic_mnist):
     assert summary["test_acc"] >= 0.9  # each class is an obvious blob
 
 
+@pytest.mark.slow  # 15 s: four runs on real MNIST; the fast suite keeps the synthetic resume tests
 def test_same_seed_same_weights_and_resume_is_bit_identical(tmp_path, mnist_dir):
     """Resuming from any epoch ends with exactly the weights of an uninterrupted run."""
     common = dict(subset=600, val_size=200, augment=True, seed=3)
