@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from scipy import ndimage
+from scipy import ndimage, special
 from skimage.morphology import skeletonize
 
 VAL_SIZE = 5_000  # the validation digits: as `train_val_split` in digitnet.data.datasets
@@ -33,6 +33,7 @@ PAPERS = {  # RGB of the paper in even light
     "white": (246, 246, 242), "cream": (240, 232, 210), "grey": (190, 190, 186),
     "blue": (188, 204, 232), "yellow": (244, 232, 165),
 }
+LIGHT_STEP = 4  # px of the photo per px of its light field
 RenderFn = Callable[[np.ndarray, np.random.Generator], tuple[bytes, str, dict]]
 
 
@@ -118,21 +119,6 @@ def _thickened(cover: np.ndarray, radius: float) -> np.ndarray:
     return ndimage.grey_dilation(cover, footprint=disk)
 
 
-def _uniform_stroke(cover: np.ndarray, width: float) -> np.ndarray:
-    """The digit redrawn along its skeleton with a pen `width` px wide (antialiased edge).
-
-    This is how a thin ballpoint, a thick marker or a drawing program differ from MNIST's
-    pressure-varying strokes: the same path, a constant width.
-    """
-    mask = cover > 0.5
-    skeleton = skeletonize(mask) if mask.any() else mask
-    if not skeleton.any():
-        return cover
-    pad = int(math.ceil(width)) + 2  # room for the pen beyond the skeleton
-    dist = ndimage.distance_transform_edt(~np.pad(skeleton, pad))
-    return np.clip(width / 2 + 0.5 - dist, 0, 1).astype(np.float32)
-
-
 def _png(array: np.ndarray, mode: str) -> bytes:
     buf = io.BytesIO()
     image = Image.fromarray(array, "L" if mode == "1" else mode)
@@ -163,7 +149,7 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
 def _scan_pen(cover: np.ndarray, rng: np.random.Generator, scale: int) -> tuple[np.ndarray, float]:
     """Upscale the cropped digit `scale` times and broaden it as pens vary: (coverage, radius)."""
     big = _scaled(cover, cover.shape[0] * scale)
-    radius = float(rng.uniform(0, 1.6)) * scale  # up to 1.6 MNIST px broader on each side
+    radius = float(rng.uniform(0, 1.0)) * scale  # up to 1 MNIST px broader on each side
     return _thickened(big, radius), round(radius / scale, 2)
 
 
@@ -257,16 +243,16 @@ class _Photo:
     where the digit sits."""
 
     rgb: np.ndarray
-    light: np.ndarray
+    light: np.ndarray  # at 1/LIGHT_STEP of the resolution: light changes slowly across a page
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, height, width of the digit
     blur: float = 0.0  # px: focus blur, applied to each ink layer as it is laid
 
 
 def _paper(height: int, width: int, color: tuple[int, int, int],
            rng: np.random.Generator) -> _Photo:
-    """Paper with a faint blotchy texture (low-frequency brightness changes of a few %)."""
+    """Paper with a faint blotchy texture (low-frequency brightness changes of about 1%)."""
     small = rng.normal(0, 1, (max(2, height // 48), max(2, width // 48))).astype(np.float32)
-    light = 1 + 0.02 * _resize_any(small, width, height)
+    light = 1 + 0.01 * _resize_any(small, -(-width // LIGHT_STEP), -(-height // LIGHT_STEP))
     rgb = np.empty((height, width, 3), np.float32)
     rgb[:] = np.asarray(color, np.float32)
     return _Photo(rgb, light, blur=float(rng.uniform(0.3, 1.2)))
@@ -308,15 +294,43 @@ def _place_digit(photo: _Photo, cover: np.ndarray, rng: np.random.Generator,
 def _photo_digit(digit: np.ndarray, rng: np.random.Generator, height: int,
                  stroke: float | None) -> np.ndarray:
     """The digit at `height` px, tilted a little, with a pen of `stroke` px (None: MNIST's)."""
-    cover = _scaled(_coverage(digit), height)
-    if stroke is not None:
-        cover = _uniform_stroke(cover, stroke)
-    return _rotated(cover, float(rng.uniform(-8, 8)))
+    return _stroked(digit, height, stroke, float(rng.uniform(-8, 8)))
+
+
+def _stroked(digit: np.ndarray, height: int, stroke: float | None,
+             degrees: float = 0.0) -> np.ndarray:
+    """The digit, rotated by `degrees`, scaled so that it was `height` px tall before rotating,
+    redrawn along its skeleton with a pen `stroke` px wide (None: MNIST's own strokes).
+
+    A thin ballpoint, a thick marker or a drawing program differ from MNIST's pressure-varying
+    strokes like this: the same path, a constant width. The shape is worked out at 4x MNIST's
+    size and only then scaled: the distance to the skeleton scales with the image, so the pen
+    width comes out the same, far faster than skeletonising a large image.
+    """
+    cover = _coverage(digit)
+    work = _rotated(_scaled(cover, cover.shape[0] * 4), degrees)
+    factor = height / (cover.shape[0] * 4)
+    if stroke is None:
+        return _resize(work, max(1, round(work.shape[1] * factor)),
+                       max(1, round(work.shape[0] * factor)))
+    pad = math.ceil(stroke / 2 / factor) + 1  # room for the pen beyond the skeleton
+    dist = _skeleton_distance(np.pad(work, pad))
+    far = _resize_any(dist, round(dist.shape[1] * factor), round(dist.shape[0] * factor)) * factor
+    return _crop(np.clip(stroke / 2 + 0.5 - far, 0, 1).astype(np.float32))
+
+
+def _skeleton_distance(cover: np.ndarray) -> np.ndarray:
+    """Distance (px) from each pixel to the skeleton of the ink (cover > 0.5)."""
+    mask = cover > 0.5
+    skeleton = skeletonize(mask) if mask.any() else mask
+    if not skeleton.any():
+        skeleton = cover >= cover.max()
+    return ndimage.distance_transform_edt(~skeleton).astype(np.float32)
 
 
 def _light(photo: _Photo, rng: np.random.Generator, low: float = 0.7) -> float:
     """Uneven light: a gradient across the page down to `low` of full brightness."""
-    h, w = photo.rgb.shape[:2]
+    h, w = photo.light.shape
     theta = rng.uniform(0, 2 * math.pi)
     fall = float(rng.uniform(low, 1.0))
     photo.light *= fall + (1 - fall) * _ramp(h, w, theta)
@@ -337,18 +351,18 @@ def _shadow(photo: _Photo, rng: np.random.Generator, depth: tuple[float, float],
 
     across_digit: the shadow edge runs through the digit's box, so part of it is in shadow.
     """
-    h, w = photo.rgb.shape[:2]
+    h, w = photo.light.shape
     theta = float(rng.uniform(0, 2 * math.pi))
     along = _ramp(h, w, theta)
     if across_digit:
-        top, left, dh, dw = photo.box
+        top, left, dh, dw = (v / LIGHT_STEP for v in photo.box)
         cy, cx = top + dh * rng.uniform(0.3, 0.7), left + dw * rng.uniform(0.3, 0.7)
         edge = float(along[min(h - 1, int(cy)), min(w - 1, int(cx))])
     else:
         edge = float(rng.uniform(0.2, 0.8))
     softness = float(rng.uniform(0.005, 0.04))
     dark = float(rng.uniform(*depth))
-    shade = 1 / (1 + np.exp(-(along - edge) / softness))
+    shade = special.expit((along - edge) / softness)
     photo.light *= dark + (1 - dark) * shade
     return dict(shadow_depth=round(dark, 3), shadow_softness=round(softness, 4))
 
@@ -360,18 +374,20 @@ def _camera(photo: _Photo, rng: np.random.Generator,
     The noise is a random 128x128 tile repeated over the image: as strong as per-pixel noise
     where a pipeline looks, at a fraction of the cost of drawing a number for every pixel.
     """
-    h, w = photo.light.shape
+    h, w = photo.rgb.shape[:2]
     level = float(rng.uniform(*noise))
     tile = level * rng.standard_normal((128, 128, 3), dtype=np.float32)
     reps = (math.ceil(h / 128), math.ceil(w / 128), 1)
-    rgb = photo.rgb * photo.light[..., None]
+    light = _resize_any(photo.light, photo.light.shape[1] * LIGHT_STEP,
+                        photo.light.shape[0] * LIGHT_STEP)[:h, :w]
+    rgb = photo.rgb * light[..., None]
     rgb += np.tile(tile, reps)[:h, :w]
     rgb += 0.5  # round, not truncate, in the cast below
     np.clip(rgb, 0, 255, out=rgb)
     return rgb.astype(np.uint8), dict(blur=round(photo.blur, 2), noise=round(level, 2))
 
 
-def _photo_size(rng: np.random.Generator, low: int = 480, high: int = 1280) -> tuple[int, int]:
+def _photo_size(rng: np.random.Generator, low: int = 400, high: int = 1100) -> tuple[int, int]:
     """(height, width) of a 4:3 photo, portrait or landscape."""
     long = int(rng.integers(low, high + 1))
     short = round(long * 3 / 4)
@@ -380,7 +396,7 @@ def _photo_size(rng: np.random.Generator, low: int = 480, high: int = 1280) -> t
 
 def _basic_photo(digit: np.ndarray, rng: np.random.Generator, *, pen: str, paper: str,
                  stroke_share: tuple[float, float] | None, fill: tuple[float, float] = (0.3, 0.6),
-                 opacity: tuple[float, float] = (0.9, 1.0), size: tuple[int, int] = (480, 1280),
+                 opacity: tuple[float, float] = (0.9, 1.0), size: tuple[int, int] = (400, 1100),
                  ) -> tuple[_Photo, dict]:
     """Paper, uneven light not yet applied, and the digit: the start of most photos."""
     height, width = _photo_size(rng, *size)
@@ -517,7 +533,7 @@ def photo_shadow(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, st
 
 
 def _marks(photo: _Photo, rng: np.random.Generator, n: int) -> list[str]:
-    """Other marks on the page away from the digit: lines, scribbles, specks and text-like rows."""
+    """Other marks on the page away from the digit: lines, specks and rows of small print."""
     h, w = photo.rgb.shape[:2]
     layer = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(layer)
@@ -534,38 +550,47 @@ def _marks(photo: _Photo, rng: np.random.Generator, n: int) -> list[str]:
 
     unit = max(h, w) / 100  # marks scale with the page, not with the digit
     for _ in range(n):
-        kind = _pick(rng, ["line", "scribble", "specks", "text"])
+        kind = _pick(rng, ["line", "specks", "text"])
         x, y = spot()
         if kind == "line":  # a ruled or hand-drawn straight line, clipped by the keep-out box
             angle = rng.uniform(0, math.pi)
             length = unit * rng.uniform(10, 40)
             end = (x + length * math.cos(angle), y + length * math.sin(angle))
             draw.line([(x, y), end], fill=255, width=max(1, round(unit * rng.uniform(0.1, 0.3))))
-        elif kind == "scribble":
-            pts = [(x, y)]
-            for _ in range(int(rng.integers(4, 10))):
-                pts.append((pts[-1][0] + unit * rng.normal(0, 1.5),
-                            pts[-1][1] + unit * rng.normal(0, 1.5)))
-            draw.line(pts, fill=255, width=max(1, round(unit * 0.15)), joint="curve")
         elif kind == "specks":
             for _ in range(int(rng.integers(5, 30))):
                 sx, sy = x + unit * rng.normal(0, 4), y + unit * rng.normal(0, 4)
                 r = unit * rng.uniform(0.05, 0.2)
                 draw.ellipse([sx - r, sy - r, sx + r, sy + r], fill=255)
         else:  # a few rows of small printed words
-            for row in range(int(rng.integers(2, 5))):
-                cx = x
-                for _ in range(int(rng.integers(3, 8))):
-                    word = unit * rng.uniform(2, 6)
-                    draw.rectangle([cx, y + row * unit * 2, cx + word, y + row * unit * 2 + unit],
-                                   fill=int(rng.integers(120, 256)))
-                    cx += word + unit
+            _glyph_rows(draw, rng, x, y, unit, int(rng.integers(2, 5)))
         kinds.append(kind)
     # nothing may touch the digit: clear the keep-out box
     draw.rectangle(keep_out, fill=0)
     cover = np.asarray(layer, np.float32) / 255.0
     _lay_ink(photo, cover, 0, 0, PENS[_pick(rng, ["black", "blue", "graphite"])], 0.85)
     return kinds
+
+
+def _glyph_rows(draw: ImageDraw.ImageDraw, rng: np.random.Generator, x: float, y: float,
+                unit: float, rows: int) -> None:
+    """Rows of letter-like marks (strokes, bowls, arcs) `unit` px tall, as small print."""
+    pen = max(1, round(unit * 0.12))
+    for row in range(rows):
+        cx, cy = x, y + row * unit * 1.8
+        for _ in range(int(rng.integers(3, 8))):  # words
+            for _ in range(int(rng.integers(2, 7))):  # letters
+                w = unit * rng.uniform(0.4, 0.7)
+                shape = int(rng.integers(3))
+                if shape == 0:
+                    draw.line([(cx, cy), (cx, cy + unit)], fill=255, width=pen)
+                elif shape == 1:
+                    draw.ellipse([cx, cy + unit * 0.4, cx + w, cy + unit], outline=255, width=pen)
+                else:
+                    draw.arc([cx, cy + unit * 0.3, cx + w, cy + unit], 30, 330, fill=255,
+                             width=pen)
+                cx += w + unit * 0.15
+            cx += unit * 0.6
 
 
 def photo_small_in_large(digit: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str, dict]:
@@ -688,7 +713,7 @@ def photo_perspective(digit: np.ndarray, rng: np.random.Generator) -> tuple[byte
             y + (1 if y == 0 else -1) * h * strength * rng.uniform(0, 1)) for x, y in corners]
     coeffs = _perspective_coeffs(src, corners)
     warped = Image.fromarray(rgb, "RGB").transform((w, h), Image.Transform.PERSPECTIVE, coeffs,
-                                                   Image.Resampling.BICUBIC)
+                                                   Image.Resampling.BILINEAR)
     q = int(rng.integers(70, 96))
     return _jpeg(np.asarray(warped), q), "jpg", {**params, **camera, "quality": q,
                                                  "perspective": round(strength, 3)}
@@ -726,7 +751,7 @@ def _drawing(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, d
     side = 280
     digit_h = round(side * float(rng.uniform(0.5, 0.85)))
     brush = float(rng.uniform(18, 25))
-    cover = _crop(_uniform_stroke(_scaled(_coverage(digit), digit_h), brush))
+    cover = _stroked(digit, digit_h, brush)
     cover = cover[:side, :side]
     canvas = np.zeros((side, side), np.float32)
     top = int(rng.integers(0, side - cover.shape[0] + 1))
