@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import functools
 import importlib.util
 import io
@@ -183,14 +185,16 @@ def test_pick_digits_takes_validation_or_test_digits(mnist_dir):
         R.pick_digits("train", 1, 0, str(mnist_dir))
 
 
-def test_render_split_renders_the_same_digits_for_every_rendering(mnist_dir):
-    names = ["mnist-png", "scan16-grey", "photo-small-in-large"]
+def test_render_split_renders_the_same_digits_for_every_rendering(mnist_dir, monkeypatch):
+    half = dataclasses.replace(R.RENDERINGS["scan16-grey"], share=0.5)  # as the large photos
+    monkeypatch.setitem(R.RENDERINGS, "scan16-grey", half)
+    names = ["mnist-png", "scan16-binary-stretched", "scan16-grey"]
     rows = list(R.render_split("test", 4, 0, names, str(mnist_dir)))
     by_name = {n: [(label, i) for m, label, i, _, _ in rows if m == n] for n in names}
-    assert len(by_name["mnist-png"]) == 40 and by_name["mnist-png"] == by_name["scan16-grey"]
-    small = R.count_for("photo-small-in-large", 4)
-    assert len(by_name["photo-small-in-large"]) == 10 * small < 40
-    assert set(by_name["photo-small-in-large"]) <= set(by_name["mnist-png"])
+    assert len(by_name["mnist-png"]) == 40
+    assert by_name["mnist-png"] == by_name["scan16-binary-stretched"]
+    assert len(by_name["scan16-grey"]) == 10 * R.count_for("scan16-grey", 4) == 20
+    assert set(by_name["scan16-grey"]) <= set(by_name["mnist-png"])
     from digitnet.data.mnist import load_mnist
 
     test_images = load_mnist(mnist_dir).test_images.numpy()
@@ -209,11 +213,10 @@ def _run(args: list[str], mnist_dir) -> subprocess.CompletedProcess:
 
 def test_real_world_evaluate_writes_the_report(serve_model, mnist_dir, tmp_path):
     out, sheet = tmp_path / "run.json", tmp_path / "sheet.png"
-    names = "scan16-grey,mnist-png,drawing-light,photo-euro-one"
-    args = ["evaluate", "cnn-v1/tiny", "--models-dir", serve_model["models"], "--split", "val",
-            "--n-per-class", "1", "--names", names, "--json", str(out), "--sheet", str(sheet),
-            "--threads", "1"]
-    done = _run(args, mnist_dir)
+    names = "scan16-grey,mnist-png,photo-euro-one"
+    done = _run(["evaluate", "cnn-v1/tiny", "--models-dir", serve_model["models"], "--split",
+                 "val", "--n-per-class", "1", "--names", names, "--json", str(out), "--sheet",
+                 str(sheet), "--threads", "1"], mnist_dir)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["split"] == "val" and report["n_per_class"] == 1
@@ -227,20 +230,39 @@ def test_real_world_evaluate_writes_the_report(serve_model, mnist_dir, tmp_path)
     assert isinstance(png["identical_images"], bool) and "max_probability_difference" in png
     assert "read_as_7" in model["renderings"]["photo-euro-one"]
     assert "| scan16-grey | 10 |" in done.stdout
-    assert Image.open(sheet).size[1] > 4 * 72  # a row per rendering
-    again = _run([*args[:-6], "--baseline", str(out), "--threads", "1"], mnist_dir)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "| baseline | change |" in again.stdout and "| +0.00 |" in again.stdout
+    assert Image.open(sheet).size[1] > 3 * 72  # a row per rendering
+    real_world = _load_script("real_world")
+    compared = real_world.to_markdown(report, baseline=report)
+    assert "| baseline | change |" in compared and "| +0.00 |" in compared
 
 
-def test_real_world_build_writes_files_predict_can_read(mnist_dir, tmp_path):
-    done = _run(["build", str(tmp_path / "out"), "--split", "test", "--n-per-class", "1",
-                 "--names", "scan32-binary,photo-exif-rotated"], mnist_dir)
-    assert done.returncode == 0, done.stderr[-2000:]
-    files = sorted((tmp_path / "out").rglob("*.*"))
-    assert len([f for f in files if f.suffix in (".png", ".jpg")]) == 20
-    rows = (tmp_path / "out" / "images.csv").read_text().splitlines()
-    assert len(rows) == 21 and rows[0].startswith("file,rendering,label")
+def test_baseline_change_is_this_run_minus_the_baseline():
+    real_world = _load_script("real_world")
+    row = dict(n=10, accuracy=0.9, no_digit=0.1, ece=0.05, mean_confidence=0.8,
+               clean_accuracy=1.0, plain_accuracy=0.7, paths={"scan": 10})
+    report = dict(split="val", pipeline=dict(commit="abc", dirty=False), wall_seconds=1.0,
+                  render_seconds=0.5, machine=dict(machine="m"),
+                  models=[dict(model="a/b", temperature=1.5, mean_accuracy=0.9,
+                               min_accuracy=0.9, renderings={"scan16-grey": row})])
+    older = json.loads(json.dumps(report))
+    older["models"][0]["model"] = "a/older"  # one model each: compared whatever the names
+    older["models"][0]["renderings"]["scan16-grey"]["accuracy"] = 0.925
+    table = real_world.to_markdown(report, older)
+    assert "| scan16-grey | 10 | 90.00% | 92.50% | -2.50 | 10.00% | 0.0500 |" in table
+    assert "scan 10" in table and "(T = 1.500)" in table
+    assert "| baseline |" not in real_world.to_markdown(report, None)
+
+
+def test_real_world_build_writes_the_files_and_a_list(mnist_dir, tmp_path):
+    real_world = _load_script("real_world")
+    n = real_world.build(tmp_path / "out", "test", 1, 0, str(mnist_dir),
+                         ["scan32-binary", "photo-euro-one"])
+    files = sorted(p for p in (tmp_path / "out").rglob("*.*") if p.suffix in (".png", ".jpg"))
+    assert n == len(files) == 20
+    with open(tmp_path / "out" / "images.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20 and {r["rendering"] for r in rows} == {"scan32-binary",
+                                                                   "photo-euro-one"}
+    assert all((tmp_path / "out" / r["file"]).is_file() for r in rows)
+    assert {r["label"] for r in rows if r["rendering"] == "photo-euro-one"} == {"1"}
     assert (tmp_path / "out" / "scan32-binary" / "7").is_dir()
-    refused = _run(["build", str(tmp_path / "out"), "--split", "test"], mnist_dir)
-    assert refused.returncode != 0 and "not empty" in refused.stderr
