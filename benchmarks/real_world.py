@@ -5,12 +5,13 @@ path as `digitnet predict`, next to the same digits as clean MNIST and a plain r
     python benchmarks/real_world.py evaluate REF [REF ...] --split val|test [--n-per-class 20]
         [--models-dir DIR] [--json PATH] [--baseline JSON] [--sheet PNG]
     python benchmarks/real_world.py build OUT --split val|test [--n-per-class 20]
+    python benchmarks/real_world.py table JSON [--baseline JSON]
 
 Tune on `--split val` (renderings of the validation digits); report on `--split test`. Run it
 with PYTHONPATH pointing at another src/ tree to measure that tree's pipeline ("today's
 pipeline" is main's src/); `--baseline` puts an earlier run's accuracy next to this one's.
 `build` writes the images to OUT/<rendering>/<digit>/ (and OUT/images.csv), for a person to look
-at and for `digitnet predict OUT/<rendering>`.
+at and for `digitnet predict OUT/<rendering>`. `table` prints a saved run's tables again.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ def _git(folder: Path) -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
     return dict(commit=run("log", "-1", "--format=%H", "--", ".") or None,
+                head=run("rev-parse", "HEAD") or None,
                 dirty=bool(run("status", "--porcelain", "--", ".")))
 
 
@@ -288,6 +290,10 @@ def _baseline_rows(baseline: dict | None, model: str, n_models: int) -> dict | N
 def to_markdown(report: dict, baseline: dict | None = None) -> str:
     """One table per model: a row per rendering."""
     out = []
+    same = ("split", "n_per_class", "seed")
+    if baseline is not None and any(baseline.get(k) != report.get(k) for k in same):
+        out += ["**the baseline rendered other digits**: " + ", ".join(
+            f"{k} {baseline.get(k)} there, {report.get(k)} here" for k in same), ""]
     for entry in report["models"]:
         base = _baseline_rows(baseline, entry["model"], len(report["models"]))
         t = entry["temperature"]
@@ -398,6 +404,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("table", help="print a saved run's tables (against a baseline)")
+    p.add_argument("json", type=Path)
+    p.add_argument("--baseline", type=Path, help="an earlier run's JSON to compare with")
     for command in ("evaluate", "build"):
         p = sub.add_parser(command)
         if command == "evaluate":
@@ -418,6 +427,10 @@ def main() -> None:
         p.add_argument("--seed", type=int, default=0, help="digits and renderings (default: 0)")
         p.add_argument("--data-dir", default=None, help="MNIST folder (default: $DIGITNET_DATA_DIR)")
     args = parser.parse_args()
+    baseline = json.loads(args.baseline.read_text()) if getattr(args, "baseline", None) else None
+    if args.command == "table":
+        print(to_markdown(json.loads(args.json.read_text()), baseline))
+        return
     names = _names(args.names)
     if args.command == "build":
         if args.out.exists() and any(args.out.iterdir()):
@@ -428,7 +441,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    baseline = json.loads(args.baseline.read_text()) if args.baseline else None
     report, samples = evaluate(args.refs, args.split, args.n_per_class, args.seed,
                                args.models_dir, args.data_dir, names)
     print(to_markdown(report, baseline))

@@ -251,6 +251,9 @@ def test_baseline_change_is_this_run_minus_the_baseline():
     assert "| scan16-grey | 10 | 90.00% | 92.50% | -2.50 | 10.00% | 0.0500 |" in table
     assert "scan 10" in table and "(T = 1.500)" in table
     assert "| baseline |" not in real_world.to_markdown(report, None)
+    assert "other digits" not in table
+    older["split"] = "test"
+    assert "other digits**: split test there, val here" in real_world.to_markdown(report, older)
 
 
 def test_real_world_build_writes_the_files_and_a_list(mnist_dir, tmp_path):
