@@ -248,7 +248,7 @@ def _git(folder: Path) -> dict:
             return ""
     return dict(commit=run("log", "-1", "--format=%H", "--", ".") or None,
                 head=run("rev-parse", "HEAD") or None,
-                dirty=bool(run("status", "--porcelain", "--", ".")))
+                dirty=bool(run("status", "--porcelain", "--untracked-files=no", "--", ".")))
 
 
 def _pipeline() -> dict:
@@ -345,7 +345,7 @@ def _thumbnail(data: bytes, size: int) -> Image.Image:
     return board.convert("RGB")
 
 
-def write_sheet(samples: dict, path: Path, tile: int = 72) -> None:
+def write_sheet(samples: dict, path: Path, tile: int = 56) -> None:
     """A row per rendering: SHEET_SAMPLES inputs, each beside the 28x28 image the model saw."""
     label_w, pad = 170, 4
     cell = 2 * tile + pad
@@ -363,7 +363,7 @@ def write_sheet(samples: dict, path: Path, tile: int = 72) -> None:
             sheet.paste(Image.fromarray(shown).resize((tile, tile), Image.Resampling.NEAREST),
                         (x + tile + pad, y))
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    sheet.quantize(colors=96, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # small
 
 
 def build(out: Path, split: str, n_per_class: int, seed: int, data_dir: str | None,

@@ -230,7 +230,7 @@ def test_real_world_evaluate_writes_the_report(serve_model, mnist_dir, tmp_path)
     assert isinstance(png["identical_images"], bool) and "max_probability_difference" in png
     assert "read_as_7" in model["renderings"]["photo-euro-one"]
     assert "| scan16-grey | 10 |" in done.stdout
-    assert Image.open(sheet).size[1] > 3 * 72  # a row per rendering
+    assert Image.open(sheet).size[1] >= 3 * 56  # a row per rendering
     real_world = _load_script("real_world")
     compared = real_world.to_markdown(report, baseline=report)
     assert "| baseline | change |" in compared and "| +0.00 |" in compared
