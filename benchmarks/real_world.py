@@ -140,7 +140,8 @@ def score_rendering(name: str, models: list, files: list[bytes], labels: np.ndar
     seen = np.stack([e["image"] if e["image"] is not None else np.zeros((28, 28), np.uint8)
                      for e in first])
     paths = Counter(str(e.get("path")) for e in first if e.get("path") is not None)
-    reasons = Counter(e["reason"] or e["error"] for e in first if not e["digit_found"])
+    reasons = Counter((e["reason"] or e["error"]).split(" (")[0]  # the kind, not the numbers
+                      for e in first if not e["digit_found"])
     plain = [plain_step(f) for f in files]
     plain_found = np.array([p is not None for p in plain], bool)
     plain_images = np.stack([p if p is not None else np.zeros((28, 28), np.uint8) for p in plain])
