@@ -139,7 +139,7 @@ def score_rendering(name: str, models: list, files: list[bytes], labels: np.ndar
     found = np.array([e["digit_found"] for e in first], bool)
     seen = np.stack([e["image"] if e["image"] is not None else np.zeros((28, 28), np.uint8)
                      for e in first])
-    paths = Counter(str(e.get("path")) for e in first if e.get("path") is not None)
+    paths = _paths(first, files)
     reasons = Counter((e["reason"] or e["error"]).split(" (")[0]  # the kind, not the numbers
                       for e in first if not e["digit_found"])
     plain = [plain_step(f) for f in files]
@@ -166,7 +166,7 @@ def score_rendering(name: str, models: list, files: list[bytes], labels: np.ndar
             plain_accuracy=float(np.mean(plain_preds == labels)),
             plain_no_digit=float(np.mean(~plain_found)),
             predict_seconds_per_image=seconds / len(files) if m == 0 else None,
-            paths=dict(sorted(paths.items())), no_digit_reasons=dict(reasons.most_common()),
+            paths=paths, no_digit_reasons=dict(reasons.most_common()),
             wrong=[int(i) for i in np.flatnonzero(preds != labels)])
         if name == EURO_ONE.name:
             row["read_as_7"] = float(np.mean(preds == 7))
@@ -174,6 +174,20 @@ def score_rendering(name: str, models: list, files: list[bytes], labels: np.ndar
             row.update(_identity(seen, found, digits, probs, clean[m]))
         results.append(row)
     return results, [seen[i] if found[i] else None for i in range(len(files))]
+
+
+def _paths(entries: list[dict], files: list[bytes]) -> dict[str, int]:
+    """How many images took each preprocessing path: from predict's entries ("path"), else from
+    `PreprocessResult.path` (preprocessing again), else nothing (pipelines without paths)."""
+    from digitnet.data.preprocess import PreprocessResult, preprocess
+
+    if any("path" in e for e in entries):
+        counts = Counter(str(e["path"]) for e in entries if e.get("path") is not None)
+    elif "path" in getattr(PreprocessResult, "__dataclass_fields__", {}):
+        counts = Counter(str(preprocess(f).path) for f in files)
+    else:
+        counts = Counter()
+    return dict(sorted(counts.items()))
 
 
 def _identity(seen: np.ndarray, found: np.ndarray, digits: np.ndarray, probs: np.ndarray,
