@@ -198,8 +198,8 @@ def _identity(seen: np.ndarray, found: np.ndarray, digits: np.ndarray, probs: np
                 and np.array_equal(np.round(probs, PROB_DECIMALS),
                                    np.round(clean, PROB_DECIMALS)))
     diff = float(np.abs(probs - clean[found]).max(initial=0)) if found.any() else None
-    return dict(identical_images=same_images, identical_predictions=same,
-                images_changed=int((~found).sum() + (seen[found] != digits[found]).any((1, 2)).sum()),
+    changed = int((~found).sum() + (seen[found] != digits[found]).any((1, 2)).sum())
+    return dict(identical_images=same_images, identical_predictions=same, images_changed=changed,
                 max_probability_difference=diff)
 
 
@@ -440,7 +440,8 @@ def main() -> None:
                             " the 2-4 MP photos use 30%% of it)")
         p.add_argument("--names", help="comma-separated renderings (default: all)")
         p.add_argument("--seed", type=int, default=0, help="digits and renderings (default: 0)")
-        p.add_argument("--data-dir", default=None, help="MNIST folder (default: $DIGITNET_DATA_DIR)")
+        p.add_argument("--data-dir", default=None,
+                       help="MNIST folder (default: $DIGITNET_DATA_DIR)")
     args = parser.parse_args()
     baseline = json.loads(args.baseline.read_text()) if getattr(args, "baseline", None) else None
     if args.command == "table":
