@@ -275,9 +275,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from digitnet.evaluation.evaluate import evaluate_model, format_results
     from digitnet.fileio import atomic_write_json
 
+    from digitnet.calibration import calibration_from_dict
+
     results = evaluate_model(args.ref, args.dataset or [DEFAULT_DATASET], args.data_dir,
                              args.models_dir, args.out)
-    print(f"model {results[0]['model']}")
+    calibration = calibration_from_dict(results[0]["calibration"], args.ref)
+    print(f"model {results[0]['model']}: probabilities {calibration.describe()}")
     print(format_results(results))
     if args.json:
         atomic_write_json(args.json, results)
