@@ -57,8 +57,8 @@ class Calibration:
         """One line for train's and calibrate's output."""
         if not self.calibrated:
             return f"not calibrated (temperature 1): {self.reason}"
-        return (f"calibrated with temperature {self.temperature:.4f}, fitted on {self.images:,} validation images "
-                f"(NLL {self.nll_before:.4f} -> {self.nll_after:.4f})")
+        return (f"calibrated with temperature {self.temperature:.4f}, fitted on {self.images:,} "
+                f"validation images (NLL {self.nll_before:.4f} -> {self.nll_after:.4f})")
 
 
 def not_calibrated(reason: str) -> Calibration:
