@@ -21,7 +21,7 @@ from torch import nn
 
 from digitnet.fileio import Check, check_json
 
-MIN_TEMPERATURE = 0.05  # a sane range, far wider than any fit (see BENCHMARKS.md, calibration)
+MIN_TEMPERATURE = 0.05  # a sane range, far wider than real fits (dev-default 0.41, dev-fast 0.42)
 MAX_TEMPERATURE = 20.0
 FIT_TOLERANCE = 1e-6  # on log T: T to ~6 significant digits, far below what changes an ECE
 NO_VALIDATION = "no validation split (val_size 0), so no held-out images to fit a temperature on"
