@@ -106,7 +106,7 @@ def test_evaluate_json_and_report(trained, tmp_path, capsys, monkeypatch):
         assert sum(counts["bars"]) == r["n"]
         row = (f"| {name} | {r['n']} | {r['loss']:.4f} | {r['accuracy']:.2%} | "
                f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | {r['f1_macro']:.4f} | "
-               f"{r['ece']:.4f} |")
+               f"{r['ece']:.4f} | {r['ece_uncalibrated']:.4f} |")
         assert row in report.splitlines()
     assert "mnist-test" in capsys.readouterr().out
 

@@ -239,7 +239,7 @@ def test_predict_uses_the_fast_path_with_the_same_labels(tmp_path, synthetic_mni
     digits = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:20]
     entries = predict_images(loaded, list(digits), with_images=True)
     seen = torch.stack([torch.from_numpy(e["image"]) for e in entries])
-    eager = torch.softmax(loaded.logits(seen).double(), dim=1)
+    eager = torch.softmax(loaded.logits(seen).double() / loaded.temperature, dim=1)  # calibrated
     assert [e["label"] for e in entries] == eager.argmax(1).tolist()
     got = torch.tensor([e["probabilities"] for e in entries], dtype=torch.float64)
     assert torch.allclose(got, eager, atol=1e-5)

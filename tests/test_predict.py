@@ -167,7 +167,9 @@ def test_predict_images_takes_arrays_and_pil_and_returns_what_the_model_saw(mode
     for entry, given in zip(entries[:2], inputs[:2]):  # the image is the one preprocessing gives
         assert np.array_equal(entry["image"], preprocess(given).image)
         logits = model["loaded"].logits(torch.from_numpy(entry["image"][None]))
-        probs = torch.softmax(logits.double(), 1)
+        temperature = model["loaded"].temperature  # fitted on its 500 validation images
+        assert model["loaded"].calibration.calibrated and temperature != 1.0
+        probs = torch.softmax(logits.double() / temperature, 1)
         assert entry["probabilities"] == pytest.approx(probs[0].tolist(), abs=1e-5)
         assert entry["label"] == entry["top_k"][0][0] == int(probs.argmax())
 

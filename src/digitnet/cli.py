@@ -275,9 +275,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from digitnet.evaluation.evaluate import evaluate_model, format_results
     from digitnet.fileio import atomic_write_json
 
+    from digitnet.calibration import calibration_from_dict
+
     results = evaluate_model(args.ref, args.dataset or [DEFAULT_DATASET], args.data_dir,
                              args.models_dir, args.out)
-    print(f"model {results[0]['model']}")
+    calibration = calibration_from_dict(results[0]["calibration"], args.ref)
+    print(f"model {results[0]['model']}: probabilities {calibration.describe()}")
     print(format_results(results))
     if args.json:
         atomic_write_json(args.json, results)
@@ -297,6 +300,29 @@ def _add_evaluate_command(sub) -> None:
     _add_data_dir(p)
     _add_models_dir(p)
     p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from digitnet.calibration import calibration_from_dict
+    from digitnet.evaluation.calibrate import calibrate_model
+
+    info = calibrate_model(args.ref, args.data_dir, args.models_dir)
+    before = calibration_from_dict(info["before"], args.ref)
+    after = calibration_from_dict(info["after"], args.ref)
+    print(f"model {info['model']}")
+    print(f"  before: {before.describe()}; validation ECE {info['val_ece_before']:.4f}")
+    print(f"  now:    {after.describe()}; validation ECE {info['val_ece_after']:.4f}")
+    return 0
+
+
+def _add_calibrate_command(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit and store the temperature of a model saved without "
+                       "one (on its validation split; the weights are not changed)")
+    p.add_argument("ref", metavar="REF", help="model reference: ARCH-vN/RUN, ...@best, "
+                   "...@epoch-N, or a path to a model or checkpoint folder")
+    _add_data_dir(p)
+    _add_models_dir(p)
+    p.set_defaults(func=cmd_calibrate)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -540,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_command(sub)
     _add_models_commands(sub)
     _add_evaluate_command(sub)
+    _add_calibrate_command(sub)
     _add_compare_command(sub)
     _add_ensemble_command(sub)
     _add_preprocess_command(sub)

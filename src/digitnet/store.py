@@ -22,12 +22,18 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from digitnet.calibration import (
+    CALIBRATION_SCHEMA,
+    Calibration,
+    calibrated_probs,
+    calibration_from_dict,
+)
 from digitnet.constants import IMAGE_SIZE, LABEL_NAMES, MNIST_MEAN, MNIST_STD
 from digitnet.errors import DigitnetError
 from digitnet.fileio import (
@@ -43,6 +49,7 @@ from digitnet.training.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     list_checkpoints,
+    write_checkpoint_calibration,
     load_checkpoint,
     load_state_dict,
     resolve_checkpoint,
@@ -92,7 +99,8 @@ ARCH_SCHEMA = {"name": str, "version": _at_least(1), "id": str, "model_args": di
 RUN_CONFIG_SCHEMA = {"format_version?": int, "arch": ARCH_SCHEMA,
                      "data_config": DATA_CONFIG_SCHEMA, "train?": {"val_size?": _at_least(0)},
                      "data?": dict, "env?": dict, "created?": (str, None), "ref?": (str, None)}
-SUMMARY_SCHEMA = {"epochs_done?": _at_least(0), "test_acc?": (float, None)}
+SUMMARY_SCHEMA = {"epochs_done?": _at_least(0), "test_acc?": (float, None),
+                  "calibration?": CALIBRATION_SCHEMA}
 METRICS_ROW_SCHEMA = {"epoch": _at_least(1), "seconds?": float, "val_acc?": (float, None)}
 
 
@@ -280,16 +288,25 @@ class LoadedModel:
     config: dict  # the run's config.json
     ref: ModelRef
     epoch: int | None  # finished epochs of the weights; None for final weights without metadata
+    calibration: Calibration = Calibration()  # T = 1 for weights saved before calibration
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """uint8 images (N, 28, 28), white on black -> float logits (N, 10)."""
+        """uint8 images (N, 28, 28), white on black -> raw float logits (N, 10)."""
         from digitnet.data.datasets import to_model_input
 
         mean, std = self.data_config["mean"], self.data_config["std"]
         out = [self.model(to_model_input(images[i : i + batch_size], mean, std))
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.empty(0, len(self.data_config["label_names"]))
+
+    def probs(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """uint8 images (N, 28, 28) -> calibrated probabilities softmax(logits / T), float64."""
+        return calibrated_probs(self.logits(images, batch_size), self.temperature)
 
 
 def build_frozen_model(arch: dict, source: Path) -> nn.Module:
@@ -396,11 +413,14 @@ def load_model(ref: str | ModelRef, models_dir: str | os.PathLike | None = None)
     model = build_frozen_model(arch, mref.run_dir)
     check_label_names(model, config["data_config"]["label_names"], mref.run_dir / CONFIG_FILE)
     final = mref.run_dir / WEIGHTS_FILE
+    calibration = Calibration()  # weights saved before calibration: T = 1
     if mref.checkpoint is None and final.is_file():
         state, epoch, source = load_state_dict(final), None, final
         summary = mref.run_dir / SUMMARY_FILE
         if summary.is_file():
-            epoch = read_json(summary, "run summary", SUMMARY_SCHEMA).get("epochs_done", epoch)
+            values = read_json(summary, "run summary", SUMMARY_SCHEMA)
+            epoch = values.get("epochs_done", epoch)
+            calibration = calibration_from_dict(values.get("calibration"), summary)
     else:
         ckpt_dir = mref.run_dir / CHECKPOINTS_DIR
         if not list_checkpoints(ckpt_dir):
@@ -408,7 +428,39 @@ def load_model(ref: str | ModelRef, models_dir: str | os.PathLike | None = None)
         path = resolve_checkpoint(ckpt_dir, mref.checkpoint or "last")
         ckpt = load_checkpoint(path, with_training_state=False)
         state, epoch, source = ckpt.model_state, ckpt.epoch, path / WEIGHTS_FILE
+        calibration = calibration_from_dict(ckpt.meta.get("calibration"), path / META_FILE)
         mref = ModelRef(mref.run_dir, path.name)
     load_weights(model, state, source, arch["id"])
     model.eval()
-    return LoadedModel(model, config["data_config"], config, mref, epoch)
+    return LoadedModel(model, config["data_config"], config, mref, epoch, calibration)
+
+
+def save_calibration(loaded: LoadedModel, calibration: Calibration) -> LoadedModel:
+    """Store `calibration` with the weights `loaded` came from, atomically, weights untouched:
+    in the run's summary.json for final weights, in meta.json for a checkpoint.
+
+    Returns:
+        `loaded` with the new calibration.
+
+    Raises:
+        DigitnetError: an exported model (its calibration comes from its source run), final
+            weights without a summary.json, or another process training into the run.
+    """
+    from digitnet.fileio import atomic_write_json
+
+    mref = loaded.ref
+    if loaded.config.get("export") is not None:
+        raise DigitnetError(f"{mref.label}: an exported model; calibrate its source run "
+                            f"{loaded.config.get('ref')} and export it again")
+    with lock_run(mref.run_dir):
+        if mref.checkpoint is None:
+            path = mref.run_dir / SUMMARY_FILE
+            if not path.is_file():
+                raise DigitnetError(f"{path}: not found; only a finished run (or one of its "
+                                    f"checkpoints, REF@last) can be calibrated")
+            summary = read_json(path, "run summary", SUMMARY_SCHEMA)
+            atomic_write_json(path, {**summary, "calibration": calibration.to_dict()})
+        else:
+            path = resolve_checkpoint(mref.run_dir / CHECKPOINTS_DIR, mref.checkpoint)
+            write_checkpoint_calibration(path, calibration.to_dict())
+    return replace(loaded, calibration=calibration)

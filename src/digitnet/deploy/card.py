@@ -95,7 +95,31 @@ def _recipe_table(train: dict) -> list[str]:
     return ["| setting | value |", "| --- | --- |"] + [f"| {k} | {_value(v)} |" for k, v in rows]
 
 
-def _usage(repo_id: str, has_onnx: bool, mean: float, std: float) -> list[str]:
+def _temperature(export_config: dict) -> float:
+    return (export_config.get("calibration") or {}).get("temperature", 1.0)
+
+
+def _calibration_text(export_config: dict, clean: dict | None) -> list[str]:
+    """What the probabilities mean: the temperature the logits are divided by, and the ECE."""
+    record = export_config.get("calibration") or {}
+    ece = (f" (expected calibration error {clean['ece']:.3f} on `mnist-test`, "
+           f"{clean['ece_uncalibrated']:.3f} before)"
+           if clean and "ece_uncalibrated" in clean else "")
+    if not record.get("calibrated"):
+        reason = record.get("reason") or "the model was exported before digitnet calibrated"
+        ece = f" (expected calibration error {clean['ece']:.3f} on `mnist-test`)" \
+            if clean and "ece" in clean else ""
+        return [f"The probabilities are the plain softmax of the logits, not calibrated{ece}: "
+                f"{reason}. Use them to rank answers, not as exact chances."]
+    return [f"The probabilities are calibrated by temperature scaling: the logits are divided by "
+            f"T = {record['temperature']:.4f} before the softmax{ece}. T was fitted on the "
+            f"{record.get('images', 0):,} held-out validation images after training; it is "
+            "`calibration.temperature` in `config.json`, `digitnet.load` applies it (`probs`), "
+            "and it never changes which digit is predicted."]
+
+
+def _usage(repo_id: str, has_onnx: bool, mean: float, std: float,
+           temperature: float = 1.0) -> list[str]:
     lines = [
         "```bash",
         "pip install digitnet",
@@ -105,7 +129,8 @@ def _usage(repo_id: str, has_onnx: bool, mean: float, std: float) -> list[str]:
         "import digitnet",
         f'model = digitnet.load("hf://{repo_id}")  # safetensors weights, strict key check',
         "# images: uint8 tensor (N, 28, 28), a white digit on black, centred as in MNIST",
-        "logits = model.logits(images)  # (N, 10)",
+        "logits = model.logits(images)  # (N, 10), raw",
+        f"probs = model.probs(images)  # softmax(logits / {temperature:.4f}), calibrated",
         "preds = logits.argmax(dim=1)  # the digits",
         "```",
         "",
@@ -119,11 +144,14 @@ def _usage(repo_id: str, has_onnx: bool, mean: float, std: float) -> list[str]:
             f"`(N, 1, 28, 28)` scaled to [0, 1] and normalised with mean {mean} and std {std}:",
             "",
             "```python",
+            "import numpy as np",
             "import onnxruntime as ort",
             'session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])',
             f"x = ((images[:, None] / 255.0 - {mean}) / {std}).astype(\"float32\")  "
             "# images: uint8 numpy (N, 28, 28)",
-            'logits = session.run(None, {"images": x})[0]  # (N, 10)',
+            'logits = session.run(None, {"images": x})[0]  # (N, 10), already divided by T',
+            "probs = np.exp(logits - logits.max(1, keepdims=True))",
+            "probs /= probs.sum(1, keepdims=True)  # the calibrated probabilities",
             "```",
         ]
     return lines
@@ -181,7 +209,10 @@ def render_model_card(
         "",
         "## How to use",
         "",
-        *_usage(repo_id, has_onnx, export_config["mean"], export_config["std"]),
+        *_usage(repo_id, has_onnx, export_config["mean"], export_config["std"],
+                _temperature(export_config)),
+        "",
+        *_calibration_text(export_config, clean),
         "",
         "## Training data",
         "",
@@ -216,9 +247,9 @@ def render_model_card(
         "",
         "- The model always answers with a digit: it has no notion of \"not a digit\", and its "
         "confidence on unfamiliar inputs (letters, doodles, blank images) is not meaningful.",
-        *([f"- Its probabilities are not calibrated (expected calibration error {clean['ece']:.3f} "
-           "on `mnist-test`): use them to rank answers, not as exact chances."]
-          if clean and "ece" in clean else []),
+        *(["- Its probabilities are calibrated on MNIST validation digits; on inputs unlike "
+           "MNIST they can still be over-confident."]
+          if (export_config.get("calibration") or {}).get("calibrated") else []),
         "- It expects MNIST's preprocessing: a centred digit, white on black, scaled into a 20x20 "
         "box. Photos or scans must go through `digitnet preprocess` (or the same steps) first; "
         "dark-on-light or off-centre digits are misread.",
@@ -236,7 +267,9 @@ def render_model_card(
         "- `config.json`: architecture, hyperparameters, label names, input size, normalisation, "
         "preprocessing version, source model",
         *(["- `model.onnx`: the network for ONNX Runtime (dynamic batch size, opset "
-           f"{export_config['onnx']['opset']})"] if has_onnx else []),
+           f"{export_config['onnx']['opset']}); its `logits` output is divided by T = "
+           f"{_temperature(export_config):.4f} inside the graph (also in its metadata)"]
+          if has_onnx else []),
         f"- `{CONFUSION_MATRIX_FILE}`: the confusion matrix on `mnist-test`",
         "",
     ]

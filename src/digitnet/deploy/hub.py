@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from digitnet import __version__
+from digitnet.calibration import CALIBRATION_SCHEMA, TemperatureScaled, calibration_from_dict
 from digitnet.errors import DigitnetError
 from digitnet.fileio import (
     atomic_write_json,
@@ -57,6 +58,7 @@ HUB_PREFIX = "hf://"
 BRANCH = "main"
 EXPORT_DATASETS = ("mnist-test", "mnist-test-augmented")  # evaluated for the model card
 ONNX_CHECK_IMAGES = 16  # real test images in the ONNX parity batch (plus 4 random ones)
+ONNX_LOGITS = "divided by the temperature: their softmax is the calibrated probabilities"
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 GIT_TIMEOUT_S = 600  # per git command; pushes of these small models take seconds
 # The Hub's default .gitattributes (what a new model repository starts with), plus *.png.
@@ -75,6 +77,7 @@ EXPORT_CONFIG_SCHEMA = {  # what loading needs from an exported config.json
     "source": {"ref": str, "epoch?": (int, None), "created?": (str, None),
                "git_commit?": (str, None)},
     "train?": dict, "data?": dict,
+    "calibration?": CALIBRATION_SCHEMA,  # absent in exports written before calibration: T = 1
 }
 _OFFLINE_HINTS = ("could not resolve", "failed to connect", "couldn't connect",
                   "connection refused", "timed out", "network is unreachable",
@@ -123,6 +126,7 @@ def export_config(loaded: LoadedModel) -> dict:
         digitnet_version=__version__,
         source=dict(ref=source_ref(loaded), epoch=loaded.epoch,
                     created=loaded.config.get("created"), git_commit=env.get("git_commit")),
+        calibration=loaded.calibration.to_dict(),  # probabilities are softmax(logits / T)
         train=loaded.config.get("train", {}),
         data=data,
     )
@@ -173,8 +177,12 @@ def _write_onnx(loaded: LoadedModel, folder: Path, test_images: torch.Tensor) ->
     real = to_model_input(test_images[:ONNX_CHECK_IMAGES], loaded.data_config["mean"],
                           loaded.data_config["std"])
     noise = torch.randn((4, *real.shape[1:]), generator=torch.Generator().manual_seed(0))
-    diff = export_onnx(loaded.model, folder / ONNX_FILE, torch.cat([real, noise]))
+    # the graph divides by T, so that the softmax of its output is the calibrated probabilities
+    scaled = TemperatureScaled(loaded.model, loaded.temperature)
+    metadata = {"temperature": repr(loaded.temperature), "logits": ONNX_LOGITS}
+    diff = export_onnx(scaled, folder / ONNX_FILE, torch.cat([real, noise]), metadata)
     return dict(file=ONNX_FILE, opset=ONNX_OPSET, input="images", output="logits",
+                logits=ONNX_LOGITS, temperature=loaded.temperature,
                 dynamic_axes=["batch"], parity_images=len(real) + len(noise), max_abs_diff=diff)
 
 
@@ -348,7 +356,8 @@ def load_exported(folder: str | os.PathLike, label: str | None = None) -> Loaded
                   data=cfg.get("data", {}), ref=source["ref"], created=source.get("created"),
                   env=dict(git_commit=source.get("git_commit")), export=cfg)
     ref = HubModelRef(folder.resolve(), None, label or str(folder))
-    return LoadedModel(model, data_config, config, ref, source.get("epoch"))
+    calibration = calibration_from_dict(cfg.get("calibration"), config_path)
+    return LoadedModel(model, data_config, config, ref, source.get("epoch"), calibration)
 
 
 def hub_endpoint() -> str:

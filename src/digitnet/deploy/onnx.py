@@ -1,8 +1,10 @@
 """ONNX export: one self-contained `model.onnx` with a dynamic batch axis, checked against PyTorch.
 
-The ONNX graph is the bare network, like the PyTorch model: it takes normalised float images
-(B, 1, 28, 28) named `images` and returns raw logits (B, 10) named `logits`; the mean and std to
-normalise with are in the exported `config.json`.
+The ONNX graph is the network it is given: it takes normalised float images (B, 1, 28, 28) named
+`images` and returns logits (B, 10) named `logits`; the mean and std to normalise with are in the
+exported `config.json`. `digitnet export` gives it the network with its logits divided by the
+temperature (`calibration.TemperatureScaled`), so that a softmax of the output is calibrated; the
+temperature is also in the file's metadata (`metadata_props`) and in config.json.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ def _require_onnx():
     return onnx, onnxruntime
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, images: torch.Tensor) -> float:
+def export_onnx(model: nn.Module, path: str | os.PathLike, images: torch.Tensor,
+                metadata: dict[str, str] | None = None) -> float:
     """Export `model` to a single ONNX file and check it against the PyTorch logits.
 
     Args:
         model: the network; it is put in eval mode.
         path: where to write the `.onnx` file (its folder must exist).
         images: normalised float inputs (N, 1, 28, 28) for the parity check, N >= 2.
+        metadata: key-value strings stored in the model's `metadata_props`.
 
     Returns:
         The largest absolute difference between ONNX Runtime and PyTorch logits on `images`.
@@ -75,12 +79,22 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, images: torch.Tensor)
         extra = sorted(p.name for p in work.iterdir() if p.name != ONNX_FILE)
         if extra:
             raise DigitnetError(f"ONNX export wrote external data files {extra}; expected one file")
+        if metadata:
+            proto = onnx.load(str(tmp))
+            onnx.helper.set_model_props(proto, metadata)
+            onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
         diff = check_onnx_parity(tmp, model, images)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return diff
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The `metadata_props` of an ONNX file (`digitnet export` stores the temperature there)."""
+    onnx, _ = _require_onnx()
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> np.ndarray:

@@ -191,8 +191,7 @@ def predict_images(
             entry["image"] = result.image if result.digit_found else None
         entries.append(entry)
     if digits:
-        logits = prepare_for_prediction(loaded).logits(torch.stack(digits))  # (N, 10), batched
-        probs = torch.softmax(logits.double(), dim=1)
+        probs = prepare_for_prediction(loaded).probs(torch.stack(digits))  # (N, 10), batched
         for i, p in zip(found, probs, strict=True):
             _labelled(entries[i], p, top_k)
     return entries

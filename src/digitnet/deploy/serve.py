@@ -110,7 +110,8 @@ def model_info(loaded: LoadedModel, max_upload_bytes: int | None = None) -> dict
     return dict(info, epochs=loaded.epoch, created=loaded.config.get("created"),
                 test_accuracy=test_accuracy, input_size=data["input_size"], mean=data["mean"],
                 std=data["std"], label_names=data["label_names"], max_upload_bytes=max_upload_bytes,
-                preprocess_version=PREPROCESS_VERSION, digitnet_version=__version__)
+                preprocess_version=PREPROCESS_VERSION, digitnet_version=__version__,
+                temperature=loaded.temperature, calibrated=loaded.calibration.calibrated)
 
 
 def png_data_url(image) -> str:
@@ -333,6 +334,8 @@ def _response_models():
         max_pixels: int
         preprocess_version: int
         digitnet_version: str
+        temperature: float = Field(description="probabilities are softmax(logits / temperature)")
+        calibrated: bool = Field(description="false: temperature 1, the raw softmax")
 
     class Prediction(BaseModel):
         file: str

@@ -6,10 +6,11 @@ import os
 
 import torch
 
+from digitnet.calibration import calibrated_probs
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.datasets import load_eval_dataset
-from digitnet.evaluation.evaluate import model_val_size, predict_probs
-from digitnet.evaluation.metrics import compute_metrics
+from digitnet.evaluation.evaluate import model_val_size
+from digitnet.evaluation.metrics import compute_metrics, expected_calibration_error
 from digitnet.store import load_model
 
 
@@ -34,11 +35,13 @@ def evaluate_ensemble(
 ) -> list[dict]:
     """Evaluate each model and the average of their probabilities on each dataset.
 
+    Each member's probabilities are calibrated with its own temperature before averaging.
     `mnist-val` is the validation split of the first model; every model must share it.
 
     Returns:
-        One dict per dataset: `dataset`, `models` (the references), `members` (accuracy of each
-        model), and every metric of `compute_metrics` for the ensemble.
+        One dict per dataset: `dataset`, `models` (the references), `members` (accuracy and
+        temperature of each model), every metric of `compute_metrics` for the ensemble, and
+        `ece_uncalibrated` (the ECE of the average of the raw softmax outputs).
 
     Raises:
         DigitnetError: no references, or models trained with different validation splits.
@@ -53,11 +56,14 @@ def evaluate_ensemble(
     results = []
     for name in datasets:
         dataset = load_eval_dataset(name, data_dir, model_val_size(models[0]))
-        probs = [predict_probs(m, dataset.images) for m in models]
+        logits = [m.logits(dataset.images) for m in models]
+        probs = [calibrated_probs(z, m.temperature) for m, z in zip(models, logits)]
         labels = dataset.labels
-        members = [dict(model=m.ref.label, accuracy=float((p.argmax(1) == labels).double().mean()))
-                   for m, p in zip(models, probs)]
+        members = [dict(model=m.ref.label, accuracy=float((p.argmax(1) == labels).double().mean()),
+                        temperature=m.temperature) for m, p in zip(models, probs)]
         metrics = compute_metrics(labels.numpy(), average_probs(probs).numpy())
+        raw = average_probs([calibrated_probs(z, 1.0) for z in logits]).numpy()
+        metrics["ece_uncalibrated"] = expected_calibration_error(labels.numpy(), raw)
         results.append(dict(dataset=dataset.name, model=f"ensemble of {len(models)}",
                             models=[m.ref.label for m in models], members=members, **metrics))
     return results

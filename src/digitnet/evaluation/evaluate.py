@@ -7,28 +7,34 @@ from pathlib import Path
 
 import torch
 
+from digitnet.calibration import calibrated_probs
 from digitnet.data.datasets import DEFAULT_VAL_SIZE, TensorDataset
 from digitnet.evaluation.datasets import load_eval_dataset
-from digitnet.evaluation.metrics import compute_metrics, misclassified
+from digitnet.evaluation.metrics import compute_metrics, expected_calibration_error, misclassified
 from digitnet.store import LoadedModel, load_model, read_metrics
 
 MAX_MISCLASSIFIED = 200  # listed per dataset in the JSON output, most confident mistakes first
 
 
 def predict_probs(loaded: LoadedModel, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Class probabilities (N, 10) in float64 for uint8 images (N, 28, 28)."""
-    return torch.softmax(loaded.logits(images, batch_size).double(), dim=1)
+    """Calibrated class probabilities (N, 10) in float64 for uint8 images (N, 28, 28)."""
+    return loaded.probs(images, batch_size)
 
 
 def evaluate_on(loaded: LoadedModel, dataset: TensorDataset) -> tuple[dict, torch.Tensor]:
-    """All metrics of `loaded` on `dataset`; returns the result row and the probabilities."""
-    probs = predict_probs(loaded, dataset.images)
+    """All metrics of `loaded` on `dataset` from its calibrated probabilities, plus the ECE of the
+    raw softmax (`ece_uncalibrated`: what calibration did); returns the row and the probabilities.
+    """
+    logits = loaded.logits(dataset.images)
+    probs = calibrated_probs(logits, loaded.temperature)
     metrics = compute_metrics(dataset.labels.numpy(), probs.numpy())
+    raw = calibrated_probs(logits, 1.0).numpy()
+    metrics["ece_uncalibrated"] = expected_calibration_error(dataset.labels.numpy(), raw)
     wrong = misclassified(dataset.labels.numpy(), probs.numpy(), MAX_MISCLASSIFIED)
     for row in wrong:
         row["probabilities"] = [round(float(p), 6) for p in probs[row["index"]]]
     result = dict(dataset=dataset.name, model=loaded.ref.label, epoch=loaded.epoch, **metrics,
-                  misclassified=wrong)
+                  calibration=loaded.calibration.to_dict(), misclassified=wrong)
     return result, probs
 
 
@@ -69,11 +75,12 @@ def evaluate_model(
 def format_results(results: list[dict]) -> str:
     """A short table: one line per dataset with the headline metrics."""
     lines = [f"{'dataset':<28}{'n':>7}{'loss':>9}{'accuracy':>10}{'precision':>11}{'recall':>9}"
-             f"{'f1':>9}{'ece':>8}"]
+             f"{'f1':>9}{'ece':>8}{'ece T=1':>9}"]
     for r in results:
+        raw = f"{r['ece_uncalibrated']:>9.4f}" if "ece_uncalibrated" in r else f"{'-':>9}"
         lines.append(f"{r['dataset']:<28}{r['n']:>7}{r['loss']:>9.4f}{r['accuracy']:>10.2%}"
                      f"{r['precision_macro']:>11.4f}{r['recall_macro']:>9.4f}{r['f1_macro']:>9.4f}"
-                     f"{r['ece']:>8.4f}")
+                     f"{r['ece']:>8.4f}{raw}")
     for r in results:
         pairs = ", ".join(f"{p['label']}->{p['pred']} ({p['count']})" for p in r["most_confused"][:5]
                           if p["count"])

@@ -51,13 +51,16 @@ def write_report(out_dir: Path, loaded: LoadedModel, results: list[dict], histor
     lines += [f"- architecture: {arch['id']} ({arch['model_args']})",
               f"- weights: {'epoch ' + str(loaded.epoch) if loaded.epoch else 'final'}",
               f"- recipe: {train.get('epochs')} epochs, batch {train.get('batch_size')}, lr {train.get('lr')}, "
-              f"augment {train.get('augment')}, seed {train.get('seed')}", ""]
-    lines += ["| dataset | n | loss | accuracy | precision (macro) | recall (macro) | F1 (macro) | ECE |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              f"augment {train.get('augment')}, seed {train.get('seed')}",
+              f"- probabilities: {loaded.calibration.describe()}; loss, ECE and the reliability "
+              f"diagrams use them, ECE (T=1) is that of the raw softmax", ""]
+    lines += ["| dataset | n | loss | accuracy | precision (macro) | recall (macro) | F1 (macro) | ECE "
+              "| ECE (T=1) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         lines.append(f"| {r['dataset']} | {r['n']} | {r['loss']:.4f} | {r['accuracy']:.2%} | "
                      f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | {r['f1_macro']:.4f} | "
-                     f"{r['ece']:.4f} |")
+                     f"{r['ece']:.4f} | {r['ece_uncalibrated']:.4f} |")
     if history:
         save_figure(plot_training_curves(history, title=f"Training curves: {loaded.ref.label}"),
                     out_dir / "training_curves.png")

@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from digitnet.calibration import CALIBRATION_SCHEMA
 from digitnet.errors import DigitnetError
 from digitnet.fileio import (
     Check,
@@ -55,6 +56,7 @@ META_SCHEMA = {  # what loading needs from meta.json (save_checkpoint also write
         isinstance(h, str) for h in v.values()),
         f"an object with the sha256 of {WEIGHTS_FILE} and {STATE_FILE}"),
     "metrics?": dict,
+    "calibration?": CALIBRATION_SCHEMA,  # absent in checkpoints written before calibration
 }
 
 
@@ -133,6 +135,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def write_checkpoint_calibration(path: Path, record: dict) -> None:
+    """Replace the calibration record in a checkpoint's meta.json (atomically); the weights and
+    the training state, whose sha256 meta.json holds, are not touched.
+
+    Raises:
+        CheckpointError: the checkpoint is incomplete, corrupt or tampered with.
+    """
+    meta = verify_checkpoint(path)
+    atomic_write_json(path / META_FILE, {**meta, "calibration": record})
 
 
 def remove_temporaries(*folders: Path) -> list[Path]:

@@ -31,6 +31,13 @@ from torch import nn
 from tqdm import tqdm
 
 from digitnet import __version__
+from digitnet.calibration import (
+    NO_VALIDATION,
+    Calibration,
+    calibration_from_dict,
+    fit_temperature,
+    not_calibrated,
+)
 from digitnet.config import TrainConfig, config_from_dict
 from digitnet.constants import NUM_CLASSES
 from digitnet.data.datasets import TensorDataset, iterate_batches, load_splits, to_model_input
@@ -59,6 +66,7 @@ from digitnet.training.checkpoint import (
     epoch_dir_name,
     last_checkpoint_epoch,
     list_checkpoints,
+    META_FILE,
     load_latest_good,
     remove_temporaries,
     save_checkpoint,
@@ -179,20 +187,38 @@ def _diverged(loss: torch.Tensor, cfg: TrainConfig) -> NoReturn:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: TensorDataset, data_config: dict, batch_size: int = 1000) -> dict:
-    """Mean cross-entropy loss and accuracy of `model` on `dataset` (eval mode, model's device)."""
+def evaluate(model: nn.Module, dataset: TensorDataset, data_config: dict, batch_size: int = 1000,
+             keep_logits: bool = False) -> dict:
+    """Mean cross-entropy loss and accuracy of `model` on `dataset` (eval mode, model's device);
+    with `keep_logits`, also the raw logits (N, 10) on the CPU under "logits"."""
     device = next(model.parameters()).device
     model.eval()
     total_loss = 0.0
     correct = 0
+    kept = []
     for images, labels in iterate_batches(dataset, batch_size):
         images, labels = images.to(device), labels.to(device)
         x = to_model_input(images, data_config["mean"], data_config["std"])
         logits = model(x.contiguous(memory_format=torch.channels_last))
         total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += int((logits.argmax(1) == labels).sum())
+        if keep_logits:
+            kept.append(logits.float().cpu())
     n = max(len(dataset), 1)
-    return dict(loss=total_loss / n, acc=correct / n)
+    out = dict(loss=total_loss / n, acc=correct / n)
+    if keep_logits:
+        out["logits"] = torch.cat(kept) if kept else torch.empty(0, NUM_CLASSES)
+    return out
+
+
+def calibrate_on_validation(model: nn.Module, val: TensorDataset, data_config: dict,
+                            batch_size: int = 1000) -> tuple[dict, Calibration]:
+    """Validation loss and accuracy, and the temperature fitted on the validation logits (the
+    fit takes milliseconds: every checkpoint gets its own). No validation split: ({}, T = 1)."""
+    if not len(val):
+        return {}, not_calibrated(NO_VALIDATION)
+    metrics = evaluate(model, val, data_config, batch_size, keep_logits=True)
+    return metrics, fit_temperature(metrics.pop("logits"), val.labels)
 
 
 # ------------------------------------------------------------------------------- set-up helpers
@@ -351,6 +377,7 @@ class RunState:
     best_val: float  # best validation accuracy so far
     data_config: dict
     device: torch.device
+    calibration: Calibration | None = None  # of the weights now in `model`; None: not fitted yet
 
 
 def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict,
@@ -445,8 +472,10 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None,
         atomic_write_text(mref.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
     best_val = ckpt.training_state.get("best_val", -1.0)
     print(f"resuming {config['ref']} after epoch {ckpt.epoch} of {cfg.epochs}")
+    recorded = ckpt.meta.get("calibration")  # None in checkpoints written before calibration
+    calibration = calibration_from_dict(recorded, ckpt.path / META_FILE) if recorded else None
     state = RunState(mref.run_dir, cfg, model, optimizer, scheduler, ckpt.epoch + 1, best_val,
-                     config["data_config"], device)
+                     config["data_config"], device, calibration)
     return state, splits
 
 
@@ -519,7 +548,8 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
             row = train_one_epoch(model, train, state.optimizer, state.scheduler, cfg,
                                   state.data_config, generator, weights, bar)
         train_seconds = time.perf_counter() - start
-        val_metrics = evaluate(model, val, state.data_config, cfg.eval_batch_size) if len(val) else {}
+        val_metrics, state.calibration = calibrate_on_validation(model, val, state.data_config,
+                                                                 cfg.eval_batch_size)
         row = dict(epoch=epoch, train_loss=row["train_loss"], train_acc=row["train_acc"],
                    val_loss=val_metrics.get("loss"), val_acc=val_metrics.get("acc"),
                    lr=state.scheduler.get_last_lr()[0], seconds=time.perf_counter() - start,
@@ -537,7 +567,7 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
                 ckpt_dir, epoch, model.state_dict(),
                 dict(optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
                      rng=capture_rng(), best_val=best_val),
-                dict(metrics=row),
+                dict(metrics=row, calibration=state.calibration.to_dict()),
             )
             write_pointers(ckpt_dir, last=epoch_dir_name(epoch),
                            **({"best": epoch_dir_name(epoch)} if is_best else {}))
@@ -553,15 +583,21 @@ def finish_run(state: RunState, splits: dict) -> dict:
     run_dir = state.run_dir
     with _writing(run_dir, run_dir):
         save_state_dict(state.model.state_dict(), run_dir / WEIGHTS_FILE)
+    calibration = state.calibration  # the last epoch's: the final weights are its weights
+    if calibration is None:  # resumed from a checkpoint written before calibration
+        calibration = calibrate_on_validation(state.model, splits["val"], state.data_config,
+                                              state.cfg.eval_batch_size)[1]
     test = evaluate(state.model, splits["test"], state.data_config, state.cfg.eval_batch_size)
     rows = read_metrics(run_dir)
     ref = f"{run_dir.parent.name}/{run_dir.name}"
     summary = dict(ref=ref, path=str(run_dir), epochs_done=rows[-1]["epoch"] if rows else 0,
                    final=rows[-1] if rows else {}, test_loss=test["loss"], test_acc=test["acc"],
                    best_checkpoint=ModelRef(run_dir, "best").label,
-                   total_seconds=sum(r["seconds"] for r in rows))
+                   total_seconds=sum(r["seconds"] for r in rows),
+                   calibration=calibration.to_dict())
     with _writing(run_dir, run_dir):
         atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    print(f"probabilities: {calibration.describe()}")
     print(f"test (MNIST test, {len(splits['test']):,} images): loss {test['loss']:.4f}  accuracy {test['acc']:.2%}")
     return summary
 
