@@ -15,6 +15,7 @@ from digitnet.errors import DigitnetError
 from digitnet.fileio import check_nesting, describe_value, read_regular_bytes
 
 MAX_RECIPE_BYTES = 1024 * 1024  # a recipe is under 1 kB; PyYAML took 8 s for 1.4 MB (2 CPUs)
+AUGMENT_KINDS = ("warp", "shift", "handwriting")  # TrainConfig.augment_kind, see its comment
 MAX_RECIPE_VALUES = 100_000  # a recipe holds a few dozen; YAML aliases make small files huge
 
 
@@ -33,8 +34,10 @@ class TrainConfig:
     warmup_frac: float = 0.2  # fraction of steps spent warming up in the one-cycle schedule
     augment: bool = True  # random rotation/scale/shift/elastic/thickness on training batches
     augment_severity: int = 2  # 1 (mild) to 5 (harsh)
-    augment_kind: str = "warp"  # "warp" (augment_batch) or "shift" (random shifts of up to
-    # augment_severity whole pixels: ~30-40x cheaper than warp, for fast recipes)
+    augment_kind: str = "warp"  # "warp" (augment_batch, SEVERITIES), "shift" (random shifts of
+    # up to augment_severity whole pixels: ~30-40x cheaper than warp, for fast recipes) or
+    # "handwriting" (augment_batch, HANDWRITING: stroke width, aspect, slant, binarisation, low
+    # resolution, the ink refitted as the new-image pipeline does)
     seed: int = 0  # seeds weights, shuffling, augmentation and dropout
     val_size: int = 5_000  # stratified validation split held out of the 60,000 training images
     subset: int | None = None  # train on a stratified subset of this many images (quick runs)
@@ -52,7 +55,8 @@ class TrainConfig:
             _check_number(name, getattr(self, name), lo, hi, lo_open, hi_open)
         checks = [
             (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
-            (self.augment_kind in ("warp", "shift"), "augment_kind must be 'warp' or 'shift'"),
+            (self.augment_kind in AUGMENT_KINDS,
+             f"augment_kind must be one of {', '.join(repr(k) for k in AUGMENT_KINDS)}"),
             (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'"),
             (len(self.data) >= 1, "data must name at least one dataset"),
         ]
