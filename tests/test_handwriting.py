@@ -73,6 +73,16 @@ def test_thickening_by_whole_radius_widens_a_line_by_two_radii(radius, width):
     assert ((out == 0) | (out == 1)).all()  # binary in, binary out: a plain dilation
 
 
+def test_thickening_grows_a_dot_into_a_disc():
+    """Radius 2 is "+" then 3x3: a 5x5 square less its corners (21 px), rounder than "+" twice
+    (a 13 px diamond) or 3x3 twice (25 px)."""
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[..., 14, 14] = 1.0
+    grown = change_stroke_width(dot, torch.tensor([2.0]))[0, 0]
+    assert int((grown == 1).sum()) == 21
+    assert grown[12, 12] == 0 and grown[12, 13] == 1 and grown[14, 16] == 1
+
+
 def test_fractional_radius_blends_the_neighbouring_whole_radii():
     x = _line(1)
     one, two = (change_stroke_width(x, torch.tensor([r])) for r in (1.0, 2.0))
@@ -115,6 +125,15 @@ def test_refit_places_the_ink_as_the_pipeline_does():
     ratio_before = before[:, 0] / before[:, 1]
     ratio_after = box[:, 0] / box[:, 1]
     assert torch.allclose(ratio_after.float(), ratio_before.float(), rtol=0.12)
+
+
+def test_refit_sets_the_peak_ink_to_full():
+    """The pipeline stretches each fitted digit so its brightest pixel is 255: faint ink too."""
+    faint = (_strokes(8).float() * 0.5).round().to(torch.uint8)  # peak 128
+    out = augment_batch(faint, REFIT, torch.Generator().manual_seed(0))
+    assert (out.flatten(1).amax(1) == 255).all()
+    plain = augment_batch(faint, AugmentConfig(shift=1), torch.Generator().manual_seed(0))
+    assert (plain.flatten(1).amax(1) < 200).all()  # only the refit does it
 
 
 def test_refit_of_an_mnist_like_digit_changes_little():
@@ -279,3 +298,22 @@ def test_train_config_accepts_handwriting_and_names_the_kinds():
         TrainConfig(augment_kind="rotate")
     assert str(info.value) == ("invalid training configuration: augment_kind must be one of "
                                "'warp', 'shift', 'handwriting'")
+
+
+def test_cli_trains_with_the_handwriting_augmentation(tmp_path, synthetic_mnist, capsys):
+    """`--augment-kind handwriting` is a CLI choice, lands in the run's config and trains."""
+    import json
+
+    from digitnet.cli import main
+
+    argv = ["train", "--arch", "linear", "--epochs", "1", "--batch-size", "32", "--val-size",
+            "50", "--augment-kind", "handwriting", "--augment-severity", "3", "--no-progress",
+            "--threads", "1", "--name", "hw", "--data-dir", str(synthetic_mnist),
+            "--models-dir", str(tmp_path / "models")]
+    assert main(argv) == 0
+    config = json.loads(next((tmp_path / "models").glob("*/hw/config.json")).read_text())
+    train = config["train"]
+    assert (train["augment_kind"], train["augment_severity"]) == ("handwriting", 3)
+    with pytest.raises(SystemExit):
+        main([*argv[:9], "--augment-kind", "handwritten"])
+    assert "invalid choice: 'handwritten'" in capsys.readouterr().err
