@@ -203,13 +203,15 @@ def _add_train_command(sub) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from digitnet.models import DEFAULT_ARCH, count_flops, count_parameters, create_model, list_specs
+    from digitnet.models import (DEFAULT_ARCH, count_flops, count_parameters, create_model,
+                                 get_spec, list_specs)
     from digitnet.store import list_runs, models_root, read_metrics
 
+    default_id = get_spec(DEFAULT_ARCH).arch_id  # `digitnet train` trains the newest version
     print(f"{'architecture':<14}{'params':>10}{'MFLOPs':>9}  description")
     for spec in list_specs():
         model = create_model(spec.name, spec.version)
-        default = " (default)" if spec.name == DEFAULT_ARCH else ""
+        default = " (default)" if spec.arch_id == default_id else ""
         print(f"{spec.arch_id:<14}{count_parameters(model):>10,}{count_flops(model) / 1e6:>9.2f}  "
               f"{spec.description}{default}")
     runs = list_runs(args.models_dir)
