@@ -315,7 +315,9 @@ def test_cli_train_prints_ref_last_and_writes_json(tmp_path, synthetic_mnist, ca
 def test_sigkill_mid_training_resumes(tmp_path, mnist_dir):
     """A run killed with SIGKILL resumes from its last finished epoch and ends like an uninterrupted one."""
     models = tmp_path / "models"
-    args = ["--subset", "3000", "--epochs", "4", "--batch-size", "64", "--val-size", "500",
+    args = ["--arch", "cnn", "--precision", "fp32", "--lr", "0.05", "--weight-decay", "0.0005",
+            "--augment-kind", "warp",
+            "--subset", "3000", "--epochs", "4", "--batch-size", "64", "--val-size", "500",
             "--threads", "1", "--data-dir", str(mnist_dir), "--models-dir", str(models), "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "digitnet", "train", "--name", "killed", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
