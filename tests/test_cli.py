@@ -10,7 +10,8 @@ import pytest
 
 import digitnet
 from digitnet.cli import main
-from digitnet.models import DEFAULT_ARCH, count_flops, count_parameters, create_model, list_specs
+from digitnet.models import (DEFAULT_ARCH, count_flops, count_parameters, create_model, get_spec,
+                             list_specs)
 from digitnet.store import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_models_list_shows_every_architecture_its_size_and_flops_and_trained_mod
         model = create_model(arch)
         assert int(m.group(2).replace(",", "")) == count_parameters(model), arch
         assert float(m.group(3)) == pytest.approx(count_flops(model) / 1e6, abs=0.005), arch
-        assert m.group(4).endswith("(default)") == (arch == f"{DEFAULT_ARCH}-v1"), arch
+        assert m.group(4).endswith("(default)") == (arch == get_spec(DEFAULT_ARCH).arch_id), arch
     assert f"trained models in {models}: 2" in out
     assert re.search(r"^  linear-v1/done\s+done\s+val acc \d+\.\d\d%$", out, re.M)
     assert re.search(r"^  linear-v1/unfinished\s+1 epochs, unfinished", out, re.M)

@@ -451,7 +451,7 @@ def test_ingest_train_evaluate_end_to_end(
     models = tmp_path / "models"
     common = ["--data-dir", str(synthetic_mnist), "--models-dir", str(models), "--epochs", "1",
               "--batch-size", "32", "--val-size", "50", "--no-augment", "--threads", "1",
-              "--no-progress"]
+              "--no-progress", "--arch", "cnn"]
     assert main(["train", "--data", "mnist", "--data", "mine", "--name", "both", *common]) == 0
     out = capsys.readouterr().out
     assert "training cnn-v1/both: 170 train / 50 val images" in out

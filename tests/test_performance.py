@@ -19,7 +19,9 @@ from digitnet.models import create_model, list_specs
 from digitnet.training.loop import fit
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-FAST = dict(epochs=3, batch_size=32, val_size=50, threads=1)
+# the recipe these tests were written for (cnn-v1, fp32, warp; the default before issue 14)
+FAST = dict(epochs=3, batch_size=32, val_size=50, threads=1, arch="cnn", lr=0.05,
+            weight_decay=5e-4, augment_kind="warp", precision="fp32")
 
 
 def _load_script(name: str):
@@ -88,12 +90,13 @@ def test_new_config_fields_are_validated(field, value):
 
 def test_recipe_defaults_unchanged():
     cfg = TrainConfig()
-    assert (cfg.augment_kind, cfg.precision) == ("warp", "fp32")
+    assert (cfg.augment_kind, cfg.precision) == ("handwriting", "bf16")  # issue 14's default
 
 
 def test_bf16_shift_training_resumes_bit_identically(tmp_path, synthetic_mnist):
     """The fast recipe's options keep the guarantee: resumed = uninterrupted, bit for bit."""
-    cfg = TrainConfig(**FAST, arch="fast", augment_kind="shift", precision="bf16", name="a")
+    cfg = TrainConfig(**{**FAST, "arch": "fast", "augment_kind": "shift", "precision": "bf16",
+                         "name": "a"})
     models = tmp_path / "models"
     a = fit(cfg, data_dir=synthetic_mnist, models_dir=models, progress=False)
     assert a["ref"] == "fast-v2/a"  # the newest fast version, as configs/fast.yaml uses

@@ -49,7 +49,8 @@ def model(tmp_path_factory, mnist_dir) -> dict:
     """An MLP trained for a few seconds on 3,000 real MNIST digits (about 90% test accuracy)."""
     models = tmp_path_factory.mktemp("predict") / "models"
     cfg = TrainConfig(arch="mlp", epochs=2, subset=3000, val_size=500, augment=False,
-                      batch_size=64, threads=1, name="quick")
+                      batch_size=64, threads=1, name="quick", lr=0.05, weight_decay=5e-4,
+                      precision="fp32")  # the recipe before issue 14 (lr 0.4 diverges here)
     fit(cfg, mnist_dir, models, progress=False)
     return dict(ref="mlp-v1/quick", models=str(models), loaded=load_model("mlp-v1/quick", models))
 

@@ -147,7 +147,7 @@ _TRAIN_FIELDS = ("arch", "version", "epochs", "batch_size", "lr", "optimizer", "
 
 
 def _add_train_command(sub) -> None:
-    from digitnet.config import MAX_THREADS, TrainConfig
+    from digitnet.config import AUGMENT_KINDS, MAX_THREADS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (or --resume one) into the model store")
@@ -166,9 +166,12 @@ def _add_train_command(sub) -> None:
                    help=f"augment training batches (default: {d.augment})")
     p.add_argument("--augment-severity", type=int,
                    help=f"augmentation strength 1-5 (default: {d.augment_severity})")
-    p.add_argument("--augment-kind", choices=["warp", "shift"],
+    p.add_argument("--augment-kind", choices=AUGMENT_KINDS,
                    help="warp: rotation, scale, shear, elastic, stroke, noise; shift: random whole-"
-                   f"pixel shifts of up to SEVERITY pixels, cheaper (default: {d.augment_kind})")
+                   "pixel shifts of up to SEVERITY pixels, cheaper; handwriting: stroke width "
+                   "(thin to very thick), aspect ratio, slant, binarisation, low resolution, the "
+                   "ink refitted into the 20x20 box as new images are "
+                   f"(default: {d.augment_kind})")
     p.add_argument("--seed", type=int, help=f"random seed, 0 to 2**63-1 (default: {d.seed})")
     p.add_argument("--val-size", type=int, help="validation images, 0 to fewer than the training "
                    f"images (default: {d.val_size})")
@@ -200,13 +203,15 @@ def _add_train_command(sub) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from digitnet.models import DEFAULT_ARCH, count_flops, count_parameters, create_model, list_specs
+    from digitnet.models import (DEFAULT_ARCH, count_flops, count_parameters, create_model,
+                                 get_spec, list_specs)
     from digitnet.store import list_runs, models_root, read_metrics
 
+    default_id = get_spec(DEFAULT_ARCH).arch_id  # `digitnet train` trains the newest version
     print(f"{'architecture':<14}{'params':>10}{'MFLOPs':>9}  description")
     for spec in list_specs():
         model = create_model(spec.name, spec.version)
-        default = " (default)" if spec.name == DEFAULT_ARCH else ""
+        default = " (default)" if spec.arch_id == default_id else ""
         print(f"{spec.arch_id:<14}{count_parameters(model):>10,}{count_flops(model) / 1e6:>9.2f}  "
               f"{spec.description}{default}")
     runs = list_runs(args.models_dir)

@@ -1,4 +1,6 @@
-"""Batch augmentation of digit images: affine warp, elastic distortion, stroke width and noise.
+"""Batch augmentation of digit images: affine warp, elastic distortion, stroke width and noise,
+and (data/handwriting.py) what other people's handwriting varies in once the new-image pipeline
+has brought it to MNIST format: stroke width, aspect ratio, binarisation and resolution.
 
 Every operation acts on a whole batch at once (no per-sample Python loop), and all randomness
 comes from an explicit `torch.Generator`, so a seed fixes the result. Labels are never changed:
@@ -13,6 +15,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from digitnet.data.handwriting import (
+    MAX_THINNING,
+    affine_grid,
+    binarize,
+    change_stroke_width,
+    normalize_peak,
+    reduce_resolution,
+    refit_theta,
+)
 from digitnet.errors import DigitnetError
 
 MAX_SEVERITY = 5
@@ -36,18 +47,43 @@ class AugmentConfig:
     elastic_sigma: float = 4.0  # smoothness of the elastic displacement, pixels (Gaussian std)
     thickness_prob: float = 0.0  # chance of changing stroke width: half thickened, half thinned
     noise_std: float = 0.0  # additive Gaussian noise std, in intensity units where ink = 1
+    # What real handwriting varies in and MNIST does not (all off by default):
+    stroke_prob: float = 0.0  # chance of a new stroke width, by a radius drawn from `stroke`
+    stroke: tuple[float, float] = (0.0, 0.0)  # stroke radius change range, px (< 0 thins, down
+    # to -MAX_THINNING; > 0 thickens); fractional radii blend, so widths vary continuously
+    aspect: float = 1.0  # max stretch: width / height changes by a factor in [1/aspect, aspect]
+    fill_prob: float = 0.0  # chance of stretching the ink box to a square (a scan stretched to
+    # fill its frame, aspect ratio lost); needs refit
+    refit: bool = False  # after the warp, place the ink as the new-image pipeline does: its box
+    # fitted into 20x20 times `scale`, centre of mass in the middle, `shift` added, peak ink 1
+    binarize_prob: float = 0.0  # chance of a hard threshold at a level drawn from 0.3..0.6
+    lowres_prob: float = 0.0  # chance of shrinking to lowres_min..H-1 px and enlarging back
+    lowres_min: int = 16  # smallest side of the low-resolution copy, px
 
     def __post_init__(self):
-        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))  # YAML gives lists
+        for name in ("scale", "stroke"):  # YAML gives lists
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if len(self.scale) != 2:
             raise DigitnetError(f"AugmentConfig.scale: expected (min, max), got {self.scale}")
         lo, hi = self.scale
         if not 0 < lo <= hi:
             raise DigitnetError(f"AugmentConfig.scale: expected 0 < min <= max, got {self.scale}")
-        if not 0.0 <= self.thickness_prob <= 1.0:
+        if len(self.stroke) != 2 or not -MAX_THINNING <= self.stroke[0] <= self.stroke[1]:
+            raise DigitnetError(f"AugmentConfig.stroke: expected (min, max) with "
+                                f"-{MAX_THINNING} <= min <= max, got {self.stroke}")
+        for name in ("thickness_prob", "stroke_prob", "fill_prob", "binarize_prob", "lowres_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise DigitnetError(f"AugmentConfig.{name}: expected 0..1, got {value}")
+        if not self.aspect >= 1.0:
+            raise DigitnetError(f"AugmentConfig.aspect: expected >= 1, got {self.aspect}")
+        if isinstance(self.lowres_min, bool) or not isinstance(self.lowres_min, int) or (
+                self.lowres_min < 4):
             raise DigitnetError(
-                f"AugmentConfig.thickness_prob: expected 0..1, got {self.thickness_prob}"
-            )
+                f"AugmentConfig.lowres_min: expected an integer >= 4, got {self.lowres_min!r}")
+        if self.fill_prob > 0 and not self.refit:
+            raise DigitnetError("AugmentConfig.fill_prob: needs refit=True (the ink box is "
+                                "measured by the refit)")
         if self.elastic_sigma <= 0:
             raise DigitnetError(
                 f"AugmentConfig.elastic_sigma: expected > 0, got {self.elastic_sigma}"
@@ -65,8 +101,8 @@ class AugmentConfig:
     @property
     def has_warp(self) -> bool:
         """True when the config moves pixels (affine or elastic), so `grid_sample` is needed."""
-        moves = self.rotate or self.shift or self.shear or self.elastic_alpha
-        return bool(moves) or self.scale != (1.0, 1.0)
+        moves = self.rotate or self.shift or self.shear or self.elastic_alpha or self.refit
+        return bool(moves) or self.scale != (1.0, 1.0) or self.aspect != 1.0
 
     @classmethod
     def for_severity(cls, level: int) -> AugmentConfig:
@@ -80,6 +116,19 @@ class AugmentConfig:
                 f"augmentation severity must be an integer 0..{MAX_SEVERITY}, got {level!r}"
             )
         return SEVERITIES[level]
+
+    @classmethod
+    def for_handwriting(cls, level: int) -> AugmentConfig:
+        """A `handwriting` preset, 1 (mild) to 5 (harsh): see HANDWRITING.
+
+        Raises:
+            DigitnetError: `level` is not an integer 1..5.
+        """
+        if isinstance(level, bool) or not isinstance(level, int) or level not in HANDWRITING:
+            raise DigitnetError(
+                f"handwriting augmentation level must be an integer 1..{MAX_SEVERITY}, got "
+                f"{level!r}")
+        return HANDWRITING[level]
 
 
 # Chosen by eye on grids of MNIST test digits: level 3 clearly changes slant, size, position and
@@ -98,9 +147,49 @@ SEVERITIES: dict[int, AugmentConfig] = {
                      thickness_prob=0.5, noise_std=0.15),
 }
 
+# The `handwriting` training augmentation (TrainConfig.augment_kind): the digits as the new-image
+# pipeline hands in other people's writing (ink box refitted into 20x20, centred by mass, peak 1),
+# with stroke widths from thin to very thick, stretched or squeezed, slanted, sometimes binarised
+# or at low resolution, sometimes a scan stretched to fill its square frame.
+HANDWRITING: dict[int, AugmentConfig] = {
+    1: AugmentConfig(rotate=5, scale=(0.95, 1.0), shift=0.5, shear=8, refit=True, aspect=1.15,
+                     fill_prob=0.03, stroke_prob=0.2, stroke=(-1.0, 1.0), binarize_prob=0.05,
+                     lowres_prob=0.05, lowres_min=22),
+    2: AugmentConfig(rotate=8, scale=(0.93, 1.02), shift=1, shear=12, refit=True, aspect=1.25,
+                     fill_prob=0.05, stroke_prob=0.35, stroke=(-1.0, 1.5), binarize_prob=0.1,
+                     lowres_prob=0.1, lowres_min=20),
+    3: AugmentConfig(rotate=10, scale=(0.9, 1.03), shift=1, shear=16, refit=True, aspect=1.4,
+                     fill_prob=0.08, stroke_prob=0.5, stroke=(-1.5, 2.5), binarize_prob=0.15,
+                     lowres_prob=0.15, lowres_min=18),
+    4: AugmentConfig(rotate=12, scale=(0.88, 1.04), shift=1.5, shear=20, refit=True, aspect=1.5,
+                     fill_prob=0.12, stroke_prob=0.6, stroke=(-1.5, 3.0), binarize_prob=0.2,
+                     lowres_prob=0.2, lowres_min=16),
+    5: AugmentConfig(rotate=15, scale=(0.85, 1.05), shift=1.5, shear=25, refit=True, aspect=1.6,
+                     fill_prob=0.16, stroke_prob=0.7, stroke=(-2.0, 3.5), binarize_prob=0.25,
+                     lowres_prob=0.25, lowres_min=14),
+}
+
 
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=generator)
+
+
+def _draw_affine(cfg: AugmentConfig, n: int, generator: torch.Generator) -> tuple:
+    """Per-sample angle (radians), zoom, shear (tangent) and shift (n, 2) px, in this order."""
+    angle = torch.deg2rad(_uniform(n, -cfg.rotate, cfg.rotate, generator))
+    zoom = _uniform(n, cfg.scale[0], cfg.scale[1], generator)
+    shear = torch.tan(torch.deg2rad(_uniform(n, -cfg.shear, cfg.shear, generator)))
+    shift = _uniform(2 * n, -cfg.shift, cfg.shift, generator).view(n, 2)
+    return angle, zoom, shear, shift
+
+
+def _draw_stretch(cfg: AugmentConfig, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2, 2) diagonal maps that widen by sqrt(f) and flatten by 1 / sqrt(f), f log-uniform
+    in [1/aspect, aspect]; the identity (and no draw) when aspect is 1."""
+    if cfg.aspect == 1.0:
+        return torch.eye(2).expand(n, 2, 2)
+    root = torch.exp(_uniform(n, -0.5, 0.5, generator) * math.log(cfg.aspect))  # sqrt(f)
+    return torch.diag_embed(torch.stack([root, 1.0 / root], -1))
 
 
 def _affine_theta(
@@ -108,13 +197,12 @@ def _affine_theta(
 ) -> torch.Tensor:
     """Per-sample matrices (n, 2, 3) mapping output to input coordinates for `F.affine_grid`.
 
-    The forward map is x -> R S H x + t (shear H, zoom S, rotation R, shift t); `affine_grid`
-    needs its inverse, H^-1 S^-1 R^-1 (x - t), in normalised coordinates where 2 = `size` pixels.
+    The forward map is x -> R S H A x + t (aspect stretch A, shear H, zoom S, rotation R, shift
+    t); `affine_grid` needs its inverse, A^-1 H^-1 S^-1 R^-1 (x - t), in normalised coordinates
+    where 2 = `size` pixels.
     """
-    angle = torch.deg2rad(_uniform(n, -cfg.rotate, cfg.rotate, generator))
-    zoom = _uniform(n, cfg.scale[0], cfg.scale[1], generator)
-    shear = torch.tan(torch.deg2rad(_uniform(n, -cfg.shear, cfg.shear, generator)))
-    shift = _uniform(2 * n, -cfg.shift, cfg.shift, generator).view(n, 2) * (2.0 / size)
+    angle, zoom, shear, shift = _draw_affine(cfg, n, generator)
+    shift = shift * (2.0 / size)
     # The grid's y axis points down the image, so a counter-clockwise turn on screen is R(-angle).
     cos, sin = torch.cos(angle), torch.sin(angle)
     r_inv = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (n,2,2)
@@ -123,8 +211,51 @@ def _affine_theta(
     h_inv[:, 0, 1] = -shear
     h_inv[:, 1, 1] = 1.0
     linear = h_inv @ r_inv / zoom.view(n, 1, 1)
+    if cfg.aspect != 1.0:
+        linear = torch.linalg.inv(_draw_stretch(cfg, n, generator)) @ linear
     offset = -(linear @ shift.unsqueeze(-1))  # (n, 2, 1)
     return torch.cat([linear, offset], dim=2)
+
+
+def _refit_theta(cfg: AugmentConfig, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`F.affine_grid` matrices (n, 2, 3): stretch, slant and turn each sample (R H A), then fit
+    its ink box into the 20x20 box times the drawn zoom and centre it by mass, as the new-image
+    pipeline would (`handwriting.refit_theta`), then shift it."""
+    n = len(x)
+    angle, zoom, shear, shift = _draw_affine(cfg, n, generator)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    turn = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)
+    slant = torch.eye(2).repeat(n, 1, 1)
+    slant[:, 0, 1] = shear
+    linear = turn @ slant @ _draw_stretch(cfg, n, generator)
+    fill = torch.rand(n, generator=generator) < cfg.fill_prob if cfg.fill_prob > 0 else (
+        torch.zeros(n, dtype=torch.bool))
+    return refit_theta(x, linear, zoom, fill, shift)
+
+
+def _draw_stroke_radii(cfg: AugmentConfig, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n,) stroke radius changes in px: from `stroke` with chance stroke_prob, else 0."""
+    chosen = torch.rand(n, generator=generator) < cfg.stroke_prob
+    return torch.where(chosen, _uniform(n, cfg.stroke[0], cfg.stroke[1], generator), 0.0)
+
+
+BINARIZE_LEVELS = (0.3, 0.6)  # thresholds of hard binarisation, as fractions of full ink
+
+
+def _binarize_and_lower_resolution(
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Lower the resolution of a random lowres_prob share of samples (to lowres_min..H-1 px and
+    back) and binarise a binarize_prob share, at the low resolution where both apply (a binary
+    scan at 16x16 that the pipeline enlarged)."""
+    n, size = len(x), x.shape[-1]
+    binary = torch.rand(n, generator=generator) < cfg.binarize_prob
+    threshold = _uniform(n, *BINARIZE_LEVELS, generator)
+    if cfg.lowres_prob == 0 or cfg.lowres_min >= size:
+        return binarize(x, threshold, binary)
+    low = torch.rand(n, generator=generator) < cfg.lowres_prob
+    sizes = torch.randint(cfg.lowres_min, size, (n,), generator=generator)
+    return reduce_resolution(x, torch.where(low, sizes, size), threshold, binary)
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -201,9 +332,11 @@ def augment_batch(
 ) -> torch.Tensor:
     """Randomly perturb every image of a batch; labels stay valid because no digit changes class.
 
-    Steps, each skipped when its setting is zero: stroke thickening/thinning, then one
-    `grid_sample` call for rotation, zoom, shear, shift and elastic distortion (bilinear, zero
-    padding), then additive Gaussian noise, then clamping to the valid range.
+    Steps, each skipped when its setting is zero: stroke thickening/thinning (thickness_prob,
+    then stroke_prob), then one `grid_sample` call for aspect stretch, rotation, zoom, shear,
+    shift and elastic distortion (bilinear, zero padding; with `refit`, the ink placed as the
+    new-image pipeline places it, and its peak set to 1), then low resolution and binarisation,
+    then additive Gaussian noise, then clamping to the valid range.
 
     Args:
         images: uint8 (B, H, W) or (B, 1, H, W) with H == W and values 0-255, or floating point
@@ -233,12 +366,21 @@ def augment_batch(
     n, size = len(x), x.shape[-1]
     if cfg.thickness_prob > 0:
         x = _change_thickness(x, cfg, generator)
+    if cfg.stroke_prob > 0:
+        x = change_stroke_width(x, _draw_stroke_radii(cfg, n, generator))
     if cfg.has_warp:
-        theta = _affine_theta(cfg, n, size, generator)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+        if cfg.refit:
+            grid = affine_grid(_refit_theta(cfg, x, generator), size)  # (B, H, W, 2)
+        else:  # F.affine_grid keeps the bytes of the severities and mnist-test-augmented
+            theta = _affine_theta(cfg, n, size, generator)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
         if cfg.elastic_alpha > 0:
             grid = grid + _elastic_field(cfg, n, size, generator)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if cfg.refit:
+        x = normalize_peak(x)
+    if cfg.binarize_prob > 0 or cfg.lowres_prob > 0:
+        x = _binarize_and_lower_resolution(x, cfg, generator)
     if cfg.noise_std > 0:
         x = x + cfg.noise_std * torch.randn(x.shape, generator=generator)
     x = x.clamp(0.0, 1.0).view(images.shape)

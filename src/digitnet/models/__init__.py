@@ -19,7 +19,7 @@ from digitnet.models._registry import (
     register_model,
 )
 
-DEFAULT_ARCH = "cnn"
+DEFAULT_ARCH = "fast"
 
 __all__ = [
     "DEFAULT_ARCH", "ModelSpec", "count_flops", "count_parameters", "create_model", "get_spec",

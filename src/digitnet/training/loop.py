@@ -84,7 +84,10 @@ def batch_augmentation(cfg: TrainConfig):
 
     if cfg.augment_kind == "shift":  # whole-pixel shifts of up to `augment_severity` pixels
         return lambda images, generator: shift_batch(images, cfg.augment_severity, generator)
-    warp = AugmentConfig.for_severity(cfg.augment_severity)
+    if cfg.augment_kind == "handwriting":
+        warp = AugmentConfig.for_handwriting(cfg.augment_severity)
+    else:
+        warp = AugmentConfig.for_severity(cfg.augment_severity)
     return lambda images, generator: augment_batch(images, warp, generator)
 
 
