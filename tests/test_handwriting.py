@@ -3,7 +3,6 @@ binarisation and low resolution each do their job, reproducibly, without touchin
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ from digitnet.data.augment import (
 from digitnet.data.handwriting import affine_grid, change_stroke_width, reduce_resolution
 from digitnet.errors import DigitnetError
 from digitnet.training.loop import batch_augmentation
+from pinned import assert_matches_pinned
 
 
 def _strokes(n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -52,10 +52,6 @@ def _centre_of_mass(images: torch.Tensor) -> torch.Tensor:
     i = torch.arange(28.0)
     mass = w.sum((1, 2))
     return torch.stack([(w.sum(2) @ i) / mass, (w.sum(1) @ i) / mass], 1)
-
-
-def _digest(images: torch.Tensor) -> str:
-    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- stroke width
@@ -233,14 +229,11 @@ def test_presets_grow_stronger():
     assert all(a < b for a, b in zip(spread, spread[1:])), spread
 
 
-PINNED_HANDWRITING_3 = "cf5528ca1e815c1a"  # sha256[:16] of preset 3 on _strokes(16), seed 0
-
-
 def test_handwriting_preset_3_gives_pinned_bytes():
     """Update only with a new torch pin or a deliberate change of the preset, and say so."""
     out = augment_batch(_strokes(16), AugmentConfig.for_handwriting(3),
                         torch.Generator().manual_seed(0))
-    assert _digest(out) == PINNED_HANDWRITING_3
+    assert_matches_pinned("handwriting-3", out)  # preset 3 on _strokes(16), seed 0
 
 
 
