@@ -61,7 +61,7 @@ def run_recipe(name: str, config: str, args, work: Path) -> dict:
          "--json", str(work / f"{run}-evaluation.json")], work / f"{run}-evaluate.log")
     evaluation = {r["dataset"]: r for r in json.loads((work / f"{run}-evaluation.json").read_text())}
     real_world = work / f"{run}-real-world.json"
-    subprocess.run([sys.executable, str(HERE / "real_world.py"), "evaluate", ref, *store,
+    subprocess.run([sys.executable, str(HERE / "real_world.py"), "evaluate", ref, *store, *data,
                     "--split", args.split, "--n-per-class", str(args.n_per_class),
                     "--json", str(real_world)], check=True)
     report = json.loads(real_world.read_text())
