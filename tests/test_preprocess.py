@@ -19,7 +19,9 @@ from digitnet.data import preprocess as pp
 from digitnet.data.idx import read_idx
 from digitnet.data.preprocess import (
     DARK_ON_LIGHT,
+    DRAWING,
     LIGHT_ON_DARK,
+    PHOTO,
     PREPROCESS_VERSION,
     ImageError,
     ImageTooLargeError,
@@ -195,7 +197,7 @@ def test_arrays_and_tensors(seven, reference, make):
 
 
 def test_version_and_grayscale_contract(seven):
-    assert PREPROCESS_VERSION == 1
+    assert PREPROCESS_VERSION == 2
     gray = to_grayscale(np.asarray(on_paper(seven)))
     assert gray.dtype == np.float32 and gray.shape == seven.shape
     assert 0.0 <= gray.min() and gray.max() <= 1.0
@@ -485,9 +487,17 @@ def test_cli_preprocess_debug(tmp_path, seven, capsys):
         assert image.shape == (28, 28) and image.dtype == np.uint8
         assert np.array_equal(image, preprocess(path).image)  # what `preprocess` gives for it
         stages = sorted(p.name for p in (out / "debug" / stem).iterdir())
-        assert stages == ["01_original.png", "02_grayscale.png", "03_background.png",
-                          "04_background_removed.png", "05_ink_mask.png", "06_crop.png",
-                          "07_fitted.png", "08_final.png"]
+        result = preprocess(path)
+        assert f"-> {out / stem}.png ({result.path}, {result.polarity})" in captured.out
+        # a clean drawing has no lighting to remove, so no background stage; a photo has one
+        expected = ["01_original.png", "02_grayscale.png", "03_background_removed.png",
+                    "04_ink_mask.png", "05_crop.png", "06_fitted.png", "07_final.png"]
+        if result.path == PHOTO:
+            expected = ["01_original.png", "02_grayscale.png", "03_background.png",
+                        "04_background_removed.png", "05_ink_mask.png", "06_crop.png",
+                        "07_fitted.png", "08_final.png"]
+        assert stages == expected
+    assert preprocess(good_a).path == DRAWING  # a PNG with even paper
     assert not (out / "broken.png").exists()
 
 

@@ -30,8 +30,9 @@ from conftest import digitnet_server, post_image, seven_png
 pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")
 from fastapi.testclient import TestClient  # after the skip
 
-RESPONSE_KEYS = {"file", "label", "probabilities", "top_k", "digit_found", "reason", "image"}
-SAME_AS_CLI = ("label", "probabilities", "top_k", "digit_found", "reason")
+RESPONSE_KEYS = {"file", "label", "probabilities", "top_k", "digit_found", "reason", "image",
+                 "path"}
+SAME_AS_CLI = ("label", "probabilities", "top_k", "digit_found", "reason", "path")
 
 
 @pytest.fixture(scope="module")

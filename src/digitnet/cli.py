@@ -247,9 +247,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
             continue
         written = save_result(result, args.out, stem)
         if result.digit_found:
-            print(f"digit  {path} -> {written[0]} ({result.polarity})")
+            print(f"digit  {path} -> {written[0]} ({result.path}, {result.polarity})")
         else:
-            print(f"blank  {path}: no digit found, nothing written ({result.reason})")
+            print(f"blank  {path}: no digit found, nothing written ({result.path}: {result.reason})")
     if args.debug:
         print(f"stages of each image: {args.out}/debug/<name>/")
     print(f"{len(args.images) - len(failed)} of {len(args.images)} images processed"

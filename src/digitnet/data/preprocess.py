@@ -20,12 +20,14 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+from skimage.filters import threshold_otsu
 
 from digitnet.constants import IMAGE_SIZE
 from digitnet.errors import DigitnetError
 from digitnet.fileio import atomic_write_bytes, check_regular_file
 
-PREPROCESS_VERSION = 1  # bump whenever a change alters outputs; recorded in data manifests
+PREPROCESS_VERSION = 2  # bump whenever a change alters outputs; recorded in data manifests
 
 MAX_PIXELS = 40_000_000  # larger images are refused: decompression bombs, memory
 MAX_SIDE = 30_000  # px; longer sides are refused whatever the pixel count
@@ -42,6 +44,20 @@ MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are d
 MIN_KEPT_SHARE = 0.5  # when the remaining blobs hold less of the ink, it is specks, not a digit
 INK_WHITE_PERCENTILE = 90  # the ink residual at this percentile becomes white (255)
 MIN_STROKE_WIDTH = 1.5  # px at 28x28; MNIST test by the same estimator: 5% 1.3, median 2.0
+
+# What an image is taken for decides how it is treated (`preprocess`):
+MNIST = "mnist"  # already MNIST format (28x28, centred, black frame): passed through unchanged
+SCAN = "scan"  # even paper, solid ink, the digit filling the frame: plain ink extraction
+DRAWING = "drawing"  # even paper, solid ink, paper around the digit: the same, as a drawing
+PHOTO = "photo"  # anything else: lighting and paper texture removed first (`remove_background`)
+PATHS = (MNIST, SCAN, DRAWING, PHOTO)
+MNIST_PAPER = 0.1  # MNIST format: the median pixel is black (at most this), the ink's box...
+MNIST_BOX_SLACK = 3  # ... BOX_SIZE px long, give or take this (MNIST: 18-20 px over 0.1)...
+MNIST_MAX_OFFSET = 1.5  # ... and its centre of mass this close to the middle (MNIST: <= 0.71 px)
+CLEAN_MIN_CONTRAST = 0.3  # a clean image's ink and paper differ by this much at least...
+CLEAN_MAX_NOISE = 0.02  # ... its paper noise (std) is at most this ...
+CLEAN_MAX_SPREAD = 0.12  # ... and its paper brightness spans at most this (no shading)
+TIGHT_CROP_SHARE = 0.85  # ink spanning this share of the image across or down: a tight crop
 
 DARK_ON_LIGHT = "dark-on-light"
 LIGHT_ON_DARK = "light-on-dark"
@@ -73,6 +89,7 @@ class PreprocessResult:
     source: str = ""  # file name, or a description of the array
     polarity: str = ""  # DARK_ON_LIGHT or LIGHT_ON_DARK, as detected
     stages: dict[str, np.ndarray] = field(default_factory=dict)  # uint8 pictures, when debugging
+    path: str = ""  # MNIST, SCAN, DRAWING or PHOTO: how the image was treated (see PATHS)
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -315,30 +332,18 @@ def _odd(value: float) -> int:
     return max(3, int(round(value)) // 2 * 2 + 1)
 
 
-def _running_max_axis0(a: np.ndarray, size: int) -> np.ndarray:
-    """Max over a centred window of `size` (odd) along axis 0, edges replicated; O(log size)."""
-    r = size // 2
-    out = np.pad(a, [(r, r)] + [(0, 0)] * (a.ndim - 1), mode="edge")
-    length = 1  # out[i] holds the max of a window of `length` starting at i
-    while 2 * length <= size:
-        out = np.maximum(out[:-length], out[length:])
-        length *= 2
-    if length < size:
-        step = size - length
-        out = np.maximum(out[:-step], out[step:])
-    return out
-
-
 def _max_filter(a: np.ndarray, size: int) -> np.ndarray:
     """Grey dilation with a size x size square (size odd), edges replicated."""
     if size <= 1:
         return a
-    return _running_max_axis0(_running_max_axis0(a, size).T, size).T
+    return ndimage.maximum_filter(a, size, mode="nearest")
 
 
 def _min_filter(a: np.ndarray, size: int) -> np.ndarray:
     """Grey erosion with a size x size square (size odd), edges replicated."""
-    return -_max_filter(-a, size)
+    if size <= 1:
+        return a
+    return ndimage.minimum_filter(a, size, mode="nearest")
 
 
 def _block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> np.ndarray:
@@ -380,44 +385,26 @@ def _robust_stats(a: np.ndarray) -> tuple[float, float]:
 
 
 def _otsu_threshold(a: np.ndarray, bins: int = 256) -> float:
-    """The threshold between two classes of values that maximises between-class variance."""
+    """Otsu's threshold between two classes of values (scikit-image), on a histogram over
+    [0, max]; 0 for an image with no positive value."""
     top = float(a.max())
     if top <= 0:
         return 0.0
     hist, edges = np.histogram(a, bins=bins, range=(0.0, top))
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight0 = np.cumsum(hist)
-    weight1 = weight0[-1] - weight0
-    sum0 = np.cumsum(hist * centers)
-    mean0 = sum0 / np.maximum(weight0, 1)
-    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
-    between = weight0 * weight1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
+    return float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
+
+
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def _label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a small boolean grid: labels 1..n, 0 for background."""
-    h, w = mask.shape
-    none = h * w
-    labels = np.where(mask, np.arange(none).reshape(h, w), none)
-    while True:
-        spread = np.where(mask, _min_filter(labels, 3), none)
-        flat = np.append(spread.ravel(), none)
-        jumped = flat[spread]  # each label names a pixel of the same component; follow it
-        if np.array_equal(jumped, labels):
-            break
-        labels = jumped
-    out = np.zeros((h, w), dtype=np.int64)
-    ids, inverse = np.unique(labels[mask], return_inverse=True)
-    out[mask] = inverse + 1
-    return out, len(ids)
+    """8-connected components of a boolean grid: labels 1..n, 0 for background."""
+    return ndimage.label(mask, structure=_EIGHT_CONNECTED)
 
 
 def _box_mean3(a: np.ndarray) -> np.ndarray:
     """Mean over each pixel's 3x3 neighbourhood, edges replicated."""
-    p = np.pad(a, 1, mode="edge")
-    h, w = a.shape
-    return sum(p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    return ndimage.uniform_filter(a, 3, mode="nearest")
 
 
 def _stroke_width(mask: np.ndarray) -> float:
@@ -661,6 +648,113 @@ def fit_and_center(crop: np.ndarray) -> np.ndarray:
     return center_by_mass(fit_to_box(crop))
 
 
+# ------------------------------------------------------------------------------------- paths
+def as_mnist_format(gray: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """(the image as MNIST's uint8, its polarity) if it already is an MNIST-format digit, else
+    None.
+
+    MNIST format: 28x28, mostly black (or, inverted, white), the ink's bounding box 20 px on its
+    longer side (give or take MNIST_BOX_SLACK) and its centre of mass within MNIST_MAX_OFFSET px
+    of the middle: all 70,000 MNIST digits pass. Such an image passes through unchanged
+    (light-on-dark), or inverted (dark-on-light): an MNIST digit saved as a PNG gives exactly
+    the in-memory image back.
+    """
+    if gray.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        return None
+    median = float(np.median(gray))
+    if median <= MNIST_PAPER:
+        ink, polarity = gray, LIGHT_ON_DARK
+    elif median >= 1.0 - MNIST_PAPER:
+        ink, polarity = 1.0 - gray, DARK_ON_LIGHT
+    else:
+        return None
+    if ink.max() < 0.5:
+        return None
+    mask = ink > MNIST_PAPER
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    longer = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    if abs(longer - BOX_SIZE) > MNIST_BOX_SLACK:
+        return None
+    cy, cx = center_of_mass(ink)
+    if math.hypot(cy - IMAGE_SIZE / 2, cx - IMAGE_SIZE / 2) > MNIST_MAX_OFFSET:
+        return None
+    return _to_uint8(ink), polarity
+
+
+class _CleanSplit(NamedTuple):
+    """An image split by Otsu's threshold into paper and ink, with the paper's statistics."""
+
+    polarity: str
+    paper: float  # median brightness of the paper class
+    ink: float  # median brightness of the ink class
+    noise: float  # paper noise standard deviation (1.4826 x MAD)
+    spread: float  # paper brightness range: 99th - 1st percentile
+
+
+def _split_clean(gray: np.ndarray) -> _CleanSplit | None:
+    """Paper and ink of an image with two clear brightness classes, or None (one class only).
+
+    The paper is the class that holds most of the image's outer ring (a frame-filling digit
+    touches the ring in a few places only), or most of the image when the ring is split evenly.
+    """
+    step = max(1, math.ceil(math.sqrt(gray.size / 250_000)))  # a subsample for big images
+    sample = gray[::step, ::step]
+    lo, hi = float(sample.min()), float(sample.max())
+    if hi - lo < MIN_CONTRAST:
+        return None
+    hist, edges = np.histogram(sample, bins=256, range=(lo, hi))
+    threshold = float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
+    dark = sample < threshold
+    ring = max(1, min(sample.shape) // 32)
+    border = np.concatenate([dark[:ring].ravel(), dark[-ring:].ravel(),
+                             dark[ring:-ring, :ring].ravel(), dark[ring:-ring, -ring:].ravel()])
+    dark_share = float(border.mean())
+    if abs(dark_share - 0.5) < 0.1:
+        dark_share = float(dark.mean())
+    polarity = DARK_ON_LIGHT if dark_share < 0.5 else LIGHT_ON_DARK
+    ink_mask = dark if polarity == DARK_ON_LIGHT else ~dark
+    # the paper's statistics away from the strokes' anti-aliased edges (2 px, 1 in small images)
+    near = _max_filter(ink_mask, 5 if min(sample.shape) > 32 else 3)
+    paper_px, ink_px = sample[~near], sample[ink_mask]
+    if paper_px.size == 0:
+        paper_px = sample[~ink_mask]
+    if paper_px.size == 0 or ink_px.size == 0:
+        return None
+    paper = float(np.median(paper_px))
+    noise = 1.4826 * float(np.median(np.abs(paper_px - paper)))
+    low, high = np.percentile(paper_px, [1, 99])
+    return _CleanSplit(polarity, paper, float(np.median(ink_px)), noise, float(high - low))
+
+
+def _is_clean(split: _CleanSplit | None) -> bool:
+    """Even paper and solid ink: a scan, a crop of one, or a drawing (no lighting to undo)."""
+    return (split is not None and abs(split.paper - split.ink) >= CLEAN_MIN_CONTRAST
+            and split.noise <= CLEAN_MAX_NOISE and split.spread <= CLEAN_MAX_SPREAD)
+
+
+def clean_ink(gray: np.ndarray, split: _CleanSplit) -> tuple[np.ndarray, np.ndarray]:
+    """Ink of a clean image, light on black in [0, 1], and its mask: each pixel's distance from
+    the paper level toward the ink level, the paper noise floor at 0. Nothing is removed as
+    background, however much of the frame the digit fills.
+
+    Returns:
+        (ink, mask): float32 and bool (H, W).
+    """
+    x = (split.paper - gray) / (split.paper - split.ink)
+    floor = min(0.5, 3.0 * split.noise / abs(split.paper - split.ink))
+    ink = np.clip((x - floor) / (1.0 - floor), 0.0, 1.0).astype(np.float32)
+    return ink, ink >= 0.5
+
+
+def _touches_frame(mask: np.ndarray) -> bool:
+    """Whether the ink spans nearly the whole image across or down: a tight crop (a scan cell
+    or a digit set's bitmap) rather than a digit with paper around it."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (rows[-1] - rows[0] + 1 >= TIGHT_CROP_SHARE * h
+            or cols[-1] - cols[0] + 1 >= TIGHT_CROP_SHARE * w)
+
+
 def preprocess(image, debug: bool = False, max_pixels: int | None = None) -> PreprocessResult:
     """Turn one image into MNIST format: 28x28 uint8, white digit on black, centred by mass.
 
@@ -681,24 +775,45 @@ def preprocess(image, debug: bool = False, max_pixels: int | None = None) -> Pre
     source = _describe(image)
     original = _to_array(image, max_pixels)
     gray = _shrink(to_grayscale(original, source), WORK_MAX_SIDE)
-    polarity = detect_polarity(gray)
-    residual, background = remove_background(gray, polarity)
-    ink, mask, reason = find_ink(residual)
-    stages = {}
-    if debug:
-        paper = 1.0 - background if polarity == DARK_ON_LIGHT else background
-        stages = {"original": _to_uint8(original), "grayscale": _to_uint8(gray),
-                  "background": _to_uint8(paper), "background_removed": _to_uint8(ink),
-                  "ink_mask": _to_uint8(mask.astype(np.float32))}
+    stages = {"original": _to_uint8(original), "grayscale": _to_uint8(gray)} if debug else {}
+    passthrough = as_mnist_format(gray)
+    if passthrough is not None:
+        passthrough, polarity = passthrough
+        if debug:
+            stages["final"] = passthrough
+        return PreprocessResult(passthrough, True, "", source, polarity, stages, MNIST)
+    split = _split_clean(gray)
+    if _is_clean(split):
+        polarity = split.polarity
+        ink, mask = clean_ink(gray, split)
+        keep = _keep_main_components(mask, ink)
+        ink, mask = ink * keep, mask & keep
+        path = reason = ""
+        if np.count_nonzero(mask) < MIN_INK_PIXELS:
+            path, reason = SCAN, f"only {np.count_nonzero(mask)} ink pixels (expected >= {MIN_INK_PIXELS})"
+        if debug:
+            stages.update(background_removed=_to_uint8(ink),
+                          ink_mask=_to_uint8(mask.astype(np.float32)))
+        if not reason:
+            path = SCAN if _touches_frame(mask) else DRAWING
+    else:
+        path = PHOTO
+        polarity = detect_polarity(gray)
+        residual, background = remove_background(gray, polarity)
+        ink, mask, reason = find_ink(residual)
+        if debug:
+            paper = 1.0 - background if polarity == DARK_ON_LIGHT else background
+            stages.update(background=_to_uint8(paper), background_removed=_to_uint8(ink),
+                          ink_mask=_to_uint8(mask.astype(np.float32)))
     if reason:
         blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-        return PreprocessResult(blank, False, reason, source, polarity, stages)
+        return PreprocessResult(blank, False, reason, source, polarity, stages, path)
     crop = crop_to_ink(ink, mask)
     fitted = fit_to_box(crop)
     final = center_by_mass(fitted)
     if debug:
         stages.update(crop=_to_uint8(crop), fitted=_to_uint8(fitted), final=final)
-    return PreprocessResult(final, True, "", source, polarity, stages)
+    return PreprocessResult(final, True, "", source, polarity, stages, path)
 
 
 def preprocess_batch(images: Iterable, debug: bool = False) -> list[PreprocessResult | ImageError]:

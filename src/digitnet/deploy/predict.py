@@ -102,10 +102,10 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | 
 
 # --------------------------------------------------------------------------------- prediction
 def _entry(name: str, digit_found: bool = False, reason: str | None = None,
-           error: str | None = None) -> dict:
+           error: str | None = None, path: str | None = None) -> dict:
     """A prediction without a label: no digit found, or an error."""
     return dict(file=name, label=None, probabilities=None, top_k=[], digit_found=digit_found,
-                reason=reason, error=error)
+                reason=reason, error=error, path=path)
 
 
 def _labelled(entry: dict, probs: torch.Tensor, top_k: int) -> dict:
@@ -166,7 +166,8 @@ def predict_images(
         or the image could not be read); `probabilities` (ten floats summing to 1, None without
         a label); `top_k` ([[label, probability], ...], most probable first, ties by label; []
         without a label); `digit_found` (bool; False also on error); `reason` (why no digit was
-        found, else None); `error` (why the image could not be read, else None).
+        found, else None); `error` (why the image could not be read, else None); `path` (how
+        `preprocess` treated it: "mnist", "scan", "drawing" or "photo"; None on error).
 
     Raises:
         DigitnetError: top_k outside 1-10.
@@ -183,7 +184,7 @@ def predict_images(
             entries.append(_entry(name or _name_of(image), error=str(e)))
             continue
         entry = _entry(name or result.source, digit_found=result.digit_found,
-                       reason=result.reason or None)
+                       reason=result.reason or None, path=result.path or None)
         if result.digit_found:
             found.append(len(entries))
             digits.append(torch.from_numpy(result.image))

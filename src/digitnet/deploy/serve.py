@@ -344,6 +344,8 @@ def _response_models():
         top_k: list[tuple[int, float]] = Field(description="[label, probability], best first")
         digit_found: bool
         reason: str | None = Field(description="why no digit was found, else null")
+        path: str | None = Field(None, description="how the image was treated: mnist, scan, "
+                                 "drawing or photo (see digitnet.data.preprocess.PATHS)")
         image: str | None = Field(description="the 28x28 image the model saw, a PNG data URL")
 
     return Problem, Health, Info, Prediction
