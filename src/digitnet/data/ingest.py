@@ -68,7 +68,8 @@ MANIFEST_SCHEMA = {  # what ingesting and loading need from manifest.json
     "ingests": [dict],
     "files": [{"sha256": str, "source": str, "digit_found": bool,
                "label": Check(int, lambda v: 0 <= v < NUM_CLASSES, f"a label 0-{NUM_CLASSES - 1}"),
-               "preprocess_version?": (int, None), "index?": (int, None)}],
+               "preprocess_version?": (int, None), "index?": (int, None),
+               "path?": (str, None)}],
 }
 
 # why a source file was skipped
@@ -365,7 +366,8 @@ def _process(sources: list[_Source], known: dict[str, dict], result: IngestResul
             result.skipped.append(dict(file=str(s.path), why=UNREADABLE, detail=str(e)))
             continue
         row = dict(sha256=digest, label=s.label, source=str(s.path.resolve()),
-                   digit_found=pre.digit_found, preprocess_version=PREPROCESS_VERSION, index=None)
+                   digit_found=pre.digit_found, preprocess_version=PREPROCESS_VERSION, index=None,
+                   path=pre.path)
         known[digest] = row
         rows.append(row)
         if pre.digit_found:

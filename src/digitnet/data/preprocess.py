@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from skimage.filters import threshold_otsu
+from skimage.transform import hough_line, hough_line_peaks
 
 from digitnet.constants import IMAGE_SIZE
 from digitnet.errors import DigitnetError
@@ -41,7 +42,12 @@ MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full r
 MIN_SNR = 6.0  # ... and by this many noise standard deviations (pure noise reaches about 4.3)
 MIN_INK_PIXELS = 4  # fewer ink pixels than this is a speck, not a digit
 MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are dropped as dirt
-MIN_KEPT_SHARE = 0.5  # when the remaining blobs hold less of the ink, it is specks, not a digit
+MIN_KEPT_SHARE = 0.3  # when the digit's blobs hold less of the ink, it is specks, not a digit
+LINE_SIDE = 512  # px; straight lines across the page are looked for on a copy this size
+LINE_MIN_SPAN = 0.7  # a line runs across at least this share of the image (a digit does not)
+LINE_MAX_TILT = 10  # degrees from horizontal or vertical
+_LINE_ANGLES = np.deg2rad(np.arange(-LINE_MAX_TILT, LINE_MAX_TILT + 0.25, 0.5))
+NEAR_DIGIT = 0.25  # blobs this close to the digit's blobs (of the group's size) join the digit
 INK_WHITE_PERCENTILE = 90  # the ink residual at this percentile becomes white (255)
 MIN_STROKE_WIDTH = 1.5  # px at 28x28; MNIST test by the same estimator: 5% 1.3, median 2.0
 
@@ -487,8 +493,43 @@ def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.n
     return np.clip(residual, 0.0, 1.0), background
 
 
+def _line_pixels(mask: np.ndarray) -> np.ndarray:
+    """The pixels of `mask` on straight lines that run across most of the image, within
+    LINE_MAX_TILT of horizontal or vertical: ruled and squared paper, a form's frame, a table
+    edge. Found by a Hough transform (scikit-image) on a copy at most LINE_SIDE px a side.
+
+    Returns:
+        bool (H, W).
+    """
+    factor = max(1, math.ceil(max(mask.shape) / LINE_SIDE))
+    small = _block_reduce(mask, factor, np.max, pad_mode="constant")
+    lines = np.zeros(small.shape, dtype=bool)
+    for turned in (False, True):  # vertical lines, then horizontal ones as vertical in the transpose
+        m = small.T if turned else small
+        h, w = m.shape
+        if h < 16 or not m.any():
+            continue
+        hspace, angles, dists = hough_line(m, theta=_LINE_ANGLES)
+        _, found_angles, found_dists = hough_line_peaks(
+            hspace, angles, dists, min_distance=3, min_angle=len(_LINE_ANGLES),
+            threshold=LINE_MIN_SPAN * h)
+        if not len(found_angles):
+            continue
+        rows, cols = np.indices(m.shape, dtype=np.float32)
+        out = lines.T if turned else lines
+        for angle, dist in zip(found_angles, found_dists, strict=True):
+            distance = np.abs(cols * math.cos(angle) + rows * math.sin(angle) - dist)
+            width = np.count_nonzero(m & (distance <= 4)) / h  # the line's thickness, px
+            out |= m & (distance <= max(1.0, width / 2 + 0.5))
+    full = np.repeat(np.repeat(lines, factor, axis=0), factor, axis=1)
+    return full[: mask.shape[0], : mask.shape[1]] & mask
+
+
 def _keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
-    """Full-size boolean map of the ink blobs that hold at least MIN_COMPONENT_SHARE of the ink.
+    """Full-size boolean map of the digit's ink blobs: the blob with the most ink, and the blobs
+    holding at least MIN_COMPONENT_SHARE of the ink that lie near it (within NEAR_DIGIT of the
+    group's size, grown blob by blob: the pieces of a broken stroke). Lines, specks and marks
+    elsewhere on the page are dropped.
 
     Works on the coarse grid, so gaps smaller than a grid cell do not split a stroke.
     """
@@ -496,10 +537,27 @@ def _keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     coarse = _block_reduce(mask, factor, np.max, pad_mode="constant")
     mass = _block_reduce(ink, factor, np.sum, pad_mode="constant")
     labels, count = _label_components(coarse)
-    blob_mass = np.bincount(labels.ravel(), weights=mass.ravel(), minlength=count + 1)
-    blob_mass[0] = 0
-    keep_ids = np.flatnonzero(blob_mass >= MIN_COMPONENT_SHARE * blob_mass.sum())
-    keep = _max_filter(np.isin(labels, keep_ids), 3)  # a cell of margin for faint stroke edges
+    if count == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    blob_mass = np.bincount(labels.ravel(), weights=mass.ravel(), minlength=count + 1)[1:]
+    boxes = np.array([(s[0].start, s[0].stop, s[1].start, s[1].stop)
+                      for s in ndimage.find_objects(labels)])
+    candidates = blob_mass >= MIN_COMPONENT_SHARE * blob_mass.sum()
+    group = np.zeros(count, dtype=bool)
+    group[int(np.argmax(blob_mass))] = True
+    while True:
+        top, left = boxes[group, 0].min(), boxes[group, 2].min()
+        bottom, right = boxes[group, 1].max(), boxes[group, 3].max()
+        reach = NEAR_DIGIT * max(bottom - top, right - left)
+        gap = np.maximum.reduce([top - boxes[:, 1], boxes[:, 0] - bottom,
+                                 left - boxes[:, 3], boxes[:, 2] - right])
+        grown = group | (candidates & (gap <= reach))
+        if np.array_equal(grown, group):
+            break
+        group = grown
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[1:] = group
+    keep = _max_filter(keep[labels], 3)  # a cell of margin for faint stroke edges
     full = np.repeat(np.repeat(keep, factor, axis=0), factor, axis=1)
     return full[: mask.shape[0], : mask.shape[1]]
 
@@ -560,10 +618,11 @@ def find_ink(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     low = found.level + 3 * found.noise
     high = max(float(np.percentile(values, INK_WHITE_PERCENTILE)), low + 1e-3)
     ink = np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
-    keep = _keep_main_components(found.mask, ink)
-    kept = float((ink * keep).sum()) / float(ink.sum())
+    lines = _line_pixels(found.mask)
+    keep = _keep_main_components(found.mask & ~lines, ink * ~lines) & ~lines
+    kept = float((ink * keep).sum()) / max(float((ink * ~lines).sum()), 1e-6)
     if kept < MIN_KEPT_SHARE:
-        reason = f"only scattered specks (the larger blobs hold {kept:.0%} of the ink)"
+        reason = f"only scattered specks (the largest group of blobs holds {kept:.0%} of the ink)"
         return np.zeros_like(residual), np.zeros_like(found.mask), reason
     return ink * keep, found.mask & keep, ""
 
