@@ -36,13 +36,13 @@ WORK_MAX_SIDE = 4_096  # px; larger images are area-averaged down to this before
 BOX_SIZE = 20  # MNIST fits each digit into a 20x20 box (test set: 9,997 of 10,000 span 20 px)
 COARSE_SIDE = 128  # px; background and connected components are worked out on a grid this size
 POLARITY_SIDE = 64  # px; polarity is decided on an area-averaged copy this size
-BACKGROUND_ELEMENT = 1 / 3  # opening element, as a fraction of the shorter side; wider than strokes
+BACKGROUND_ELEMENT = 0.2  # opening element, as a fraction of the shorter side; wider than strokes
 MIN_PAPER_BRIGHTNESS = 0.25  # dark ink is measured relative to paper at least this bright
 MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full range
 MIN_SNR = 6.0  # ... and by this many noise standard deviations (pure noise reaches about 4.3)
 MIN_INK_PIXELS = 4  # fewer ink pixels than this is a speck, not a digit
 MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are dropped as dirt
-MIN_KEPT_SHARE = 0.3  # when the digit's blobs hold less of the ink, it is specks, not a digit
+MIN_KEPT_SHARE = 0.15  # when the digit's blobs hold less of the ink, it is specks, not a digit
 LINE_SIDE = 512  # px; straight lines across the page are looked for on a copy this size
 LINE_MIN_SPAN = 0.7  # a line runs across at least this share of the image (a digit does not)
 LINE_MAX_TILT = 10  # degrees from horizontal or vertical
@@ -63,6 +63,8 @@ MNIST_MAX_OFFSET = 1.5  # ... and its centre of mass this close to the middle (M
 CLEAN_MIN_CONTRAST = 0.3  # a clean image's ink and paper differ by this much at least...
 CLEAN_MAX_NOISE = 0.02  # ... its paper noise (std) is at most this ...
 CLEAN_MAX_SPREAD = 0.12  # ... and its paper brightness spans at most this (no shading)
+CLEAN_MAX_FRAME_INK = 0.2  # ... and, above SCAN_MAX_SIDE px, ink along at most this of its edge
+SCAN_MAX_SIDE = 128  # px; larger images with dark edges are shadows or tables, not scans
 TIGHT_CROP_SHARE = 0.85  # ink spanning this share of the image across or down: a tight crop
 
 DARK_ON_LIGHT = "dark-on-light"
@@ -748,6 +750,7 @@ class _CleanSplit(NamedTuple):
     ink: float  # median brightness of the ink class
     noise: float  # paper noise standard deviation (1.4826 x MAD)
     spread: float  # paper brightness range: 99th - 1st percentile
+    frame_ink: float  # share of the outer ring that is ink (0 for images up to SCAN_MAX_SIDE)
 
 
 def _split_clean(gray: np.ndarray) -> _CleanSplit | None:
@@ -782,13 +785,16 @@ def _split_clean(gray: np.ndarray) -> _CleanSplit | None:
     paper = float(np.median(paper_px))
     noise = 1.4826 * float(np.median(np.abs(paper_px - paper)))
     low, high = np.percentile(paper_px, [1, 99])
-    return _CleanSplit(polarity, paper, float(np.median(ink_px)), noise, float(high - low))
+    frame_ink = 1.0 - dark_share if polarity == LIGHT_ON_DARK else dark_share
+    return _CleanSplit(polarity, paper, float(np.median(ink_px)), noise, float(high - low),
+                       frame_ink if max(gray.shape) > SCAN_MAX_SIDE else 0.0)
 
 
 def _is_clean(split: _CleanSplit | None) -> bool:
     """Even paper and solid ink: a scan, a crop of one, or a drawing (no lighting to undo)."""
     return (split is not None and abs(split.paper - split.ink) >= CLEAN_MIN_CONTRAST
-            and split.noise <= CLEAN_MAX_NOISE and split.spread <= CLEAN_MAX_SPREAD)
+            and split.noise <= CLEAN_MAX_NOISE and split.spread <= CLEAN_MAX_SPREAD
+            and split.frame_ink <= CLEAN_MAX_FRAME_INK)
 
 
 def clean_ink(gray: np.ndarray, split: _CleanSplit) -> tuple[np.ndarray, np.ndarray]:
