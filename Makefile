@@ -16,8 +16,8 @@ MUTANTS_checkpoint ?= 'digitnet.training.checkpoint.*'
 MUTANTS_store ?= 'digitnet.store.*'
 MUTANTS_augment ?= 'digitnet.data.augment.*'
 MUTANTS_preprocess ?= $(foreach f,center_of_mass _to_uint8 crop_to_ink fit_to_box _paste \
-	center_by_mass fit_and_center encode_png output_stems save_result \
-	_check_size _draft_size check_image_size _read_image,'digitnet.data.preprocess.x_$(f)*')
+	center_by_mass fit_and_center encode_png output_stems save_result,'digitnet.data.preprocess.x_$(f)*') \
+	$(foreach f,_check_size _draft_size check_image_size _read_image,'digitnet.data.images.x_$(f)*')
 MUTMUT_CHILDREN ?= 1
 
 .PHONY: install run explore test mutation mutation-report clean

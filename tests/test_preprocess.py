@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, features
 
 from digitnet.cli import main
+from digitnet.data import images
 from digitnet.data import preprocess as pp
 from digitnet.data.idx import read_idx
 from digitnet.data.preprocess import (
@@ -276,7 +277,7 @@ def test_pixel_limit_is_configurable(tmp_path, seven, monkeypatch):
     on_paper(seven).save(path)
     with pytest.raises(ImageTooLargeError, match="expected at most 0.01 megapixels"):
         preprocess(path, max_pixels=10_000)
-    monkeypatch.setattr(pp, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
     with pytest.raises(ImageTooLargeError):
         load_image(path)
     with pytest.raises(ImageTooLargeError):
@@ -538,10 +539,10 @@ def test_jpeg_within_twice_the_working_size_decodes_exactly(tmp_path, seven):
     path = tmp_path / "photo.jpg"
     on_paper(seven).resize((8_000, 900)).save(path, quality=85)
     with Image.open(path) as img:
-        assert pp._draft_size(img) is None
+        assert images._draft_size(img) is None
         img.load()
         exact = np.asarray(img)
-    np.testing.assert_array_equal(np.asarray(pp._open_image(path)), exact)
+    np.testing.assert_array_equal(np.asarray(images._open_image(path)), exact)
 
 
 def test_huge_jpeg_is_decoded_reduced_to_the_working_size(tmp_path, seven, monkeypatch):
@@ -551,12 +552,12 @@ def test_huge_jpeg_is_decoded_reduced_to_the_working_size(tmp_path, seven, monke
     canvas = Image.new("RGB", (9_000, 1_500), (235, 235, 235))
     canvas.paste(on_paper(seven).resize((1_200, 1_200)), (4_000, 150))
     canvas.save(path, quality=90)
-    reduced = pp._open_image(path)
+    reduced = images._open_image(path)
     assert reduced.size == (4_500, 750)  # 1/2: the longer side still >= WORK_MAX_SIDE
     drafted = preprocess(path)
-    monkeypatch.setattr(pp, "_draft_size", lambda img: None)
+    monkeypatch.setattr(images, "_draft_size", lambda img: None)
     full = preprocess(path)
-    assert pp._open_image(path).size == (9_000, 1_500)
+    assert images._open_image(path).size == (9_000, 1_500)
     assert drafted.digit_found and full.digit_found
     assert correlation(drafted.image, full.image) > 0.85  # measured 0.92: a 1 px shift at 28x28
 
@@ -822,19 +823,19 @@ def test_draft_size_reduces_large_jpegs_from_twice_the_working_size(fmt):
     side = 2 * pp.WORK_MAX_SIDE
     with Image.open(io.BytesIO(_encoded((side, 1), fmt))) as img:
         assert img.format == fmt
-        assert pp._draft_size(img) == (pp.WORK_MAX_SIDE, 1)  # never below 1 px a side
+        assert images._draft_size(img) == (pp.WORK_MAX_SIDE, 1)  # never below 1 px a side
     with Image.open(io.BytesIO(_encoded((1, side), fmt))) as img:
-        assert pp._draft_size(img) == (1, pp.WORK_MAX_SIDE)
+        assert images._draft_size(img) == (1, pp.WORK_MAX_SIDE)
     with Image.open(io.BytesIO(_encoded((side - 1, 1), fmt))) as img:
-        assert pp._draft_size(img) is None
+        assert images._draft_size(img) is None
 
 
 def test_size_limits_are_inclusive_and_the_message_exact():
-    pp._check_size(pp.MAX_SIDE, 1, "x", None)
-    pp._check_size(1, pp.MAX_SIDE, "x", None)
-    pp._check_size(10, 10, "x", 100)
+    images._check_size(images.MAX_SIDE, 1, "x", None)
+    images._check_size(1, images.MAX_SIDE, "x", None)
+    images._check_size(10, 10, "x", 100)
     with pytest.raises(ImageTooLargeError) as info:
-        pp._check_size(1050, 1000, "x.png", 1_000_000)
+        images._check_size(1050, 1000, "x.png", 1_000_000)
     assert str(info.value) == ("x.png: image is 1050x1000 px (1.1 megapixels); expected at most "
                                "1 megapixels and 30000 px a side (a decompression bomb, or a photo "
                                "to shrink first)")

@@ -26,7 +26,7 @@ class TrainConfig:
     # digits (issue 14; see BENCHMARKS.md for the measurement behind them).
     arch: str = "fast"  # architecture family name (or "fast-v2"); `digitnet models list`
     version: int | None = None  # architecture version; None = the newest registered
-    epochs: int = 12  # full passes over the training split
+    epochs: int = 7  # full passes over the training split
     batch_size: int = 512  # images per optimizer step
     lr: float = 0.4  # peak learning rate of the one-cycle schedule
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
@@ -45,8 +45,9 @@ class TrainConfig:
     data: tuple[str, ...] = ("mnist",)  # training datasets: "mnist" and ingested dataset names
     class_weighting: bool = False  # weight the loss by inverse class frequency
     threads: int | None = None  # torch intra-op threads; None = torch's default
-    precision: str = "bf16"  # "fp32", or "bf16": autocast convolutions and matrix products to
-    # bfloat16 in training (~1.8x faster on CPUs with AVX512-BF16 or AMX); weights stay float32
+    precision: str = "fp32"  # or "bf16": autocast convolutions and matrix products to bfloat16
+    # in training (weights stay float32): ~1.8x faster on CPUs with AVX512-BF16 or AMX, ~8x
+    # slower on CPUs without (AVX2 only, as most laptops and this project's AMD EPYC CI machine)
     name: str | None = None  # run name; None = a timestamp YYYYmmdd-HHMMSS
     max_steps: int | None = None  # stop each epoch after this many steps (smoke tests)
     eval_batch_size: int = 1_000  # images per forward pass in evaluation
