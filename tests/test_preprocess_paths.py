@@ -143,12 +143,16 @@ def test_path_of_each_kind_of_image():
     assert set(PATHS) == {MNIST, SCAN, DRAWING, PHOTO}
 
 
-def test_a_thick_frame_filling_digit_keeps_all_its_ink():
+@pytest.mark.parametrize("width", [5, 6.5])
+def test_a_thick_frame_filling_digit_keeps_all_its_ink(width):
     """The issue's case: thick digits in a 16x16 frame used to come out as 'no digit found' or
-    with strokes gone, taken for background."""
-    cover = _bar_digit(16, 5)
+    with strokes gone, taken for background; and one whose ink covers half the frame or more
+    must not be taken for white paper with a dark digit."""
+    cover = _bar_digit(16, width)
+    if width > 6:
+        assert (cover > 0.5).mean() >= 0.5  # more ink than paper: only the corners are paper
     result = preprocess(_png((250 - 230 * cover).astype(np.uint8)))
-    assert result.digit_found and result.path == SCAN
+    assert result.digit_found and result.path == SCAN and result.polarity == DARK_ON_LIGHT
     out = result.image.astype(np.float32) / 255
     # the whole ring is there: ink in every quadrant of the output, as in the input
     rows, cols = np.flatnonzero(out.max(1) > 0.5), np.flatnonzero(out.max(0) > 0.5)

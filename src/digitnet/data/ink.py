@@ -266,8 +266,8 @@ class CleanSplit(NamedTuple):
 def split_clean(gray: np.ndarray) -> CleanSplit | None:
     """Paper and ink of an image with two clear brightness classes, or None (one class only).
 
-    The paper is the class that holds most of the image's outer ring (a frame-filling digit
-    touches the ring in a few places only), or most of the image when the ring is split evenly.
+    The paper is the class that holds the image's corners (paper in nearly every digit, even
+    one stretched to fill its frame), else most of its outer ring, else most of the image.
     """
     step = max(1, math.ceil(math.sqrt(gray.size / 250_000)))  # a subsample for big images
     sample = gray[::step, ::step]
@@ -280,8 +280,15 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
     ring = max(1, min(sample.shape) // 32)
     border = np.concatenate([dark[:ring].ravel(), dark[-ring:].ravel(),
                              dark[ring:-ring, :ring].ravel(), dark[ring:-ring, -ring:].ravel()])
-    dark_share = float(border.mean())
-    if abs(dark_share - 0.5) < 0.1:
+    ring_dark = float(border.mean())
+    c = max(1, min(sample.shape) // 6)  # the corners: paper in nearly every digit, even stretched
+    corners = float(np.concatenate([dark[:c, :c].ravel(), dark[:c, -c:].ravel(),
+                                    dark[-c:, :c].ravel(), dark[-c:, -c:].ravel()]).mean())
+    if abs(corners - 0.5) >= 0.25:  # three quarters of the corners agree
+        dark_share = corners
+    elif abs(ring_dark - 0.5) >= 0.1:
+        dark_share = ring_dark
+    else:
         dark_share = float(dark.mean())
     polarity = DARK_ON_LIGHT if dark_share < 0.5 else LIGHT_ON_DARK
     ink_mask = dark if polarity == DARK_ON_LIGHT else ~dark
@@ -295,7 +302,7 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
     paper = float(np.median(paper_px))
     noise = 1.4826 * float(np.median(np.abs(paper_px - paper)))
     low, high = np.percentile(paper_px, [1, 99])
-    frame_ink = 1.0 - dark_share if polarity == LIGHT_ON_DARK else dark_share
+    frame_ink = 1.0 - ring_dark if polarity == LIGHT_ON_DARK else ring_dark
     return CleanSplit(polarity, paper, float(np.median(ink_px)), noise, float(high - low),
                        frame_ink if max(gray.shape) > SCAN_MAX_SIDE else 0.0, max(gray.shape))
 
