@@ -26,7 +26,7 @@ class TrainConfig:
     # digits (issue 14; see BENCHMARKS.md for the measurement behind them).
     arch: str = "fast"  # architecture family name (or "fast-v2"); `digitnet models list`
     version: int | None = None  # architecture version; None = the newest registered
-    epochs: int = 7  # full passes over the training split
+    epochs: int = 6  # full passes over the training split
     batch_size: int = 512  # images per optimizer step
     lr: float = 0.4  # peak learning rate of the one-cycle schedule
     optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adamw"
