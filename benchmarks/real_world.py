@@ -292,25 +292,34 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def _baseline_rows(baseline: dict | None, model: str, n_models: int) -> dict | None:
-    """The baseline's renderings for `model`, or its only model's when it has one."""
+def _baseline_rows(baseline: dict | None, model: str, n_models: int,
+                   baseline_model: str | None = None) -> dict | None:
+    """The baseline's renderings for `baseline_model` if given, else for `model`, or its only
+    model's when it has one."""
     if baseline is None:
         return None
     by_name = {m["model"]: m["renderings"] for m in baseline["models"]}
+    if baseline_model is not None:
+        if baseline_model not in by_name:
+            raise SystemExit(f"--baseline-model {baseline_model}: the baseline has "
+                             f"{', '.join(by_name)}")
+        return by_name[baseline_model]
     if model in by_name:
         return by_name[model]
     return next(iter(by_name.values())) if len(by_name) == 1 and n_models == 1 else None
 
 
-def to_markdown(report: dict, baseline: dict | None = None) -> str:
-    """One table per model: a row per rendering."""
+def to_markdown(report: dict, baseline: dict | None = None,
+                baseline_model: str | None = None) -> str:
+    """One table per model: a row per rendering (beside the baseline's `baseline_model`, or
+    its model of the same name)."""
     out = []
     same = ("split", "n_per_class", "seed")
     if baseline is not None and any(baseline.get(k) != report.get(k) for k in same):
         out += ["**the baseline rendered other digits**: " + ", ".join(
             f"{k} {baseline.get(k)} there, {report.get(k)} here" for k in same), ""]
     for entry in report["models"]:
-        base = _baseline_rows(baseline, entry["model"], len(report["models"]))
+        base = _baseline_rows(baseline, entry["model"], len(report["models"]), baseline_model)
         t = entry["temperature"]
         out += [f"**{entry['model']}**" + (f" (T = {t:.3f})" if t is not None else "") +
                 f", split {report['split']}, pipeline {report['pipeline']['commit'] or '?'}"
@@ -422,6 +431,8 @@ def main() -> None:
     p = sub.add_parser("table", help="print a saved run's tables (against a baseline)")
     p.add_argument("json", type=Path)
     p.add_argument("--baseline", type=Path, help="an earlier run's JSON to compare with")
+    p.add_argument("--baseline-model", help="the baseline's model to compare with (default: "
+                   "the one of the same name, or its only one)")
     for command in ("evaluate", "build"):
         p = sub.add_parser(command)
         if command == "evaluate":
@@ -429,6 +440,7 @@ def main() -> None:
             p.add_argument("--models-dir", default=None)
             p.add_argument("--json", type=Path, help="write everything here")
             p.add_argument("--baseline", type=Path, help="an earlier run's JSON to compare with")
+            p.add_argument("--baseline-model", help="the baseline's model to compare with")
             p.add_argument("--sheet", type=Path, help="write a sample sheet PNG here")
             p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
         else:
@@ -445,7 +457,7 @@ def main() -> None:
     args = parser.parse_args()
     baseline = json.loads(args.baseline.read_text()) if getattr(args, "baseline", None) else None
     if args.command == "table":
-        print(to_markdown(json.loads(args.json.read_text()), baseline))
+        print(to_markdown(json.loads(args.json.read_text()), baseline, args.baseline_model))
         return
     names = _names(args.names)
     if args.command == "build":
@@ -459,7 +471,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report, samples = evaluate(args.refs, args.split, args.n_per_class, args.seed,
                                args.models_dir, args.data_dir, names)
-    print(to_markdown(report, baseline))
+    print(to_markdown(report, baseline, args.baseline_model))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
