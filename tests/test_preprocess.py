@@ -534,15 +534,18 @@ def test_image_size_read_from_the_header_alone(tmp_path, monkeypatch):
         pp.check_image_size(b"junk")
 
 
-def test_jpeg_within_twice_the_working_size_decodes_exactly(tmp_path, seven):
-    """Image.draft is not used up to 2 x WORK_MAX_SIDE: such JPEGs decode exactly as before."""
+def test_jpeg_within_twice_the_working_size_decodes_at_full_size(tmp_path, seven):
+    """Up to 2 x WORK_MAX_SIDE a JPEG decodes at full size, straight to luminance (its Y
+    channel): what Pillow's RGB decode and "L" conversion give, up to their rounding."""
     path = tmp_path / "photo.jpg"
-    on_paper(seven).resize((8_000, 900)).save(path, quality=85)
+    on_paper(seven).resize((2 * pp.WORK_MAX_SIDE - 1, 900)).save(path, quality=85)
     with Image.open(path) as img:
         assert images._draft_size(img) is None
         img.load()
-        exact = np.asarray(img)
-    np.testing.assert_array_equal(np.asarray(images._open_image(path)), exact)
+        via_rgb = np.asarray(img.convert("L"), dtype=np.int16)
+    decoded = images._open_image(path)
+    assert decoded.size == (2 * pp.WORK_MAX_SIDE - 1, 900) and decoded.mode == "L"
+    assert np.abs(np.asarray(decoded, dtype=np.int16) - via_rgb).max() <= 3
 
 
 def test_huge_jpeg_is_decoded_reduced_to_the_working_size(tmp_path, seven, monkeypatch):
@@ -553,7 +556,7 @@ def test_huge_jpeg_is_decoded_reduced_to_the_working_size(tmp_path, seven, monke
     canvas.paste(on_paper(seven).resize((1_200, 1_200)), (4_000, 150))
     canvas.save(path, quality=90)
     reduced = images._open_image(path)
-    assert reduced.size == (4_500, 750)  # 1/2: the longer side still >= WORK_MAX_SIDE
+    assert reduced.size == (2_250, 375)  # 1/4: the longer side still >= WORK_MAX_SIDE (2,000)
     drafted = preprocess(path)
     monkeypatch.setattr(images, "_draft_size", lambda img: None)
     full = preprocess(path)
@@ -855,3 +858,19 @@ def test_pillow_bomb_refusal_states_the_limit_asked_for(monkeypatch):
     with pytest.raises(ImageError) as info:
         pp.check_image_size(header)
     assert str(info.value) == f"<{len(header)} bytes>: cannot read the file (Permission denied)"
+
+
+def test_twelve_megapixel_phone_photo_decodes_at_half_scale(tmp_path, seven, monkeypatch):
+    """A 4032x3024 JPEG (a 12 MP phone photo) decodes at half scale, to luminance, and gives the
+    digit that a full-size colour decode gives."""
+    path = tmp_path / "phone.jpg"
+    canvas = Image.new("RGB", (4_032, 3_024), (228, 226, 220))
+    canvas.paste(on_paper(seven).resize((1_400, 1_400)), (1_300, 800))
+    canvas.save(path, quality=90)
+    decoded = images._open_image(path)
+    assert decoded.size == (2_016, 1_512) and decoded.mode == "L"
+    drafted = preprocess(path)
+    monkeypatch.setattr(images, "_draft", lambda img: None)
+    full = preprocess(path)
+    assert drafted.digit_found and full.digit_found
+    assert correlation(drafted.image, full.image) > 0.9

@@ -21,7 +21,7 @@ from digitnet.fileio import check_regular_file
 
 MAX_PIXELS = 40_000_000  # larger images are refused: decompression bombs, memory
 MAX_SIDE = 30_000  # px; longer sides are refused whatever the pixel count
-WORK_MAX_SIDE = 4_096  # px; larger images are area-averaged down to this before processing
+WORK_MAX_SIDE = 2_000  # px; larger images are area-averaged down to this before processing
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2, as Pillow's "L"
 # Pillow's decoders report corrupt or truncated data with any of these.
@@ -50,15 +50,27 @@ def _check_size(width: int, height: int, name: str, max_pixels: int | None) -> N
 
 
 def _draft_size(img: Image.Image) -> tuple[int, int] | None:
-    """For a JPEG larger than WORK_MAX_SIDE, the smallest size whose longer side still reaches
-    WORK_MAX_SIDE: `Image.draft` then decodes at 1/2, 1/4 or 1/8 scale (DCT scaling), which
-    costs a fraction of the memory and time, and preprocessing shrinks the rest of the way.
-    None for other formats and for JPEGs that are small enough: those decode exactly as stored."""
+    """For a JPEG of at least 2 x WORK_MAX_SIDE a side, the smallest size whose longer side still
+    reaches WORK_MAX_SIDE: `Image.draft` then decodes at 1/2, 1/4 or 1/8 scale (DCT scaling),
+    which costs a fraction of the memory and time, and preprocessing shrinks the rest of the way
+    (a 12-megapixel phone photo, 4032 px across, decodes at half scale). None for other formats
+    and for smaller JPEGs: those decode at full size."""
     longest = max(img.size)
     if img.format not in ("JPEG", "MPO") or longest < 2 * WORK_MAX_SIDE:  # draft: 1/2 at least
         return None
     scale = WORK_MAX_SIDE / longest
     return max(1, math.ceil(img.width * scale)), max(1, math.ceil(img.height * scale))
+
+
+def _draft(img: Image.Image) -> None:
+    """Decode a colour JPEG straight to luminance (its Y channel: the same ITU-R 601-2 luma that
+    `to_grayscale` computes, without converting three channels), and a large one reduced."""
+    if img.format not in ("JPEG", "MPO"):
+        return
+    size = _draft_size(img)
+    mode = "L" if img.mode in ("RGB", "L") else img.mode
+    if size is not None or mode != img.mode:
+        img.draft(mode, size or img.size)
 
 
 def _open_image(source: str | os.PathLike | bytes, max_pixels: int | None = None) -> Image.Image:
@@ -106,9 +118,7 @@ def _read_image(source, max_pixels: int | None, decode: bool):
                 _check_size(img.width, img.height, name, max_pixels)
                 if not decode:
                     return img.size
-                size = _draft_size(img)
-                if size is not None:
-                    img.draft(img.mode, size)
+                _draft(img)
                 img.load()  # the first frame of an animation
                 return ImageOps.exif_transpose(img)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
