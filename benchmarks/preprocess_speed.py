@@ -7,8 +7,9 @@ for this tree's `src/` and, side by side in the same run, a baseline tree's.
         --out benchmarks/results/preprocess-speed.json
 
 Each measurement runs in its own process per tree (`--worker`), with the same input files: the
-photo is a rendering of an MNIST validation digit (photo-ballpoint, benchmarks/renderings.py)
-resized to 4032x3024 and saved as JPEG quality 90; the drawing is drawing-light at 280x280; the
+photos are renderings of an MNIST validation digit (photo-shadow, which takes the photo path, and
+photo-ballpoint, whose even paper takes the drawing path; benchmarks/renderings.py) resized to
+4032x3024 and saved as JPEG quality 90; the drawing is drawing-light at 280x280; the
 scans are 2,000 scan16-grey renderings. Times are medians over --repeats runs after one warm-up,
 the trees alternating run by run so that load on the machine hits both alike. It also checks
 that both trees give the same 28x28 images where the pipeline's version is the same.
@@ -28,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
@@ -42,16 +42,19 @@ def make_inputs(work: Path, data_dir: str | None) -> dict:
     import renderings as R
 
     images, _, index = R.pick_digits("val", 200, 0, data_dir)
-    data, _, _ = R.render_one("photo-ballpoint", images[0], int(index[0]))
-    photo = Image.open(io.BytesIO(data)).convert("RGB").resize(PHOTO_SIZE, Image.Resampling.BICUBIC)
-    photo.save(work / "photo.jpg", quality=90)
+    for name, rendering in (("photo", "photo-shadow"), ("photo_even", "photo-ballpoint")):
+        data, _, _ = R.render_one(rendering, images[0], int(index[0]))
+        photo = Image.open(io.BytesIO(data)).convert("RGB").resize(PHOTO_SIZE,
+                                                                   Image.Resampling.BICUBIC)
+        photo.save(work / f"{name}.jpg", quality=90)
     (work / "drawing.png").write_bytes(R.render_one("drawing-light", images[1], int(index[1]))[0])
     scans = work / "scans"
     scans.mkdir()
     for i in range(N_SCANS):
         k = i % len(images)
         (scans / f"{i:05d}.png").write_bytes(R.render_one("scan16-grey", images[k], int(index[k]))[0])
-    return dict(photo=str(work / "photo.jpg"), drawing=str(work / "drawing.png"), scans=str(scans))
+    return dict(photo=str(work / "photo.jpg"), photo_even=str(work / "photo_even.jpg"),
+                drawing=str(work / "drawing.png"), scans=str(scans))
 
 
 def worker(args) -> None:
@@ -65,7 +68,7 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     inputs = json.loads(args.inputs)
     out = {}
-    for name in ("photo", "drawing"):
+    for name in ("photo", "photo_even", "drawing"):
         data = Path(inputs[name]).read_bytes()
         P.preprocess(data)  # warm-up
         times = []
@@ -74,7 +77,7 @@ def worker(args) -> None:
             result = P.preprocess(data)
             times.append(time.perf_counter() - start)
         out[name] = dict(median_s=statistics.median(times), times_s=times,
-                         image=result.image.tolist())
+                         image=result.image.tolist(), path=getattr(result, "path", None))
     loaded = load_model(args.model, args.models_dir)
     files = [p.read_bytes() for p in sorted(Path(inputs["scans"]).iterdir())]
     predict_images(loaded, files[:50])  # warm-up
@@ -131,6 +134,9 @@ def main() -> None:
         summary[name] = dict(
             src=trees[name], preprocess_version=results[0]["preprocess_version"],
             photo_12mp_s=statistics.median(r["photo"]["median_s"] for r in results),
+            photo_12mp_path=results[0]["photo"]["path"],
+            photo_even_12mp_s=statistics.median(r["photo_even"]["median_s"] for r in results),
+            photo_even_12mp_path=results[0]["photo_even"]["path"],
             drawing_280_ms=1e3 * statistics.median(r["drawing"]["median_s"] for r in results),
             scans_per_second=statistics.median(r["scans"]["per_second"] for r in results))
     if "baseline" in runs:
