@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 import digitnet
 from digitnet.cli import main
 from digitnet.config import TrainConfig
+from digitnet.data.preprocess import PREPROCESS_VERSION
 from digitnet.deploy import hub
 from digitnet.deploy.hub import (
     LFS_PATTERNS,
@@ -91,7 +92,7 @@ def test_export_writes_a_hub_folder(trained):
     assert config["label_names"] == [str(d) for d in range(10)] and config["num_classes"] == 10
     assert config["input_size"] == [1, 28, 28]
     assert (config["mean"], config["std"]) == (0.1307, 0.3081)
-    assert config["preprocess_version"] == 1 and config["digitnet_version"] == digitnet.__version__
+    assert config["preprocess_version"] == PREPROCESS_VERSION and config["digitnet_version"] == digitnet.__version__
     assert config["source"]["ref"] == "cnn-v1/tiny" and config["source"]["epoch"] == 2
     assert "dir" not in config["data"]  # no local paths in a public file
     weights = load_file(str(out / "model.safetensors"))

@@ -52,6 +52,26 @@ def test_augmentation_comparison_table_is_the_recorded_comparison():
             f"{r[k]:.4f}" for k in ("precision_macro", "recall_macro", "f1_macro", "ece")]
 
 
+def _renderings(name: str, model: str | None = None) -> dict:
+    models = {m["model"]: m["renderings"] for m in json.loads((RESULTS / name).read_text())["models"]}
+    return models[model] if model else next(iter(models.values()))
+
+
+def test_real_world_table_is_the_recorded_runs():
+    """README: today's default through today's pipeline and the old one, and digitnet before
+    issue 14 (its default model and pipeline), per rendering of the test digits."""
+    today = _renderings("real-world-default-test.json")
+    old_pipeline = _renderings("real-world-default-oldpipeline-test.json")
+    before = _renderings("real-world-baseline-test.json", "cnn-v1/dev-default")
+    rows = _table_after("| rendering | n | default model |")
+    assert [r[0] for r in rows] == list(today) and len(rows) >= 21
+    for name, n, acc, old, prior, plain, ece in rows:
+        expected = [str(today[name]["n"]), f"{today[name]['accuracy']:.2%}",
+                    f"{old_pipeline[name]['accuracy']:.2%}", f"{before[name]['accuracy']:.2%}",
+                    f"{today[name]['plain_accuracy']:.2%}", f"{today[name]['ece']:.4f}"]
+        assert [n, acc, old, prior, plain, ece] == expected, name
+
+
 def test_layout_names_files_that_exist():
     block = README[README.index("## Layout"):].split("```")[1]
     package = REPO / "src" / "digitnet"

@@ -275,6 +275,17 @@ def test_file_over_the_limit_is_refused_naming_it(tmp_path):
     assert read_idx(path, max_bytes=100).shape == (10, 10)
 
 
+@pytest.mark.parametrize("shape", [(0, 2**32 - 1, 2**32 - 1), (0, 2**31, 4), (0, 3, 2**31)])
+def test_zero_items_of_a_huge_shape_are_refused_naming_the_file(tmp_path, shape):
+    """No items, but each one larger than the limit: numpy cannot even make the empty array
+    (found by hypothesis: a ValueError escaped)."""
+    path = tmp_path / "empty-but-huge.idx"
+    path.write_bytes(_header(0x08, shape))  # as long as its header says: no items
+    with pytest.raises(IdxError, match=r"empty-but-huge\.idx: header says shape .* more than "
+                                       r"the limit"):
+        read_idx(path)
+
+
 def test_content_hash_is_of_the_decompressed_bytes(tmp_path):
     array = np.arange(300, dtype=np.int16).reshape(3, 100)
     for name in ("a.idx", "a.idx.gz"):

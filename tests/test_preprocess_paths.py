@@ -10,6 +10,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from test_renderings import R  # the renderings, loaded once
 
 from digitnet.data.preprocess import (
     DARK_ON_LIGHT,
@@ -22,7 +23,6 @@ from digitnet.data.preprocess import (
     center_of_mass,
     preprocess,
 )
-from test_renderings import R  # the renderings, loaded once
 
 # The smallest share of the MNIST digit's ink that the 28x28 output must overlap (after both are
 # thresholded at half intensity and the output is aligned by its centre of mass), by rendering.
@@ -50,7 +50,7 @@ def _overlap(out: np.ndarray, digit: np.ndarray) -> float:
 
 @pytest.mark.parametrize("name", list(R.RENDERINGS))
 def test_every_rendering_gives_a_centred_digit_with_its_ink(mnist_dir, name):
-    images, labels, index = _digits(str(mnist_dir))
+    images, _, index = _digits(str(mnist_dir))
     kind = R.RENDERINGS[name].kind
     for k in range(DIGITS_PER_RENDERING):
         i = k * 3  # digits of three different classes

@@ -151,8 +151,11 @@ def _read_stream(stream: BinaryIO, name: str, max_bytes: int, size: int | None,
     if 0 in shape[1:]:
         raise IdxError(f"{name}: header says shape {shape}: only the first dimension (the number "
                        f"of items) may be 0")
-    if nbytes > max_bytes:
-        raise IdxError(f"{name}: header says shape {shape} of {dtype.name}, {nbytes:,} bytes, "
+    item_bytes = math.prod(shape[1:]) * dtype.itemsize  # numpy refuses huge items, even 0 of them
+    if nbytes > max_bytes or item_bytes > max_bytes:
+        per_item = " per item" if nbytes <= max_bytes else ""
+        raise IdxError(f"{name}: header says shape {shape} of {dtype.name}, "
+                       f"{max(nbytes, item_bytes):,} bytes{per_item}, "
                        f"more than the limit of {max_bytes:,} bytes for an IDX file")
     array = np.empty(shape, dtype=dtype)  # big-endian, filled straight from the stream
     data = memoryview(array.reshape(-1).view(np.uint8))
