@@ -56,21 +56,31 @@ def shrink(a: np.ndarray, max_side: int) -> np.ndarray:
     return resize(a, max(1, round(w * scale)), max(1, round(h * scale)), Image.Resampling.BOX)
 
 
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the True pixels of a 2-D mask, bottom and right exclusive;
+    None when there is none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def robust_stats(a: np.ndarray) -> tuple[float, float]:
-    """Median and noise standard deviation (1.4826 x median absolute deviation) of `a`."""
+    """Median and noise standard deviation (1.4826 x median absolute deviation) of `a` (an image,
+    or a 1-D array of pixel values)."""
     step = max(1, math.ceil(math.sqrt(a.size / 1_000_000)))  # a subsample suffices for big images
-    sample = a[::step, ::step]
+    sample = a[::step, ::step] if a.ndim == 2 else a[:: step * step]
     median = float(np.median(sample))
     return median, 1.4826 * float(np.median(np.abs(sample - median)))
 
 
-def otsu_threshold(a: np.ndarray, bins: int = 256) -> float:
+def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0) -> float:
     """Otsu's threshold between two classes of values (scikit-image), on a histogram over
-    [0, max]; 0 for an image with no positive value."""
+    [low, max]; `low` for an image with no value above it."""
     top = float(a.max())
-    if top <= 0:
-        return 0.0
-    hist, edges = np.histogram(a, bins=bins, range=(0.0, top))
+    if top <= low:
+        return low
+    hist, edges = np.histogram(a, bins=bins, range=(low, top))
     return float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
 
 

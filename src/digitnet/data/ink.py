@@ -15,11 +15,11 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 from skimage.transform import hough_line, hough_line_peaks
 
 from digitnet.data.imageops import (
     block_reduce,
+    bounding_box,
     box_mean3,
     label_components,
     max_filter,
@@ -243,8 +243,9 @@ def find_ink(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     high = max(float(np.percentile(values, INK_WHITE_PERCENTILE)), low + 1e-3)
     ink = np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
     lines = _line_pixels(found.mask)
-    keep = keep_main_components(found.mask & ~lines, ink * ~lines) & ~lines
-    kept = float((ink * keep).sum()) / max(float((ink * ~lines).sum()), 1e-6)
+    off_lines = ink * ~lines
+    keep = keep_main_components(found.mask & ~lines, off_lines) & ~lines
+    kept = float((ink * keep).sum()) / max(float(off_lines.sum()), 1e-6)
     if kept < MIN_KEPT_SHARE:
         reason = f"only scattered specks (the largest group of blobs holds {kept:.0%} of the ink)"
         return np.zeros_like(residual), np.zeros_like(found.mask), reason
@@ -274,9 +275,7 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
     lo, hi = float(sample.min()), float(sample.max())
     if hi - lo < MIN_CONTRAST:
         return None
-    hist, edges = np.histogram(sample, bins=256, range=(lo, hi))
-    threshold = float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
-    dark = sample < threshold
+    dark = sample < otsu_threshold(sample, low=lo)
     ring = max(1, min(sample.shape) // 32)
     border = np.concatenate([dark[:ring].ravel(), dark[-ring:].ravel(),
                              dark[ring:-ring, :ring].ravel(), dark[ring:-ring, -ring:].ravel()])
@@ -299,8 +298,7 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
         paper_px = sample[~ink_mask]
     if paper_px.size == 0 or ink_px.size == 0:
         return None
-    paper = float(np.median(paper_px))
-    noise = 1.4826 * float(np.median(np.abs(paper_px - paper)))
+    paper, noise = robust_stats(paper_px)
     low, high = np.percentile(paper_px, [1, 99])
     frame_ink = 1.0 - ring_dark if polarity == LIGHT_ON_DARK else ring_dark
     return CleanSplit(polarity, paper, float(np.median(ink_px)), noise, float(high - low),
@@ -333,7 +331,6 @@ def clean_ink(gray: np.ndarray, split: CleanSplit) -> tuple[np.ndarray, np.ndarr
 def touches_frame(mask: np.ndarray) -> bool:
     """Whether the ink spans nearly the whole image across or down: a tight crop (a scan cell
     or a digit set's bitmap) rather than a digit with paper around it."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = bounding_box(mask)
     h, w = mask.shape
-    return (rows[-1] - rows[0] + 1 >= TIGHT_CROP_SHARE * h
-            or cols[-1] - cols[0] + 1 >= TIGHT_CROP_SHARE * w)
+    return bottom - top >= TIGHT_CROP_SHARE * h or right - left >= TIGHT_CROP_SHARE * w

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from digitnet.constants import IMAGE_SIZE
-from digitnet.data.imageops import max_filter, resize, shrink
+from digitnet.data.imageops import bounding_box, max_filter, resize, shrink
 from digitnet.data.images import (  # noqa: F401  (re-exported: the pipeline's public names)
     MAX_PIXELS,
     MAX_SIDE,
@@ -110,13 +110,12 @@ def crop_to_ink(ink: np.ndarray, mask: np.ndarray, pad: int = 1) -> np.ndarray:
     Raises:
         ValueError: `mask` is empty.
     """
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
+    box = bounding_box(mask)
+    if box is None:
         raise ValueError("crop_to_ink needs a non-empty ink mask")
+    top, bottom, left, right = box
     h, w = mask.shape
-    top, bottom = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, h)
-    left, right = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, w)
-    return ink[top:bottom, left:right]
+    return ink[max(top - pad, 0):min(bottom + pad, h), max(left - pad, 0):min(right + pad, w)]
 
 
 def fit_to_box(crop: np.ndarray, box: int = BOX_SIZE) -> np.ndarray:
@@ -207,8 +206,8 @@ def as_mnist_format(gray: np.ndarray) -> tuple[np.ndarray, str] | None:
     if ink.max() < 0.5:
         return None
     mask = ink > MNIST_PAPER
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    longer = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    top, bottom, left, right = bounding_box(mask)  # not empty: the peak is over MNIST_PAPER
+    longer = max(bottom - top, right - left)
     if abs(longer - BOX_SIZE) > MNIST_BOX_SLACK:
         return None
     cy, cx = center_of_mass(ink)
