@@ -1,8 +1,7 @@
 """digitnet: create, train, evaluate and deploy convolutional networks that read handwritten digits."""
 
 from digitnet.errors import DigitnetError
-
-__version__ = "0.1.0"
+from digitnet.version import __version__
 
 __all__ = ["DigitnetError", "__version__", "load"]
 
