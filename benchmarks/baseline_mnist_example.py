@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/datasets/mnist")
     parser.add_argument("--epochs", type=int, default=14, help="(default: 14, as the example)")
     parser.add_argument("--seed", type=int, default=1, help="(default: 1, as the example)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's)")
     parser.add_argument("--json", default=None, help="write the per-epoch rows here")
     args = parser.parse_args()
     if args.threads:

@@ -102,7 +102,8 @@ def main() -> None:
         for name, (world, threads) in configs.items():
             rates[name].append(measure(world, threads, args, 29_500 + repeat))
             print(f"{name:<40} {rates[name][-1]:>10,.0f} images/s", flush=True)
-    rows = [dict(config=name, images_per_s=statistics.median(r), runs=r) for name, r in rates.items()]
+    rows = [dict(config=name, images_per_s=statistics.median(r), runs=r)
+            for name, r in rates.items()]
     for row in rows:
         print(f"median  {row['config']:<40} {row['images_per_s']:>10,.0f} images/s")
     result = dict(command=" ".join(["python", *sys.argv]),

@@ -1,6 +1,7 @@
 """How an ensemble grows: test accuracy of the mean probabilities of its first k members, k = 1..N.
 
-    python benchmarks/ensemble_growth.py 'wide-v1/ens-*' 'wide-v2/ens-*' --models-dir runs/ensemble \
+    python benchmarks/ensemble_growth.py 'wide-v1/ens-*' 'wide-v2/ens-*' \
+        --models-dir runs/ensemble \
         --data-dir ../shared/datasets/mnist --out benchmarks/results/ensemble.json \
         --plot benchmarks/results/ensemble.png
 

@@ -164,7 +164,8 @@ def load_subject(ref: str | None, models_dir: str | None, arch: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="model reference (default: random cnn weights)")
+    parser.add_argument("--model", default=None,
+                        help="model reference (default: random cnn weights)")
     parser.add_argument("--arch", default="cnn", help="architecture when no --model (default: cnn)")
     parser.add_argument("--models-dir", default=None)
     parser.add_argument("--data-dir", default="../shared/datasets/mnist")
@@ -203,11 +204,13 @@ def main() -> None:
         rows.append(row)
         lat = latency[f"threads_{args.threads}"]
         print(f"{name:52s} {rate:9,.0f} img/s {row['fraction_of_peak']:6.1%} of peak  "
-              f"p50 {lat['p50_ms']:.3f} ms p99 {lat['p99_ms']:.3f} ms  argmax same {row['same_argmax']:.4%}  "
+              f"p50 {lat['p50_ms']:.3f} ms p99 {lat['p99_ms']:.3f} ms  "
+              f"argmax same {row['same_argmax']:.4%}  "
               f"max|dlogit| {row['max_abs_logit_diff']:.1e}", flush=True)
     result = dict(model=label, flops_per_image=flops, threads=args.threads, batch=BATCH,
                   peak_gflops={str(k): v for k, v in peaks.items()}, paths=rows,
-                  machine=f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+                  machine=(f"{platform.machine()}, {os.cpu_count()} cores, "
+                           f"torch {torch.__version__}"),
                   date=time.strftime("%Y-%m-%d %H:%M"), load_average=os.getloadavg(),
                   command=" ".join([Path(sys.executable).name, *sys.argv]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

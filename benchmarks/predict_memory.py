@@ -2,7 +2,8 @@
 of a Python process that only imports torch.
 
     python benchmarks/predict_memory.py --model cnn-v1/latest --models-dir models \
-        --data-dir ../shared/datasets/mnist --count 1 1000 --out benchmarks/results/predict_memory.json
+        --data-dir ../shared/datasets/mnist --count 1 1000 \
+        --out benchmarks/results/predict_memory.json
 
 The images are MNIST test digits written as PNG files; each measurement is its own process,
 and its ru_maxrss comes from `os.wait4`.
@@ -63,7 +64,8 @@ def main() -> None:
     for row in rows:
         print(f"{row['what']:40s} {row['wall_seconds']:6.2f} s  {row['peak_rss_mib']:6.0f} MiB")
     result = dict(model=args.model, date=time.strftime("%Y-%m-%d %H:%M"), rows=rows,
-                  load_average=os.getloadavg(), command=" ".join([Path(sys.executable).name, *sys.argv]))
+                  load_average=os.getloadavg(),
+                  command=" ".join([Path(sys.executable).name, *sys.argv]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

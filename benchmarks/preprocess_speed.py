@@ -52,7 +52,8 @@ def make_inputs(work: Path, data_dir: str | None) -> dict:
     scans.mkdir()
     for i in range(N_SCANS):
         k = i % len(images)
-        (scans / f"{i:05d}.png").write_bytes(R.render_one("scan16-grey", images[k], int(index[k]))[0])
+        png = R.render_one("scan16-grey", images[k], int(index[k]))[0]
+        (scans / f"{i:05d}.png").write_bytes(png)
     return dict(photo=str(work / "photo.jpg"), photo_even=str(work / "photo_even.jpg"),
                 drawing=str(work / "drawing.png"), scans=str(scans))
 
@@ -140,7 +141,8 @@ def main() -> None:
             drawing_280_ms=1e3 * statistics.median(r["drawing"]["median_s"] for r in results),
             scans_per_second=statistics.median(r["scans"]["per_second"] for r in results))
     if "baseline" in runs:
-        same_version = summary["this"]["preprocess_version"] == summary["baseline"]["preprocess_version"]
+        versions = [summary[k]["preprocess_version"] for k in ("this", "baseline")]
+        same_version = versions[0] == versions[1]
         a, b = runs["this"][0], runs["baseline"][0]
         summary["identical_outputs"] = dict(
             checked=same_version,
@@ -148,7 +150,8 @@ def main() -> None:
             drawing=a["drawing"]["image"] == b["drawing"]["image"],
             scan_labels=a["scans"]["labels"] == b["scans"]["labels"])
     load = os.getloadavg()
-    report = dict(command=" ".join(sys.argv), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    report = dict(command=" ".join(sys.argv),
+                  date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                   load_average_after=load, threads=args.threads, repeats=args.repeats,
                   rounds=args.rounds, photo_size=PHOTO_SIZE, n_scans=N_SCANS, summary=summary)

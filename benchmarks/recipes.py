@@ -1,6 +1,7 @@
 """The named recipes side by side: what `make run` costs with each, and what each model is worth.
 
-    python benchmarks/recipes.py --recipe default=configs/default.yaml --recipe fast=configs/fast.yaml \
+    python benchmarks/recipes.py --recipe default=configs/default.yaml \
+        --recipe fast=configs/fast.yaml \
         --split val --data-dir ../shared/datasets/mnist --out benchmarks/results/recipes-val.json
 
 For each recipe, in one run on one machine and one after another, the three commands `make run`
@@ -59,7 +60,8 @@ def run_recipe(name: str, config: str, args, work: Path) -> dict:
         [*digitnet, "evaluate", ref, "--dataset", "mnist-test", "--dataset", "mnist-test-augmented",
          *data, *store, "--out", str(work / f"{run}-evaluation"),
          "--json", str(work / f"{run}-evaluation.json")], work / f"{run}-evaluate.log")
-    evaluation = {r["dataset"]: r for r in json.loads((work / f"{run}-evaluation.json").read_text())}
+    rows = json.loads((work / f"{run}-evaluation.json").read_text())
+    evaluation = {r["dataset"]: r for r in rows}
     real_world = work / f"{run}-real-world.json"
     subprocess.run([sys.executable, str(HERE / "real_world.py"), "evaluate", ref, *store, *data,
                     "--split", args.split, "--n-per-class", str(args.n_per_class),

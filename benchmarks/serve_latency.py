@@ -148,9 +148,9 @@ def main() -> None:
         labels = set()  # each path's label, which must agree
         for path, call in (
             ("predict_upload, batch norm folded per call (before)",
-             lambda: predict_upload(loaded, content, name)),
+             lambda content=content, name=name: predict_upload(loaded, content, name)),
             ("predict_upload, model prepared once (now)",
-             lambda: predict_upload(prepared, content, name)),
+             lambda content=content, name=name: predict_upload(prepared, content, name)),
             ("HTTP POST /predict to digitnet serve", http_poster(port, content)),
         ):
             labels.add(call()["label"])

@@ -115,7 +115,7 @@ def summarise(runs: list[dict]) -> dict:
         out[recipe] = row
     if baseline:
         base = out["pytorch-example"]
-        for recipe, row in out.items():
+        for row in out.values():
             ratios = {}
             for key in ("time_to_0.99", "time_to_baseline_final"):
                 if row.get(key) and base.get(key):

@@ -22,14 +22,16 @@ from pathlib import Path
 def run_one(seed: int, args: argparse.Namespace, extra: list[str]) -> dict:
     summary_path = Path(args.models_dir) / f"summary-seed{seed}-{int(time.time())}.json"
     cmd = [sys.executable, "-m", "digitnet", "train", "--seed", str(seed), "--no-progress",
-           "--data-dir", args.data_dir, "--models-dir", args.models_dir, "--json", str(summary_path),
+           "--data-dir", args.data_dir, "--models-dir", args.models_dir,
+           "--json", str(summary_path),
            *extra]
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
     summary = json.loads(summary_path.read_text())
-    return dict(seed=seed, ref=summary["ref"], test_acc=summary["test_acc"], test_loss=summary["test_loss"],
+    return dict(seed=seed, ref=summary["ref"], test_acc=summary["test_acc"],
+                test_loss=summary["test_loss"],
                 val_acc=summary["final"].get("val_acc"), wall_seconds=wall,
                 train_seconds=summary["total_seconds"])
 
@@ -45,7 +47,8 @@ def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data-dir", default="../shared/datasets/mnist")
     parser.add_argument("--models-dir", default="runs/bench")
@@ -59,12 +62,14 @@ def main() -> None:
                   machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                           f"{__import__('os').cpu_count()} cores",
                   date=time.strftime("%Y-%m-%d"), runs=runs,
-                  test_acc=aggregate(runs, "test_acc"), wall_seconds=aggregate(runs, "wall_seconds"))
+                  test_acc=aggregate(runs, "test_acc"),
+                  wall_seconds=aggregate(runs, "wall_seconds"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     acc, wall = result["test_acc"], result["wall_seconds"]
     accs = ", ".join(f"{r['test_acc']:.2%}" for r in runs)
-    print(f"| {result['label']} | {len(runs)} | {acc['median']:.2%} | {acc['mean']:.2%} ± {acc['std']:.2%} "
+    print(f"| {result['label']} | {len(runs)} | {acc['median']:.2%} | "
+          f"{acc['mean']:.2%} ± {acc['std']:.2%} "
           f"| {accs} | {wall['median']:.0f} s |")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import make_synthetic_mnist, seven_png
 from digitnet.calibration import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
@@ -26,8 +27,6 @@ from digitnet.fileio import sha256_file
 from digitnet.store import load_model, save_calibration
 from digitnet.training.checkpoint import verify_checkpoint
 from digitnet.training.loop import fit
-
-from conftest import make_synthetic_mnist, seven_png
 
 REF = "cnn-v1/cal"
 
@@ -276,9 +275,9 @@ def test_predict_and_serve_report_softmax_of_logits_over_t(trained):
 
 
 def test_evaluate_uses_calibrated_probabilities_and_reports_the_raw_ece(trained):
+    from digitnet.evaluation.datasets import load_eval_dataset
     from digitnet.evaluation.evaluate import evaluate_on
     from digitnet.evaluation.metrics import compute_metrics, expected_calibration_error
-    from digitnet.evaluation.datasets import load_eval_dataset
 
     loaded = load_model(REF, trained["models"])
     dataset = load_eval_dataset("mnist-test", trained["data"])

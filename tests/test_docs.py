@@ -32,7 +32,7 @@ def test_default_recipe_results_are_the_recorded_runs():
     by_seed = {r["seed"]: r for r in runs}
     rows = _table_after("| seed | threads |")
     assert [int(r[0]) for r in rows] == [0, 1, 2]
-    for seed, threads, acc, loss, _ in rows:
+    for seed, _threads, acc, loss, _ in rows:
         run = by_seed[int(seed)]
         assert acc == f"{run['test_acc']:.2%}" and loss == f"{run['test_loss']:.4f}", seed
     mean = sum(r["test_acc"] for r in runs) / len(runs)
@@ -53,7 +53,8 @@ def test_augmentation_comparison_table_is_the_recorded_comparison():
 
 
 def _renderings(name: str, model: str | None = None) -> dict:
-    models = {m["model"]: m["renderings"] for m in json.loads((RESULTS / name).read_text())["models"]}
+    results = json.loads((RESULTS / name).read_text())
+    models = {m["model"]: m["renderings"] for m in results["models"]}
     return models[model] if model else next(iter(models.values()))
 
 

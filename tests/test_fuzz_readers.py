@@ -58,7 +58,6 @@ json_values = st.recursive(
 def sources(tmp_path_factory):
     """A 1-epoch cnn run (final weights and a checkpoint) and its export; tests copy them."""
     from conftest import make_synthetic_mnist
-
     from digitnet.deploy.hub import export_model
     from digitnet.training.loop import fit
 
@@ -150,7 +149,8 @@ tensor_headers = st.dictionaries(
         "dtype": st.sampled_from(["F32", "F16", "BF16", "F64", "I32", "I64", "U8", "BOOL",
                                   "F8_E4M3", "C64", "nope"]),
         "shape": st.lists(st.integers(0, 2**40) | st.integers(0, 8), max_size=4),
-        "data_offsets": st.lists(st.integers(0, 2**40) | st.integers(0, 64), min_size=2, max_size=2),
+        "data_offsets": st.lists(st.integers(0, 2**40) | st.integers(0, 64),
+                                 min_size=2, max_size=2),
     }),
     max_size=3,
 )
@@ -341,7 +341,6 @@ def test_checkpoint_meta_and_pointers(sources, tmp_path):
 
 def test_ingest_manifest(tmp_path):
     from conftest import seven_png
-
     from digitnet.data.ingest import ingest
 
     source = tmp_path / "src" / "7"

@@ -3,7 +3,6 @@ binarisation and low resolution each do their job, reproducibly, without touchin
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,8 @@ from pinned import assert_matches_pinned
 
 
 def _strokes(n: int = 16, seed: int = 0) -> torch.Tensor:
-    """uint8 (n, 28, 28): a small off-centre "7" (bar and stem) with a grey edge, placed at random."""
+    """uint8 (n, 28, 28): a small off-centre "7" (bar and stem) with a grey edge, placed at
+    random."""
     g = torch.Generator().manual_seed(seed)
     images = torch.zeros(n, 28, 28, dtype=torch.uint8)
     for i in range(n):

@@ -18,10 +18,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bounded import run_bounded
 from digitnet.data.idx import IDX_TYPES, IdxError, encode_idx, parse_idx, read_idx, write_idx
 from digitnet.errors import DigitnetError
-
-from bounded import run_bounded
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 SHAPES = [(5,), (3, 4), (2, 3, 4), (1, 1, 1, 1), (0, 28, 28), (4, 28, 28)]
@@ -309,7 +308,8 @@ def test_non_regular_files_refused_without_reading(tmp_path, kind):
 
 ODDITIES = [
     # (id, file bytes, fragment)
-    ("255-zero-dims", _header(0x08, (0,) * 255), "header declares 255 dimensions, expected 1 to 16"),
+    ("255-zero-dims", _header(0x08, (0,) * 255),
+     "header declares 255 dimensions, expected 1 to 16"),
     ("17-dims", _header(0x08, (1,) * 17) + b"\x00", "17 dimensions, expected 1 to 16"),
     ("zero-inner-dim", _header(0x08, (5, 0)), "only the first dimension"),
     ("zero-dims-after-empty-first", _header(0x0D, (0, 0, 0)), "only the first dimension"),
@@ -403,14 +403,17 @@ def test_gzip_header_records_no_time(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"\x01\x00" + GOOD[2:], "<bytes>: bad magic number 01000802: an IDX file starts with two zero bytes"),
-    (b"\x00\x07" + GOOD[2:], "<bytes>: bad magic number 00070802: an IDX file starts with two zero bytes"),
+    (b"\x01\x00" + GOOD[2:],
+     "<bytes>: bad magic number 01000802: an IDX file starts with two zero bytes"),
+    (b"\x00\x07" + GOOD[2:],
+     "<bytes>: bad magic number 00070802: an IDX file starts with two zero bytes"),
     (_header(0x0A, (2,)) + bytes(2),
-     "<bytes>: unknown element type byte 0x0a (expected one of 0x08, 0x09, 0x0b, 0x0c, 0x0d, 0x0e)"),
+     "<bytes>: unknown element type byte 0x0a (expected one of 0x08, 0x09, 0x0b, 0x0c, 0x0d, "
+     "0x0e)"),
     (GOOD[:-1], "<bytes>: truncated: header says shape (2, 3) of uint8 (18 bytes with header), "
                 "file has 17 bytes"),
-    (GOOD + b"\x00", "<bytes>: has trailing bytes: header says shape (2, 3) of uint8 (18 bytes with "
-                     "header), file has 19 bytes"),
+    (GOOD + b"\x00", "<bytes>: has trailing bytes: header says shape (2, 3) of uint8 (18 bytes "
+                     "with header), file has 19 bytes"),
 ])
 def test_parse_errors_word_for_word(content, message):
     """One zero byte of the magic is not enough, and the message shows what the header said."""
@@ -424,7 +427,8 @@ def test_not_gzip_message_shows_the_two_magic_bytes(tmp_path):
     path.write_bytes(GOOD)
     with pytest.raises(IdxError) as info:
         read_idx(path)
-    assert str(info.value) == f"{path}: not a gzip file (expected gzip magic bytes 1f 8b, got 00 00)"
+    assert str(info.value) == (f"{path}: not a gzip file (expected gzip magic bytes 1f 8b, got "
+                               f"00 00)")
 
 
 # ------------------------------------------ found by mutation testing of the merged idx.py

@@ -404,8 +404,10 @@ def test_tensors_that_require_grad_are_accepted():
     (np.array([[0]]), np.array([[1.0, 0.0]]), "labels: expected shape (N,), got (1, 1)"),
     (np.array([0, 2]), np.full((2, 2), 0.5), "labels: values must be in 0..1, got 0..2"),
     (np.array([0]), np.ones(2), "probs: expected shape (N, num_classes), got (2,)"),
-    (np.array([0]), np.array([[np.nan, 1.0]]), "probs: expected finite, non-negative probabilities"),
-    (np.array([], dtype=np.int64), np.zeros((0, 2)), "no examples: metrics need at least one label"),
+    (np.array([0]), np.array([[np.nan, 1.0]]),
+     "probs: expected finite, non-negative probabilities"),
+    (np.array([], dtype=np.int64), np.zeros((0, 2)),
+     "no examples: metrics need at least one label"),
     (np.array([0]), np.array([[0.7, 0.5]]),
      "probs: a row sums to 1 +0.2; pass probabilities, not logits (e.g. logits.softmax(dim=1))"),
 ])

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bounded import run_bounded
+from conftest import make_synthetic_mnist
 from digitnet.cli import main
 from digitnet.data import mnist
 from digitnet.data.idx import IdxError, write_idx
@@ -32,9 +34,6 @@ from digitnet.data.mnist import (
 )
 from digitnet.errors import DigitnetError
 from digitnet.fileio import sha256_bytes
-
-from bounded import run_bounded
-from conftest import make_synthetic_mnist
 
 FILES = {f.name: f for f in MNIST_FILES}
 TRAIN_LABELS = FILES["train-labels-idx1-ubyte"]

@@ -52,9 +52,8 @@ def test_parity_check_catches_a_wrong_graph(tmp_path):
 
 @pytest.mark.slow
 def test_exported_model_onnx_matches_the_trained_model(tmp_path):
-    from conftest import make_synthetic_mnist
-
     import digitnet
+    from conftest import make_synthetic_mnist
     from digitnet.config import TrainConfig
     from digitnet.data.idx import read_idx
     from digitnet.deploy.hub import export_model

@@ -90,7 +90,8 @@ def test_new_config_fields_are_validated(field, value):
 
 def test_recipe_defaults_unchanged():
     cfg = TrainConfig()
-    assert (cfg.augment_kind, cfg.precision) == ("handwriting", "fp32")  # issue 14: bf16 is slow on AVX2
+    # issue 14: bf16 is slow on AVX2
+    assert (cfg.augment_kind, cfg.precision) == ("handwriting", "fp32")
 
 
 def test_bf16_shift_training_resumes_bit_identically(tmp_path, synthetic_mnist):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bounded import run_bounded
 from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.data.idx import read_idx
@@ -25,8 +26,6 @@ from digitnet.deploy.predict import (
 from digitnet.errors import DigitnetError
 from digitnet.store import load_model
 from digitnet.training.loop import fit
-
-from bounded import run_bounded
 
 JSON_KEYS = {"file", "label", "probabilities", "top_k", "digit_found", "reason", "error"}
 

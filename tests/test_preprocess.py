@@ -615,8 +615,8 @@ def test_crop_to_ink_keeps_the_padding_inside_the_image():
         pp.crop_to_ink(ink, np.zeros((10, 10), dtype=bool))
 
 
-@pytest.mark.parametrize("shape, fitted", [((10, 5), (20, 10)), ((5, 10), (10, 20)), ((60, 20), (20, 7)),
-                                           ((3, 3), (20, 20))])
+@pytest.mark.parametrize("shape, fitted", [((10, 5), (20, 10)), ((5, 10), (10, 20)),
+                                           ((60, 20), (20, 7)), ((3, 3), (20, 20))])
 def test_fit_to_box_longer_side_is_the_box(shape, fitted):
     crop = np.ones(shape, dtype=np.float32) * 0.6
     out = pp.fit_to_box(crop)
@@ -680,14 +680,16 @@ def test_fit_and_center_is_fit_then_center():
 
 
 def test_output_stems_are_unique():
-    assert pp.output_stems(["a.png", "x/a.jpg", "b.png", "a.gif", ""]) == ["a", "a-2", "b", "a-3", "image"]
+    stems = pp.output_stems(["a.png", "x/a.jpg", "b.png", "a.gif", ""])
+    assert stems == ["a", "a-2", "b", "a-3", "image"]
     assert pp.output_stems([]) == []
 
 
 def test_save_result_writes_the_image_then_numbered_stages(tmp_path):
     image = np.zeros((28, 28), dtype=np.uint8)
     image[5:9, 10:12] = 200
-    stages = {"gray": np.full((4, 5), 7, dtype=np.uint8), "ink": np.full((2, 3, 3), 9, dtype=np.uint8)}
+    stages = {"gray": np.full((4, 5), 7, dtype=np.uint8),
+              "ink": np.full((2, 3, 3), 9, dtype=np.uint8)}
     result = pp.PreprocessResult(image=image, digit_found=True, stages=stages)
     written = pp.save_result(result, tmp_path, "seven")
     assert written == [tmp_path / "seven.png", tmp_path / "debug" / "seven" / "01_gray.png",
@@ -695,7 +697,8 @@ def test_save_result_writes_the_image_then_numbered_stages(tmp_path):
     assert np.array_equal(np.asarray(Image.open(written[0])), image)
     assert np.array_equal(np.asarray(Image.open(written[1])), stages["gray"])
     assert np.array_equal(np.asarray(Image.open(written[2])), stages["ink"])
-    blank = pp.PreprocessResult(image=np.zeros((28, 28), np.uint8), digit_found=False, reason="blank")
+    blank = pp.PreprocessResult(image=np.zeros((28, 28), np.uint8), digit_found=False,
+                                reason="blank")
     assert pp.save_result(blank, tmp_path / "b", "x") == []
     assert not (tmp_path / "b").exists()
 

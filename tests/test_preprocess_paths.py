@@ -10,7 +10,6 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from test_renderings import R  # the renderings, loaded once
 
 from digitnet.data.preprocess import (
     DARK_ON_LIGHT,
@@ -23,6 +22,7 @@ from digitnet.data.preprocess import (
     center_of_mass,
     preprocess,
 )
+from test_renderings import R  # the renderings, loaded once
 
 # The smallest share of the MNIST digit's ink that the 28x28 output must overlap (after both are
 # thresholded at half intensity and the output is aligned by its centre of mass), by rendering.
@@ -62,7 +62,8 @@ def test_every_rendering_gives_a_centred_digit_with_its_ink(mnist_dir, name):
         cy, cx = center_of_mass(result.image)
         assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1, (name, k, cy, cx)
         if name == "photo-small-in-large":
-            continue  # its digit is 4-10% of the photo: found, but redrawn small (see the benchmark)
+            # its digit is 4-10% of the photo: found, but redrawn small (see the benchmark)
+            continue
         kept = _overlap(result.image, images[i])
         assert kept >= INK_KEPT.get(name, DEFAULT_INK_KEPT), (name, k, kept)
 

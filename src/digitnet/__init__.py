@@ -1,4 +1,5 @@
-"""digitnet: create, train, evaluate and deploy convolutional networks that read handwritten digits."""
+"""digitnet: create, train, evaluate and deploy convolutional networks that read handwritten
+digits."""
 
 from digitnet.errors import DigitnetError
 from digitnet.version import __version__

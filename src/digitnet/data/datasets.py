@@ -1,4 +1,5 @@
-"""In-memory datasets, deterministic stratified splits, and batch iteration without per-sample Python."""
+"""In-memory datasets, deterministic stratified splits, and batch iteration without per-sample
+Python."""
 
 from __future__ import annotations
 
@@ -67,7 +68,10 @@ def stratified_indices(labels: torch.Tensor, size: int, seed: int = SPLIT_SEED) 
 
 
 def train_val_split(
-    images: torch.Tensor, labels: torch.Tensor, val_size: int = DEFAULT_VAL_SIZE, seed: int = SPLIT_SEED
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    val_size: int = DEFAULT_VAL_SIZE,
+    seed: int = SPLIT_SEED,
 ) -> tuple[TensorDataset, TensorDataset]:
     """Split the MNIST training set into train and a stratified validation set (disjoint)."""
     val_idx = stratified_indices(labels, val_size, seed)
@@ -113,13 +117,15 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images (B, 28, 28), int64 labels (B,)) by slicing tensors; no per-sample work."""
+    """Yield (uint8 images (B, 28, 28), int64 labels (B,)) by slicing tensors; no per-sample
+    work."""
     n = len(dataset)
     order = torch.randperm(n, generator=generator) if shuffle else None
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if order is None:
-            yield dataset.images[start : start + batch_size], dataset.labels[start : start + batch_size]
+            batch = slice(start, start + batch_size)
+            yield dataset.images[batch], dataset.labels[batch]
         else:
             idx = order[start : start + batch_size]
             yield dataset.images[idx], dataset.labels[idx]

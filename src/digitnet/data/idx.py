@@ -128,7 +128,8 @@ def _read_stream(stream: BinaryIO, name: str, max_bytes: int, size: int | None,
     type_byte, ndim = head[2], head[3]
     if type_byte not in IDX_TYPES:
         known = ", ".join(f"0x{t:02x}" for t in IDX_TYPES)
-        raise IdxError(f"{name}: unknown element type byte 0x{type_byte:02x} (expected one of {known})")
+        raise IdxError(f"{name}: unknown element type byte 0x{type_byte:02x} (expected one of "
+                       f"{known})")
     if ndim == 0:
         raise IdxError(f"{name}: header declares 0 dimensions")
     if ndim > MAX_IDX_NDIM:
@@ -205,11 +206,12 @@ def _read_into(stream: BinaryIO, buffer: memoryview) -> int:
 def encode_idx(array: np.ndarray) -> bytes:
     """Encode a numpy array as IDX bytes."""
     array = np.asarray(array)
-    for type_byte, dtype in IDX_TYPES.items():
-        if array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize:
-            break
-    else:
-        raise IdxError(f"cannot write dtype {array.dtype} as IDX (expected uint8, int8/16/32, float32/64)")
+    matches = [(code, dtype) for code, dtype in IDX_TYPES.items()
+               if array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize]
+    if not matches:
+        raise IdxError(f"cannot write dtype {array.dtype} as IDX (expected uint8, int8/16/32, "
+                       f"float32/64)")
+    type_byte, dtype = matches[0]
     if array.ndim == 0 or array.ndim > MAX_IDX_NDIM:
         raise IdxError(f"cannot write an array with {array.ndim} dimensions as IDX")
     header = bytes([0, 0, type_byte, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
@@ -217,7 +219,8 @@ def encode_idx(array: np.ndarray) -> bytes:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
-    """Write an array as an IDX file atomically; gzip when `compress` (default: name ends in .gz)."""
+    """Write an array as an IDX file atomically; gzip when `compress` (default: the name ends in
+    .gz)."""
     path = Path(path)
     compress = path.suffix == ".gz" if compress is None else compress
     content = encode_idx(array)

@@ -128,7 +128,8 @@ def _line_pixels(mask: np.ndarray) -> np.ndarray:
     factor = max(1, math.ceil(max(mask.shape) / LINE_SIDE))
     small = block_reduce(mask, factor, np.max, pad_mode="constant")
     lines = np.zeros(small.shape, dtype=bool)
-    for turned in (False, True):  # vertical lines, then horizontal ones as vertical in the transpose
+    # vertical lines, then horizontal ones as vertical lines of the transpose
+    for turned in (False, True):
         m = small.T if turned else small
         h = m.shape[0]
         if h < 16 or not m.any():

@@ -246,7 +246,8 @@ def _check_array(array: np.ndarray, path: Path, f: MnistFile) -> None:
     if f.kind == "images":
         check_images(array, path)
     elif array.dtype != np.uint8 or array.ndim != 1:  # the published files are uint8
-        raise IdxError(f"{path}: expected uint8 labels of shape (N,), got {array.dtype} {array.shape}")
+        raise IdxError(f"{path}: expected uint8 labels of shape (N,), got {array.dtype} "
+                       f"{array.shape}")
     else:
         check_labels(array, path)
 
@@ -276,7 +277,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None, verify: bool = False) 
         (images, ipath), (labels, lpath) = arrays[split, "images"], arrays[split, "labels"]
         if len(images) != len(labels):
             raise IdxError(
-                f"{ipath} has {len(images)} images but {lpath} has {len(labels)} labels; they must agree"
+                f"{ipath} has {len(images)} images but {lpath} has {len(labels)} labels; they "
+                f"must agree"
             )
     return Mnist(
         train_images=torch.from_numpy(arrays["train", "images"][0].copy()),
@@ -312,5 +314,6 @@ def verify_mnist(data_dir: str | os.PathLike | None = None) -> list[dict]:
             rows.append(dict(file=str(path), ok=False, detail=str(e)))
             continue
         shape = "x".join(str(d) for d in array.shape)
-        rows.append(dict(file=str(path), ok=True, detail=f"{shape} {array.dtype}, sha256 ({matched}) ok"))
+        detail = f"{shape} {array.dtype}, sha256 ({matched}) ok"
+        rows.append(dict(file=str(path), ok=True, detail=detail))
     return rows
