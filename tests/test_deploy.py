@@ -16,13 +16,10 @@ from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.data.preprocess import PREPROCESS_VERSION
 from digitnet.deploy import hub
-from digitnet.deploy.hub import (
-    LFS_PATTERNS,
-    LFS_POINTER_PREFIX,
-    export_model,
-    load_exported,
-    publish,
-)
+from digitnet.deploy import mirror as git_mirror
+from digitnet.deploy.export import LFS_PATTERNS, export_model
+from digitnet.deploy.hub import LFS_POINTER_PREFIX, load_exported
+from digitnet.deploy.publish import PublishOptions, publish
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.evaluate import evaluate_model
 from digitnet.store import LoadedModel
@@ -273,8 +270,9 @@ def test_publish_with_git_lfs_and_load_from_a_fresh_clone(trained, tmp_path, ima
     bare = tmp_path / "remote.git"
     git("init", "-q", "--bare", "-b", "main", str(bare))
     url, mirror = bare.as_uri(), tmp_path / "huggingface"
-    info = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
-                   models_dir=trained["models"])
+    options = PublishOptions("me/tiny", mirror, remote=url, data_dir=trained["data"],
+                             models_dir=trained["models"])
+    info = publish("cnn-v1/tiny", options)
     assert info["pushed"] and {r["name"] for r in info["plan"]} == EXPORT_FILES
     assert git("log", "-1", "--format=%s", cwd=mirror).strip() == "Publish cnn-v1/tiny (cnn v1)"
 
@@ -285,11 +283,9 @@ def test_publish_with_git_lfs_and_load_from_a_fresh_clone(trained, tmp_path, ima
     git("add", "NOTES.md", cwd=editor)
     git("commit", "-q", "-m", "edit", cwd=editor)
     git("push", "-q", "--no-verify", "origin", "main", cwd=editor)
-    info = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
-                   models_dir=trained["models"])
+    info = publish("cnn-v1/tiny", options)
     assert info["pushed"]
-    again = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
-                    models_dir=trained["models"])
+    again = publish("cnn-v1/tiny", options)
     assert not again["pushed"] and again["commit"] == info["commit"]
 
     clone = tmp_path / "clone"
@@ -402,14 +398,14 @@ def test_publish_via_git_offline_keeps_the_token_out_of_git(trained, tmp_path, m
 
 def test_git_auth_header_lives_in_the_environment_only(monkeypatch, tmp_path, isolated_git):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
-    env = hub._git_env(SENTINEL)
+    env = git_mirror._git_env(SENTINEL)
     listed = subprocess.run(["git", "config", "--list"], env=env, capture_output=True, text=True,
                             cwd=tmp_path).stdout
     assert "credential.helper=" in listed.splitlines()
     header = [line for line in listed.splitlines() if line.startswith("http.https://hub.example/")]
     assert header and header[0].split("=", 1)[1].startswith("Authorization: Basic ")
     assert SENTINEL not in listed  # base64 inside the header, and only in this process's env
-    assert "GIT_CONFIG_COUNT" not in hub._git_env(None)
+    assert "GIT_CONFIG_COUNT" not in git_mirror._git_env(None)
 
 
 def test_publish_without_token_says_how_to_log_in(trained, tmp_path, monkeypatch):
@@ -417,8 +413,9 @@ def test_publish_without_token_says_how_to_log_in(trained, tmp_path, monkeypatch
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(DigitnetError, match="no Hugging Face token: set HF_TOKEN"):
-        publish("cnn-v1/tiny", "me/tiny", tmp_path / "hf", via="api", data_dir=trained["data"],
-                models_dir=trained["models"])
+        publish("cnn-v1/tiny", PublishOptions("me/tiny", tmp_path / "hf", via="api",
+                                              data_dir=trained["data"],
+                                              models_dir=trained["models"]))
 
 
 def test_publish_without_git_lfs_says_how_to_install_it(trained, tmp_path, monkeypatch):
@@ -432,8 +429,10 @@ def test_publish_without_git_lfs_says_how_to_install_it(trained, tmp_path, monke
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
     with pytest.raises(DigitnetError, match="apt-get install git-lfs"):
-        publish("cnn-v1/tiny", "me/tiny", tmp_path / "hf", remote="file:///nowhere.git",
-                data_dir=trained["data"], models_dir=trained["models"])
+        publish("cnn-v1/tiny", PublishOptions("me/tiny", tmp_path / "hf",
+                                              remote="file:///nowhere.git",
+                                              data_dir=trained["data"],
+                                              models_dir=trained["models"]))
     assert not (tmp_path / "hf").exists()
 
 
@@ -443,9 +442,9 @@ def test_publish_without_git_lfs_says_how_to_install_it(trained, tmp_path, monke
     (dict(via="api", remote="file:///x.git"), "cannot be used with --via api"),
 ])
 def test_publish_rejects_bad_arguments(kwargs, message):
-    args = dict(ref="cnn-v1/tiny", repo_id="me/tiny") | kwargs
+    args = dict(repo_id="me/tiny") | kwargs
     with pytest.raises(DigitnetError, match=message):
-        publish(**args)
+        publish("cnn-v1/tiny", PublishOptions(**args))
 
 
 # ------------------------------------------------------------------- README promises (issue 18)
