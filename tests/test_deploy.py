@@ -304,6 +304,68 @@ def test_publish_with_git_lfs_and_load_from_a_fresh_clone(trained, tmp_path, ima
     assert torch.equal(loaded.logits(images), original(trained).logits(images))
 
 
+def _bare_remote(path: Path, init_args: list[str]) -> tuple[str, str]:
+    """A bare repository made by `git init --bare INIT_ARGS`: (its URL, the branch HEAD names)."""
+    git("init", "-q", "--bare", *init_args, str(path))
+    return path.as_uri(), git("symbolic-ref", "--short", "HEAD", cwd=path).strip()
+
+
+# A plain `git init --bare` points HEAD at master (git 2.x, with isolated_git's empty config).
+BARE_REMOTES = pytest.mark.parametrize("init_args", [[], ["-b", "main"]], ids=["plain", "main"])
+
+
+@BARE_REMOTES
+def test_mirror_finds_the_branch_the_remote_head_names(tmp_path, isolated_git, init_args):
+    url, head = _bare_remote(tmp_path / "remote.git", init_args)
+    logs = []
+    remote = git_mirror.find_remote(url, log=logs.append)  # empty: HEAD's branch is unborn
+    assert (remote.branch, remote.commit, logs) == (head, None, [])
+    work = tmp_path / "work"
+    git("init", "-q", str(work))
+    (work / "a.txt").write_text("a\n")
+    git("add", "a.txt", cwd=work)
+    git("commit", "-q", "-m", "a", cwd=work)
+    commit = git("rev-parse", "HEAD", cwd=work).strip()
+    git("push", "-q", url, f"HEAD:refs/heads/{head}", "HEAD:refs/heads/other", cwd=work)
+    remote = git_mirror.find_remote(url, log=logs.append)  # named by ls-remote --symref
+    assert (remote.branch, remote.commit, logs) == (head, commit, [])
+
+
+def test_mirror_falls_back_to_main_when_the_remote_does_not_say(tmp_path, monkeypatch,
+                                                                  isolated_git):
+    url, _ = _bare_remote(tmp_path / "remote.git", [])
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")  # protocol v0 never reports an unborn HEAD
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.version")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0")
+    logs = []
+    remote = git_mirror.find_remote(url, log=logs.append)
+    assert (remote.branch, remote.commit) == ("main", None)
+    assert logs == [f"{url} does not say which branch its HEAD names; pushing to main"]
+
+
+@needs_git_lfs
+@BARE_REMOTES
+def test_publish_pushes_to_the_branch_a_clone_checks_out(trained, tmp_path, images, isolated_git,
+                                                         init_args):
+    url, head = _bare_remote(tmp_path / "remote.git", init_args)
+    logs = []
+    info = publish("cnn-v1/tiny", PublishOptions("me/tiny", tmp_path / "huggingface", remote=url,
+                                                 data_dir=trained["data"],
+                                                 models_dir=trained["models"]), log=logs.append)
+    assert info["pushed"] and info["branch"] == head
+    assert f"(branch {head})" in logs[-1]
+    clone = tmp_path / "clone"
+    git("clone", "-q", url, str(clone))  # no -b: the branch the remote's HEAD names
+    assert {p.name for p in clone.iterdir() if p.is_file()} == EXPORT_FILES
+    assert git("rev-parse", "HEAD", cwd=clone).strip() == info["commit"]
+    assert git("show", "HEAD:model.safetensors", cwd=clone).startswith(
+        "version https://git-lfs.github.com/spec/v1")
+    git("lfs", "install", "--local", cwd=clone)
+    git("lfs", "pull", cwd=clone)
+    loaded = digitnet.load(str(clone))
+    assert torch.equal(loaded.logits(images), original(trained).logits(images))
+
+
 @needs_git_lfs
 def test_publish_dry_run_changes_nothing(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", SENTINEL)

@@ -1,5 +1,7 @@
 """The git + LFS mirror: commit a finished export folder and push it, with git LFS, to a remote.
 
+The push goes to the branch the remote's HEAD names (`main` on the Hub; `master` for a bare
+repository made by a plain `git init --bare`), so that a clone of the remote holds the model.
 A token reaches git only through the environment of its processes: it is never written to a file.
 """
 
@@ -9,6 +11,7 @@ import base64
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,8 @@ from digitnet.deploy.hub_api import scrub
 from digitnet.errors import DigitnetError
 
 GIT_TIMEOUT_S = 600  # per git command; pushes of these small models take seconds
-BRANCH = "main"
+FALLBACK_BRANCH = "main"  # the Hub's branch, for a remote that does not say what HEAD names
+_UNNAMED = "digitnet-head-not-named"  # a branch name no remote's HEAD will have
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Remote:
     """A git remote as `find_remote` saw it before the export."""
 
     url: str
-    branch: str  # the branch pushed to
+    branch: str  # the branch the remote's HEAD names: the one a clone checks out
     commit: str | None  # that branch's commit; None if it has none yet
     token: str | None = field(default=None, repr=False)  # for the Hub's auth header only
 
@@ -77,20 +81,38 @@ def _git(args: list[str], cwd: Path | None, env: dict[str, str], token: str | No
     return result
 
 
-def _list_remote(url: str, env: dict[str, str], token: str | None) -> dict:
-    """{branch: commit} from ls-remote."""
-    result = _git(["ls-remote", url, f"refs/heads/{BRANCH}"], None, env, token, check=False)
+def _list_remote(url: str, env: dict[str, str], token: str | None) -> tuple[str | None, dict]:
+    """(the branch HEAD names, or None if not advertised; {branch: commit}) from ls-remote."""
+    result = _git(["ls-remote", "--symref", url], None, env, token, check=False)
     if result.returncode != 0:
         detail = scrub(result.stderr.strip(), token)
         if any(hint in detail.lower() for hint in _OFFLINE_HINTS):
             raise DigitnetError(f"cannot reach {url} ({detail.splitlines()[-1] if detail else ''});"
                                 f" are you offline? Nothing was published")
         raise DigitnetError(f"git cannot read {url}: {detail}; nothing was published")
-    branches = {}
+    head, branches = None, {}
     for line in result.stdout.splitlines():
-        value, _, name = line.partition("\t")  # "SHA\tREF"
-        branches[name.removeprefix("refs/heads/")] = value
-    return branches
+        value, _, name = line.partition("\t")  # "ref: refs/heads/main\tHEAD" or "SHA\tREF"
+        if name == "HEAD" and value.startswith("ref: refs/heads/"):
+            head = value.removeprefix("ref: refs/heads/")
+        elif name.startswith("refs/heads/"):
+            branches[name.removeprefix("refs/heads/")] = value
+    return head, branches
+
+
+def _unborn_head(url: str, env: dict[str, str], token: str | None) -> str | None:
+    """The branch HEAD names in a remote where that branch has no commit yet (an empty bare
+    repository): ls-remote does not say, but git >= 2.31 asks for it when cloning (protocol v2).
+    None if the remote does not say either way."""
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe"
+        cloned = _git(["-c", f"init.defaultBranch={_UNNAMED}", "clone", "-q", "--bare",
+                       "--depth=1", "--no-tags", url, str(probe)], None, env, token, check=False)
+        if cloned.returncode != 0:
+            return None
+        head = _git(["symbolic-ref", "-q", "HEAD"], probe, env, check=False).stdout.strip()
+    branch = head.removeprefix("refs/heads/")
+    return branch if head.startswith("refs/heads/") and branch != _UNNAMED else None
 
 
 def find_remote(url: str, token: str | None = None,
@@ -100,13 +122,18 @@ def find_remote(url: str, token: str | None = None,
     Args:
         url: the git remote.
         token: the Hub token, for a URL on `hub_endpoint()` (None for other remotes).
-        log: receives progress messages.
+        log: told which branch will be pushed when the remote does not name one.
 
     Raises:
         DigitnetError: the remote cannot be reached or read; nothing was published.
     """
-    branches = _list_remote(url, _git_env(token), token)
-    return Remote(url=url, branch=BRANCH, commit=branches.get(BRANCH), token=token)
+    env = _git_env(token)
+    head, branches = _list_remote(url, env, token)
+    branch = head or _unborn_head(url, env, token)
+    if branch is None:
+        branch = FALLBACK_BRANCH
+        log(f"{url} does not say which branch its HEAD names; pushing to {branch}")
+    return Remote(url=url, branch=branch, commit=branches.get(branch), token=token)
 
 
 def _identity_args(mirror: Path, env: dict[str, str]) -> list[str]:
@@ -175,7 +202,7 @@ def push_folder(folder: Path, remote: Remote, message: str,
     if commit == remote.commit:
         log(f"{remote.url} already has this model ({commit[:12]}); nothing to push")
         return result
-    log(f"pushing {commit[:12]} to {remote.url} with git LFS")
+    log(f"pushing {commit[:12]} to {remote.url} (branch {remote.branch}) with git LFS")
     not_published = f"the commit is in {folder}, but nothing was published"
     _git(["lfs", "push", remote.url, remote.branch], folder, env, token,
          what=f"git lfs push to {remote.url} ({not_published})")
