@@ -234,7 +234,7 @@ def test_calibrate_fits_and_stores_t_without_touching_the_weights(store, capsys)
 
 def test_calibrate_refuses_a_model_without_validation_split_and_an_export(store, tmp_path,
                                                                            capsys):
-    from digitnet.deploy.hub import export_model
+    from digitnet.deploy.export import export_model
 
     args = ["--data-dir", str(store["data"]), "--models-dir", str(store["models"])]
     assert main(["calibrate", "linear-v1/noval", *args]) == 1
@@ -314,7 +314,8 @@ def test_an_ensemble_averages_each_members_calibrated_probabilities(trained):
 def test_export_round_trip_and_onnx_give_the_calibrated_probabilities(trained, tmp_path):
     pytest.importorskip("onnxruntime")
     from digitnet.data.datasets import to_model_input
-    from digitnet.deploy.hub import export_model, load_exported
+    from digitnet.deploy.export import export_model
+    from digitnet.deploy.hub import load_exported
     from digitnet.deploy.onnx import read_onnx_metadata, run_onnx
 
     loaded = load_model(REF, trained["models"])
@@ -339,7 +340,8 @@ def test_export_round_trip_and_onnx_give_the_calibrated_probabilities(trained, t
 
 
 def test_an_export_written_before_calibration_loads_with_t_1(trained, tmp_path):
-    from digitnet.deploy.hub import export_model, load_exported
+    from digitnet.deploy.export import export_model
+    from digitnet.deploy.hub import load_exported
 
     out = tmp_path / "export"
     export_model(REF, out, trained["data"], trained["models"])
@@ -355,7 +357,7 @@ def test_an_export_written_before_calibration_loads_with_t_1(trained, tmp_path):
 
 
 def test_not_calibrated_models_say_so_in_the_card(trained, tmp_path):
-    from digitnet.deploy.hub import export_model
+    from digitnet.deploy.export import export_model
 
     out = tmp_path / "export"
     export_model("linear-v1/noval", out, trained["data"], trained["models"])

@@ -16,13 +16,10 @@ from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.data.preprocess import PREPROCESS_VERSION
 from digitnet.deploy import hub
-from digitnet.deploy.hub import (
-    LFS_PATTERNS,
-    LFS_POINTER_PREFIX,
-    export_model,
-    load_exported,
-    publish,
-)
+from digitnet.deploy import mirror as git_mirror
+from digitnet.deploy.export import LFS_PATTERNS, export_model
+from digitnet.deploy.hub import LFS_POINTER_PREFIX, load_exported
+from digitnet.deploy.publish import PublishOptions, publish
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.evaluate import evaluate_model
 from digitnet.store import LoadedModel
@@ -273,8 +270,9 @@ def test_publish_with_git_lfs_and_load_from_a_fresh_clone(trained, tmp_path, ima
     bare = tmp_path / "remote.git"
     git("init", "-q", "--bare", "-b", "main", str(bare))
     url, mirror = bare.as_uri(), tmp_path / "huggingface"
-    info = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
-                   models_dir=trained["models"])
+    options = PublishOptions("me/tiny", mirror, remote=url, data_dir=trained["data"],
+                             models_dir=trained["models"])
+    info = publish("cnn-v1/tiny", options)
     assert info["pushed"] and {r["name"] for r in info["plan"]} == EXPORT_FILES
     assert git("log", "-1", "--format=%s", cwd=mirror).strip() == "Publish cnn-v1/tiny (cnn v1)"
 
@@ -285,11 +283,9 @@ def test_publish_with_git_lfs_and_load_from_a_fresh_clone(trained, tmp_path, ima
     git("add", "NOTES.md", cwd=editor)
     git("commit", "-q", "-m", "edit", cwd=editor)
     git("push", "-q", "--no-verify", "origin", "main", cwd=editor)
-    info = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
-                   models_dir=trained["models"])
+    info = publish("cnn-v1/tiny", options)
     assert info["pushed"]
-    again = publish("cnn-v1/tiny", "me/tiny", mirror, remote=url, data_dir=trained["data"],
-                    models_dir=trained["models"])
+    again = publish("cnn-v1/tiny", options)
     assert not again["pushed"] and again["commit"] == info["commit"]
 
     clone = tmp_path / "clone"
@@ -304,6 +300,68 @@ def test_publish_with_git_lfs_and_load_from_a_fresh_clone(trained, tmp_path, ima
     git("lfs", "pull", cwd=clone)
     assert "model.safetensors" in git("lfs", "ls-files", "--name-only", cwd=clone).split()
     assert list((clone / ".git" / "lfs" / "objects").rglob("*"))
+    loaded = digitnet.load(str(clone))
+    assert torch.equal(loaded.logits(images), original(trained).logits(images))
+
+
+def _bare_remote(path: Path, init_args: list[str]) -> tuple[str, str]:
+    """A bare repository made by `git init --bare INIT_ARGS`: (its URL, the branch HEAD names)."""
+    git("init", "-q", "--bare", *init_args, str(path))
+    return path.as_uri(), git("symbolic-ref", "--short", "HEAD", cwd=path).strip()
+
+
+# A plain `git init --bare` points HEAD at master (git 2.x, with isolated_git's empty config).
+BARE_REMOTES = pytest.mark.parametrize("init_args", [[], ["-b", "main"]], ids=["plain", "main"])
+
+
+@BARE_REMOTES
+def test_mirror_finds_the_branch_the_remote_head_names(tmp_path, isolated_git, init_args):
+    url, head = _bare_remote(tmp_path / "remote.git", init_args)
+    logs = []
+    remote = git_mirror.find_remote(url, log=logs.append)  # empty: HEAD's branch is unborn
+    assert (remote.branch, remote.commit, logs) == (head, None, [])
+    work = tmp_path / "work"
+    git("init", "-q", str(work))
+    (work / "a.txt").write_text("a\n")
+    git("add", "a.txt", cwd=work)
+    git("commit", "-q", "-m", "a", cwd=work)
+    commit = git("rev-parse", "HEAD", cwd=work).strip()
+    git("push", "-q", url, f"HEAD:refs/heads/{head}", "HEAD:refs/heads/other", cwd=work)
+    remote = git_mirror.find_remote(url, log=logs.append)  # named by ls-remote --symref
+    assert (remote.branch, remote.commit, logs) == (head, commit, [])
+
+
+def test_mirror_falls_back_to_main_when_the_remote_does_not_say(tmp_path, monkeypatch,
+                                                                  isolated_git):
+    url, _ = _bare_remote(tmp_path / "remote.git", [])
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")  # protocol v0 never reports an unborn HEAD
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.version")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0")
+    logs = []
+    remote = git_mirror.find_remote(url, log=logs.append)
+    assert (remote.branch, remote.commit) == ("main", None)
+    assert logs == [f"{url} does not say which branch its HEAD names; pushing to main"]
+
+
+@needs_git_lfs
+@BARE_REMOTES
+def test_publish_pushes_to_the_branch_a_clone_checks_out(trained, tmp_path, images, isolated_git,
+                                                         init_args):
+    url, head = _bare_remote(tmp_path / "remote.git", init_args)
+    logs = []
+    info = publish("cnn-v1/tiny", PublishOptions("me/tiny", tmp_path / "huggingface", remote=url,
+                                                 data_dir=trained["data"],
+                                                 models_dir=trained["models"]), log=logs.append)
+    assert info["pushed"] and info["branch"] == head
+    assert f"(branch {head})" in logs[-1]
+    clone = tmp_path / "clone"
+    git("clone", "-q", url, str(clone))  # no -b: the branch the remote's HEAD names
+    assert {p.name for p in clone.iterdir() if p.is_file()} == EXPORT_FILES
+    assert git("rev-parse", "HEAD", cwd=clone).strip() == info["commit"]
+    assert git("show", "HEAD:model.safetensors", cwd=clone).startswith(
+        "version https://git-lfs.github.com/spec/v1")
+    git("lfs", "install", "--local", cwd=clone)
+    git("lfs", "pull", cwd=clone)
     loaded = digitnet.load(str(clone))
     assert torch.equal(loaded.logits(images), original(trained).logits(images))
 
@@ -402,14 +460,14 @@ def test_publish_via_git_offline_keeps_the_token_out_of_git(trained, tmp_path, m
 
 def test_git_auth_header_lives_in_the_environment_only(monkeypatch, tmp_path, isolated_git):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
-    env = hub._git_env(SENTINEL)
+    env = git_mirror._git_env(SENTINEL)
     listed = subprocess.run(["git", "config", "--list"], env=env, capture_output=True, text=True,
                             cwd=tmp_path).stdout
     assert "credential.helper=" in listed.splitlines()
     header = [line for line in listed.splitlines() if line.startswith("http.https://hub.example/")]
     assert header and header[0].split("=", 1)[1].startswith("Authorization: Basic ")
     assert SENTINEL not in listed  # base64 inside the header, and only in this process's env
-    assert "GIT_CONFIG_COUNT" not in hub._git_env(None)
+    assert "GIT_CONFIG_COUNT" not in git_mirror._git_env(None)
 
 
 def test_publish_without_token_says_how_to_log_in(trained, tmp_path, monkeypatch):
@@ -417,8 +475,9 @@ def test_publish_without_token_says_how_to_log_in(trained, tmp_path, monkeypatch
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(DigitnetError, match="no Hugging Face token: set HF_TOKEN"):
-        publish("cnn-v1/tiny", "me/tiny", tmp_path / "hf", via="api", data_dir=trained["data"],
-                models_dir=trained["models"])
+        publish("cnn-v1/tiny", PublishOptions("me/tiny", tmp_path / "hf", via="api",
+                                              data_dir=trained["data"],
+                                              models_dir=trained["models"]))
 
 
 def test_publish_without_git_lfs_says_how_to_install_it(trained, tmp_path, monkeypatch):
@@ -432,8 +491,10 @@ def test_publish_without_git_lfs_says_how_to_install_it(trained, tmp_path, monke
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
     with pytest.raises(DigitnetError, match="apt-get install git-lfs"):
-        publish("cnn-v1/tiny", "me/tiny", tmp_path / "hf", remote="file:///nowhere.git",
-                data_dir=trained["data"], models_dir=trained["models"])
+        publish("cnn-v1/tiny", PublishOptions("me/tiny", tmp_path / "hf",
+                                              remote="file:///nowhere.git",
+                                              data_dir=trained["data"],
+                                              models_dir=trained["models"]))
     assert not (tmp_path / "hf").exists()
 
 
@@ -443,9 +504,9 @@ def test_publish_without_git_lfs_says_how_to_install_it(trained, tmp_path, monke
     (dict(via="api", remote="file:///x.git"), "cannot be used with --via api"),
 ])
 def test_publish_rejects_bad_arguments(kwargs, message):
-    args = dict(ref="cnn-v1/tiny", repo_id="me/tiny") | kwargs
+    args = dict(repo_id="me/tiny") | kwargs
     with pytest.raises(DigitnetError, match=message):
-        publish(**args)
+        publish("cnn-v1/tiny", PublishOptions(**args))
 
 
 # ------------------------------------------------------------------- README promises (issue 18)

@@ -58,7 +58,7 @@ json_values = st.recursive(
 def sources(tmp_path_factory):
     """A 1-epoch cnn run (final weights and a checkpoint) and its export; tests copy them."""
     from conftest import make_synthetic_mnist
-    from digitnet.deploy.hub import export_model
+    from digitnet.deploy.export import export_model
     from digitnet.training.loop import fit
 
     root = tmp_path_factory.mktemp("fuzz")

@@ -56,7 +56,7 @@ def test_exported_model_onnx_matches_the_trained_model(tmp_path):
     from conftest import make_synthetic_mnist
     from digitnet.config import TrainConfig
     from digitnet.data.idx import read_idx
-    from digitnet.deploy.hub import export_model
+    from digitnet.deploy.export import export_model
     from digitnet.training.loop import fit
 
     data = make_synthetic_mnist(tmp_path / "mnist")

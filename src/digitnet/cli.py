@@ -485,7 +485,7 @@ def _add_serve_command(sub) -> None:
 
 # ------------------------------------------------------------------------------ export, publish
 def _print_export(info: dict) -> None:
-    from digitnet.deploy.hub import format_size
+    from digitnet.deploy.export import format_size
     from digitnet.evaluation.evaluate import format_results
 
     print(format_results(info["results"]))
@@ -498,7 +498,7 @@ def _print_export(info: dict) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from digitnet.deploy.hub import export_model
+    from digitnet.deploy.export import export_model
 
     info = export_model(args.ref, args.out, args.data_dir, args.models_dir, onnx=args.onnx,
                         repo_id=args.repo_id)
@@ -508,14 +508,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from digitnet.deploy.hub import format_plan, publish
+    from digitnet.deploy.publish import PublishOptions, format_plan, publish
 
     def log(message: str) -> None:
         print(f"publish: {message}", file=sys.stderr)
 
-    info = publish(args.ref, args.repo_id, args.out, via=args.via, remote=args.remote,
-                   dry_run=args.dry_run, onnx=args.onnx, data_dir=args.data_dir,
-                   models_dir=args.models_dir, log=log)
+    options = PublishOptions(repo_id=args.repo_id, out=args.out, via=args.via,
+                             remote=args.remote, dry_run=args.dry_run, onnx=args.onnx,
+                             data_dir=args.data_dir, models_dir=args.models_dir)
+    info = publish(args.ref, options, log=log)
     print(f"{'would publish' if info['dry_run'] else 'published'} to {info['url']}: "
           f"\"{info['message']}\"")
     print(format_plan(info["plan"]))
