@@ -95,14 +95,14 @@ class TrainConfig:
     # digits (issue 14; see BENCHMARKS.md for the measurement behind them).
     arch: str = option("fast", "architecture name, e.g. cnn or cnn-v1; see `digitnet models "
                        "list`")  # a family name (the newest version) or an id such as "fast-v2"
-    version: int | None = option(  # the recipe key stays `version` (stored runs use it); the flag
-        None, "architecture version", flag="arch-version", range=Range(1),  # is --arch-version,
-        default_help="the newest")  # as `digitnet --version` is the package's version
+    # The key stays `version` (recipes and stored runs use it); its flag is --arch-version, since
+    # `digitnet --version` is the package's version.
+    version: int | None = option(None, "architecture version", flag="arch-version",
+                                 range=Range(1), default_help="the newest")
     epochs: int = option(6, "full passes over the training split", range=Range(1, 10_000))
     batch_size: int = option(512, "images per optimizer step", range=Range(1, 65_536))
-    lr: float = option(0.4, "peak learning rate (one-cycle schedule)",
-                       range=Range(0.0, lo_open=True))  # too large a value diverges, with a
-    # message saying so
+    lr: float = option(0.4, "peak learning rate (one-cycle schedule)",  # too large a value
+                       range=Range(0.0, lo_open=True))  # diverges, with a message saying so
     optimizer: str = option("sgd", "optimizer: sgd (Nesterov momentum 0.9) or adamw",
                             choices=("sgd", "adamw"))
     weight_decay: float = option(1e-3, "weight decay of conv and linear weights (not of batch "
