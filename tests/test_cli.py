@@ -10,8 +10,14 @@ import pytest
 
 import digitnet
 from digitnet.cli import main
-from digitnet.models import (DEFAULT_ARCH, count_flops, count_parameters, create_model, get_spec,
-                             list_specs)
+from digitnet.models import (
+    DEFAULT_ARCH,
+    count_flops,
+    count_parameters,
+    create_model,
+    get_spec,
+    list_specs,
+)
 from digitnet.store import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +124,8 @@ def test_every_train_flag_reaches_the_recorded_recipe(tmp_path, synthetic_mnist,
                  weight_decay=0.001, label_smoothing=0.05, augment_severity=4, augment_kind="shift",
                  seed=7, val_size=30, subset=100, threads=1, precision="bf16", name="all",
                  max_steps=3)
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
+    flag = {"version": "arch-version"}  # `digitnet --version` is the package's version
+    argv = [f"--{flag.get(k, k.replace('_', '-'))}={v}" for k, v in flags.items()]
     assert main(["train", *argv, "--augment", "--class-weighting", "--data", "mnist", "--device",
                  "cpu", "--json", str(summary), "--no-progress", "--data-dir", str(synthetic_mnist),
                  "--models-dir", str(models)]) == 0
@@ -177,6 +184,56 @@ def test_defaults_the_readme_states(argv, defaults):
     args = vars(build_parser().parse_args(argv))
     assert {k: args[k] for k in defaults} == defaults
     assert DEFAULT_DATASET == "mnist-test"
+
+
+def test_train_flags_are_generated_from_the_config_fields(capsys):
+    """`digitnet train` has one flag per TrainConfig field that the CLI sets, in field order,
+    with the help, range, choices and default of the field's metadata; none given keeps the
+    recipe's values (None)."""
+    import dataclasses
+
+    from digitnet.cli import build_parser
+    from digitnet.config import TrainConfig
+
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]]
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - {f.name for f in fields} == {
+        "warmup_frac", "eval_batch_size"}  # set only by recipe files, as before
+    args = vars(build_parser().parse_args(["train"]))
+    assert all(args[f.name] is None for f in fields)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    flags = re.findall(r"\[(--[\w-]+)", text.split("options:")[0])
+    assert flags[:len(fields)] == [
+        "--arch-version" if f.name == "version" else f"--{f.name.replace('_', '-')}"
+        for f in fields]
+    for phrase in ("--epochs EPOCHS full passes over the training split, 1-10000 (default: 6)",
+                   "--optimizer {sgd,adamw}", "--augment-kind {warp,shift,handwriting}",
+                   "--augment, --no-augment augment training batches (default: on)",
+                   "--lr LR peak learning rate (one-cycle schedule), > 0 and finite (default: 0.4)",
+                   "--seed SEED random seed (weights, shuffling, augmentation, dropout), "
+                   "0-2**63-1 (default: 0)",
+                   "--arch-version ARCH_VERSION architecture version, >= 1 (default: the newest)",
+                   "--threads THREADS torch intra-op threads, 1-256 (default: torch's choice)",
+                   "(default: a timestamp)", "(default: mnist)", "(default: no limit)"):
+        assert phrase in text, phrase
+
+
+def test_train_arch_version_is_not_the_package_version(tmp_path, capsys):
+    """`digitnet --version` is the package's version; train's architecture version is
+    --arch-version (the `version` key of a recipe), and the ARCH-vN form must agree with it."""
+    from digitnet.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--arch-version", "2"]).version == 2
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["train", "--version", "2"])
+    assert info.value.code == 2 and "unrecognized arguments: --version" in capsys.readouterr().err
+    models = tmp_path / "models"
+    assert main(["train", "--arch", "cnn-v1", "--arch-version", "2", "--models-dir",
+                 str(models)]) == 1
+    assert ("architecture 'cnn-v1' conflicts with version 2 (--arch-version, or `version` in a "
+            "recipe)") in capsys.readouterr().err
+    assert not models.exists()
 
 
 @pytest.fixture

@@ -119,6 +119,46 @@ def test_registered_versions_stay_frozen():
     assert not missing, f"record new versions {missing} with: python tests/test_models.py"
 
 
+def test_model_args_are_the_constructor_arguments_with_defaults():
+    """record_model_args records what the constructor was called with, bound to its signature
+    with the defaults filled in, in the signature's order, tuples as new lists: model classes
+    do not repeat their signature (issue 15)."""
+    from torch import nn
+
+    from digitnet.models import record_model_args
+
+    @record_model_args
+    class Toy(nn.Module):
+        def __init__(self, widths: list[int], dropout: float = 0.0, in_chans: int = 1):
+            super().__init__()
+            self.widths = widths
+
+    stages = [(8,), (16, 16)]
+    toy = Toy(stages, in_chans=3)
+    assert list(toy.model_args.items()) == [
+        ("widths", [[8], [16, 16]]), ("dropout", 0.0), ("in_chans", 3)]
+    stages.append((32,))
+    assert toy.model_args["widths"] == [[8], [16, 16]]  # a copy, not the caller's list
+    assert Toy(**toy.model_args).model_args == toy.model_args
+    with pytest.raises(TypeError):
+        Toy()  # the constructor's own error for a missing argument
+
+    with pytest.raises(TypeError, match="takes \\*args or \\*\\*kwargs"):
+        @record_model_args
+        class Loose(nn.Module):
+            def __init__(self, **kwargs):
+                super().__init__()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_model_args_rebuild_the_same_architecture(arch):
+    """The recorded arguments, given back to the family's class, rebuild the same definition."""
+    model = create_model(arch)
+    again = type(model)(**model.model_args)
+    assert again.model_args == model.model_args
+    assert architecture_signature(again) == architecture_signature(model)
+
+
 # ------------------------------------------------------------------- README promises (issue 18)
 README = Path(__file__).resolve().parents[1] / "README.md"
 

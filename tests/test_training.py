@@ -913,8 +913,13 @@ BAD_VALUES = [
     ("val-size", "-1", ">= 0, got -1"),
     ("subset", "9", ">= 10, got 9"),
     ("max-steps", "0", ">= 1, got 0"),
-    ("version", "0", ">= 1, got 0"),
+    ("arch-version", "0", ">= 1, got 0"),
 ]
+
+
+def _field(flag: str) -> str:
+    """The TrainConfig field a flag sets: --arch-version sets `version`, others their own name."""
+    return "version" if flag == "arch-version" else flag.replace("-", "_")
 
 
 @pytest.mark.parametrize("flag, value, message", BAD_VALUES)
@@ -924,7 +929,7 @@ def test_out_of_range_flag_is_one_line_before_any_work(tmp_path, synthetic_mnist
     code = main(["train", f"--{flag}={value}", "--data-dir", str(synthetic_mnist),
                  "--models-dir", str(models), "--no-progress"])
     err = capsys.readouterr().err
-    field = flag.replace("-", "_")
+    field = _field(flag)
     assert code == 1
     assert err == f"digitnet: error: invalid training configuration: {field} must be {message}\n"
     assert not models.exists()
@@ -941,7 +946,7 @@ def test_out_of_range_value_in_a_resumed_config_is_refused(finished_run, tmp_pat
     data, models = copy_store(finished_run, tmp_path)
     run_dir = models / "cnn-v1" / "done"
     config = json.loads((run_dir / "config.json").read_text())
-    field = flag.replace("-", "_")
+    field = _field(flag)
     config["train"][field] = _typed(flag, value)
     (run_dir / "config.json").write_text(json.dumps(config))  # NaN and Infinity as json writes them
     before = snapshot(models)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from digitnet import __version__
 from digitnet.calibration import TemperatureScaled
 from digitnet.deploy.hub import (
     EXPORT_FORMAT,
@@ -34,6 +33,7 @@ from digitnet.errors import DigitnetError
 from digitnet.fileio import atomic_write_json, atomic_write_text
 from digitnet.store import CONFIG_FILE, LoadedModel
 from digitnet.training.checkpoint import WEIGHTS_FILE, save_state_dict
+from digitnet.version import __version__
 
 DEFAULT_OUT = "huggingface"
 EXPORT_DATASETS = ("mnist-test", "mnist-test-augmented")  # evaluated for the model card

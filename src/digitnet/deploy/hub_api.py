@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet import __version__
 from digitnet.deploy.hub import _first_line, _network_errors, hub_endpoint
 from digitnet.errors import DigitnetError
+from digitnet.version import __version__
 
 
 def resolve_token() -> str | None:

@@ -7,6 +7,8 @@ registering a new version number; old versions stay as they are so old models ke
 from __future__ import annotations
 
 import fnmatch
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,8 +36,8 @@ _REGISTRY: dict[tuple[str, int], ModelSpec] = {}
 def register_model(name: str, version: int, description: str):
     """Decorator that registers a builder under (name, version); a duplicate raises.
 
-    The builder takes keyword overrides and returns an `nn.Module` whose `model_args` attribute
-    holds every constructor argument as JSON-able primitives.
+    The builder takes keyword overrides and returns an instance of a `record_model_args` class,
+    whose `model_args` attribute holds every constructor argument as JSON-able primitives.
     """
     if not isinstance(version, int) or version < 1:
         raise ValueError(f"model {name!r}: version must be a positive integer, got {version!r}")
@@ -50,12 +52,46 @@ def register_model(name: str, version: int, description: str):
     return decorator
 
 
+def record_model_args(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator for a model family: each instance gets `model_args`, the arguments its
+    constructor was called with, bound to the signature with the defaults filled in, in the
+    signature's order, tuples as lists: `cls(**model_args)` rebuilds the model. They are stored
+    with every trained model, and the store compares them with the registered version's.
+
+    Raises:
+        TypeError: the constructor takes *args or **kwargs (model_args would not name them).
+    """
+    init = cls.__init__
+    signature = inspect.signature(init)
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    if any(p.kind in variadic for p in signature.parameters.values()):
+        raise TypeError(f"{cls.__name__}.__init__ takes *args or **kwargs; model_args needs "
+                        f"named arguments")
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        self.model_args = {name: _plain(value) for name, value in bound.arguments.items()
+                           if name != "self"}
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _plain(value):
+    """Tuples (and lists) of values as new lists, recursively: JSON-able and not shared."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def parse_arch(arch: str, version: int | None = None) -> tuple[str, int | None]:
     """Split "cnn-v2" into ("cnn", 2); a plain "cnn" keeps `version` (None: the newest)."""
     name, sep, tail = arch.rpartition("-v")
     if sep and tail.isdigit():
         if version is not None and version != int(tail):
-            raise DigitnetError(f"architecture {arch!r} conflicts with --version {version}")
+            raise DigitnetError(f"architecture {arch!r} conflicts with version {version} "
+                                f"(--arch-version, or `version` in a recipe)")
         return name, int(tail)
     return arch, version
 
@@ -110,7 +146,8 @@ def count_flops(model: nn.Module, input_size=(1, 1, 28, 28)) -> int:
         elif isinstance(module, nn.Linear):
             flops += 2 * output.numel() * module.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     model.eval()
     with torch.no_grad():

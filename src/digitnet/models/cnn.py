@@ -1,11 +1,12 @@
-"""A small modern CNN: 3x3 convolutions with batch norm, max pooling, and a small classifier head."""
+"""A small modern CNN: 3x3 convolutions with batch norm, max pooling, and a small classifier
+head."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from digitnet.constants import NUM_CLASSES
-from digitnet.models._registry import register_model
+from digitnet.models._registry import record_model_args, register_model
 
 
 def conv_bn(in_chans: int, out_chans: int) -> list[nn.Module]:
@@ -13,14 +14,13 @@ def conv_bn(in_chans: int, out_chans: int) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
+@record_model_args
 class SmallCNN(nn.Module):
     """`stages` lists the conv widths of each stage; each stage ends in 2x2 max pooling."""
 
     def __init__(self, stages: list[list[int]], dropout: float = 0.0, in_chans: int = 1,
                  num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.model_args = dict(stages=[list(s) for s in stages], dropout=dropout,
-                               in_chans=in_chans, num_classes=num_classes)
         layers: list[nn.Module] = []
         width = in_chans
         for stage in stages:
@@ -30,7 +30,8 @@ class SmallCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))  # 28 -> 14 -> 7 -> 3
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_classes)
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+            nn.Linear(width, num_classes)
         )
 
     def forward(self, x):  # (B, 1, 28, 28) -> (B, 10) logits

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from digitnet.constants import IMAGE_SIZE, NUM_CLASSES
-from digitnet.models._registry import register_model
+from digitnet.models._registry import record_model_args, register_model
 from digitnet.models.cnn import SmallCNN
 
 
@@ -25,6 +25,7 @@ def conv_bn(in_chans: int, out_chans: int, stride: int = 1) -> list[nn.Module]:
             nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True)]
 
 
+@record_model_args
 class StridedCNN(nn.Module):
     """A stride-`stem_stride` 3x3 stem, then stages of 3x3 conv + BN each ending in 2x2 max
     pooling, then a global max pool and a linear classifier."""
@@ -32,9 +33,6 @@ class StridedCNN(nn.Module):
     def __init__(self, stem_width: int, stages: list[list[int]], stem_stride: int = 2,
                  dropout: float = 0.0, in_chans: int = 1, num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.model_args = dict(stem_width=stem_width, stages=[list(s) for s in stages],
-                               stem_stride=stem_stride, dropout=dropout, in_chans=in_chans,
-                               num_classes=num_classes)
         layers = conv_bn(in_chans, stem_width, stem_stride)  # (B, stem_width, 14, 14) for stride 2
         width = stem_width
         for stage in stages:
@@ -52,6 +50,7 @@ class StridedCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@record_model_args
 class PoolFirstCNN(nn.Module):
     """An optional stride-2 3x3 conv + BN stem (`stem_width`; None = no stem), then stages of
     3x3 conv -> 2x2 max pool -> BN -> ReLU, then an MLP (one hidden layer) on the flattened
@@ -60,8 +59,6 @@ class PoolFirstCNN(nn.Module):
     def __init__(self, stem_width: int | None, widths: list[int], hidden: int, in_chans: int = 1,
                  num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.model_args = dict(stem_width=stem_width, widths=list(widths), hidden=hidden,
-                               in_chans=in_chans, num_classes=num_classes)
         layers, width, side = [], in_chans, IMAGE_SIZE
         if stem_width is not None:
             layers, width = conv_bn(in_chans, stem_width, stride=2), stem_width
@@ -96,7 +93,7 @@ def wide_v1(**kwargs):
     return SmallCNN(**dict(stages=[[32], [64, 64], [128, 128]], dropout=0.1, **kwargs))
 
 
-@register_model("wide", 2, "3x3 conv (32, 64, 128) at 28, 14 and 7 px, each followed by max pooling "
-                "then BN, MLP head (256) on the 3x3 map")
+@register_model("wide", 2, "3x3 conv (32, 64, 128) at 28, 14 and 7 px, each followed by max "
+                "pooling then BN, MLP head (256) on the 3x3 map")
 def wide_v2(**kwargs):
     return PoolFirstCNN(**dict(stem_width=None, widths=[32, 64, 128], hidden=256, **kwargs))

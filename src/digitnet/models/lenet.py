@@ -5,13 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from digitnet.constants import NUM_CLASSES
-from digitnet.models._registry import register_model
+from digitnet.models._registry import record_model_args, register_model
 
 
+@record_model_args
 class LeNet5(nn.Module):
     def __init__(self, activation: str = "relu", in_chans: int = 1, num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.model_args = dict(activation=activation, in_chans=in_chans, num_classes=num_classes)
         act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, 6, 5, padding=2), act(), nn.MaxPool2d(2),  # (B, 6, 14, 14)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from digitnet.constants import IMAGE_SIZE, NUM_CLASSES
-from digitnet.models._registry import register_model
+from digitnet.models._registry import record_model_args, register_model
 
 
+@record_model_args
 class MLP(nn.Module):
     def __init__(self, hidden: list[int], dropout: float = 0.0, in_chans: int = 1,
                  num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.model_args = dict(hidden=list(hidden), dropout=dropout, in_chans=in_chans,
-                               num_classes=num_classes)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_chans * IMAGE_SIZE * IMAGE_SIZE
         for h in hidden:

@@ -12,17 +12,16 @@ from __future__ import annotations
 from torch import nn
 
 from digitnet.constants import IMAGE_SIZE, NUM_CLASSES
-from digitnet.models._registry import register_model
+from digitnet.models._registry import record_model_args, register_model
 
 
+@record_model_args
 class ValidConvNet(nn.Module):
     """`widths` convolutions of `kernel_size` (no padding) + BN + ReLU, then flatten -> linear."""
 
     def __init__(self, widths: list[int], kernel_size: int, in_chans: int = 1,
                  num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.model_args = dict(widths=list(widths), kernel_size=kernel_size, in_chans=in_chans,
-                               num_classes=num_classes)
         layers, width, side = [], in_chans, IMAGE_SIZE
         for out in widths:
             layers += [nn.Conv2d(width, out, kernel_size, bias=False), nn.BatchNorm2d(out),
