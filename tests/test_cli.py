@@ -1,6 +1,7 @@
 """The `digitnet` command line as the README describes it: --version, `models list`, the model
 store from $DIGITNET_MODELS_DIR, JSON recipes, and flags overriding a recipe."""
 
+import importlib.metadata
 import json
 import re
 import tomllib
@@ -29,7 +30,12 @@ def test_version_is_the_package_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    # written once, in digitnet/version.py, which pyproject.toml reads
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "digitnet.version.__version__"}
+    version = importlib.metadata.version("digitnet")
     assert version == digitnet.__version__
     assert capsys.readouterr().out.strip() == f"digitnet {version}"
 
