@@ -14,11 +14,9 @@ from matplotlib.figure import Figure
 from digitnet.cli import main
 from digitnet.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
 from digitnet.data.datasets import load_splits
-from digitnet.data.explore import (
-    PLOT_FILES,
+from digitnet.data.explore import PLOT_FILES, create_figures, explore
+from digitnet.data.stats import (
     class_distribution,
-    create_figures,
-    explore,
     find_duplicates,
     ink_by_class,
     mean_images,

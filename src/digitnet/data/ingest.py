@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from digitnet.constants import IMAGE_SIZE, LABEL_NAMES, NUM_CLASSES
 from digitnet.data.datasets import TensorDataset
-from digitnet.data.explore import class_distribution
+from digitnet.data.stats import class_distribution
 from digitnet.data.idx import IdxError, read_idx, write_idx
 from digitnet.data.preprocess import PREPROCESS_VERSION, ImageError, preprocess
 from digitnet.errors import DigitnetError

@@ -1,16 +1,12 @@
-"""Figures for evaluation reports: each function returns a matplotlib Figure; the caller saves it.
-
-Figures are built with `matplotlib.figure.Figure` directly (no pyplot state, no display needed),
-so they work on headless machines and in threads; `save_figure` writes them as PNG.
+"""Figures for evaluation reports: each function returns a matplotlib Figure; the caller saves it
+with `save_figure` (digitnet/figures.py; importable from here too, as report.py, compare.py and
+deploy/hub.py do).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
@@ -19,28 +15,9 @@ from matplotlib.ticker import MaxNLocator
 
 from digitnet.constants import LABEL_NAMES
 from digitnet.evaluation.metrics import ECE_BINS, reliability_bins
-from digitnet.fileio import atomic_write_bytes
+from digitnet.figures import save_figure as save_figure
 
-DPI = 150  # sharp in reports; the figures here come out at 30-100 kB each
 _MISSING = object()
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Save `fig` as PNG (creating folders, atomically), then close it so it frees its memory.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())  # a reader never sees half a PNG
-    fig.clear()
-    if getattr(fig, "number", None) is not None:  # a pyplot figure: also drop pyplot's reference
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return path
 
 
 def _text_color(rgba) -> str:
