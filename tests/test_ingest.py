@@ -24,22 +24,22 @@ import digitnet
 from digitnet import fileio
 from digitnet.cli import main
 from digitnet.data import ingest as ingest_module
-from digitnet.data.datasets import TensorDataset
-from digitnet.data.idx import read_idx, write_idx
-from digitnet.data.ingest import (
+from digitnet.data import sources as sources_module
+from digitnet.data.balance import balance_indices, balance_report
+from digitnet.data.dataset_store import (
     IMAGES_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
     REPORT_FILE,
-    balance_indices,
-    balance_report,
-    combine_training_data,
-    ingest,
     list_datasets,
     load_dataset,
     read_manifest,
 )
+from digitnet.data.datasets import TensorDataset
+from digitnet.data.idx import read_idx, write_idx
+from digitnet.data.ingest import ingest
 from digitnet.data.preprocess import PREPROCESS_VERSION
+from digitnet.data.training_data import combine_training_data
 from digitnet.errors import DigitnetError
 
 from bounded import run_bounded
@@ -360,7 +360,7 @@ def test_csv_source_that_never_ends_or_is_too_large(tmp_path, store, monkeypatch
     assert isinstance(error, DigitnetError)
     assert str(error) == f"{tmp_path / 'pipe.csv'}: expected a regular CSV file, found a FIFO"
     (tmp_path / "big.csv").write_text("a.png,1\n" * 10)
-    monkeypatch.setattr(ingest_module, "MAX_CSV_BYTES", 79)
+    monkeypatch.setattr(sources_module, "MAX_CSV_BYTES", 79)
     with pytest.raises(DigitnetError, match="big.csv: CSV file larger than the limit of 79 bytes"):
         ingest(tmp_path / "big.csv", "mine", datasets_dir=store)
 

@@ -27,8 +27,10 @@ from digitnet.data.handwriting import (
 from digitnet.errors import DigitnetError
 
 MAX_SEVERITY = 5
-DEFAULT_SEVERITY = 3  # the level of the fixed augmented test set
-AUGMENTED_TEST_NAME = "mnist-test-augmented"
+# The fixed augmented test set: MNIST test under `make_augmented_dataset` with these defaults
+AUGMENTED = "mnist-test-augmented"  # its dataset name; AUGMENTED:N picks severity N
+AUGMENTED_SEVERITY = 3
+AUGMENTED_SEED = 0  # every model sees the same augmented images
 _TRUNCATE_SIGMAS = 3.0  # Gaussian kernel radius in standard deviations
 
 
@@ -392,8 +394,8 @@ def augment_batch(
 def make_augmented_dataset(
     images: torch.Tensor,
     labels: torch.Tensor,
-    severity: int = DEFAULT_SEVERITY,
-    seed: int = 0,
+    severity: int = AUGMENTED_SEVERITY,
+    seed: int = AUGMENTED_SEED,
     batch_size: int = 1000,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed augmented copy of a dataset (e.g. `mnist-test-augmented` from the test set).

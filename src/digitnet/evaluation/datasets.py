@@ -20,14 +20,19 @@ import numpy as np
 import torch
 
 from digitnet.constants import NUM_CLASSES
+from digitnet.data.augment import (
+    AUGMENTED,
+    AUGMENTED_SEED,
+    AUGMENTED_SEVERITY,
+    MAX_SEVERITY,
+    make_augmented_dataset,
+)
+from digitnet.data.dataset_store import list_datasets, load_dataset
 from digitnet.data.datasets import DEFAULT_VAL_SIZE, TensorDataset, train_val_split
 from digitnet.errors import DigitnetError
 from digitnet.fileio import check_regular_file
 
 DEFAULT_DATASET = "mnist-test"
-AUGMENTED = "mnist-test-augmented"
-AUGMENTED_SEED = 0  # every model sees the same augmented images
-AUGMENTED_SEVERITY = 3
 
 
 @lru_cache(maxsize=2)
@@ -103,13 +108,11 @@ def load_eval_dataset(
         m = _mnist(key)
         return train_val_split(m.train_images, m.train_labels, val_size)[1]
     if name == AUGMENTED or name.startswith(AUGMENTED + ":"):
-        from digitnet.data.augment import make_augmented_dataset
-
         severity = AUGMENTED_SEVERITY
         if ":" in name:
             level = name.split(":", 1)[1]
-            if not level.isdigit() or not 1 <= int(level) <= 5:
-                raise DigitnetError(f"dataset {name!r}: severity must be 1 to 5")
+            if not level.isdigit() or not 1 <= int(level) <= MAX_SEVERITY:
+                raise DigitnetError(f"dataset {name!r}: severity must be 1 to {MAX_SEVERITY}")
             severity = int(level)
         m = _mnist(key)
         images, labels = make_augmented_dataset(m.test_images, m.test_labels, severity, AUGMENTED_SEED)
@@ -117,8 +120,6 @@ def load_eval_dataset(
     if "," in name:
         images_path, labels_path = name.split(",", 1)
         return load_idx_pair(images_path, labels_path, Path(images_path).name.split(".")[0])
-    from digitnet.data.ingest import list_datasets, load_dataset
-
     if "/" not in name and name in list_datasets():  # an ingested name wins over a folder ./NAME
         return load_dataset(name)
     if Path(name).is_dir():
