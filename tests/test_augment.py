@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 
-from digitnet.data.augment import (
-    MAX_SEVERITY,
-    AugmentConfig,
-    _elastic_field,
-    augment_batch,
-    make_augmented_dataset,
-    shift_batch,
-)
+from digitnet.data.augment import augment_batch, make_augmented_dataset, shift_batch
+from digitnet.data.augment_config import MAX_SEVERITY, AugmentConfig
 from digitnet.data.mnist import load_mnist
+from digitnet.data.warp import draw_elastic_field
 from digitnet.errors import DigitnetError
 from pinned import assert_matches_pinned
 
@@ -192,7 +187,7 @@ def test_noise_has_the_configured_std():
 
 def test_elastic_field_rms_is_alpha_pixels():
     cfg = AugmentConfig(elastic_alpha=2.0, elastic_sigma=3.0)
-    field = _elastic_field(cfg, 256, 28, torch.Generator().manual_seed(0)) * (28 / 2)  # pixels
+    field = draw_elastic_field(cfg, 256, 28, torch.Generator().manual_seed(0)) * (28 / 2)  # pixels
     interior = field[:, 10:18, 10:18]  # the blur's zero padding damps the border
     assert interior.square().mean().sqrt().item() == pytest.approx(2.0, rel=0.1)
 
@@ -368,11 +363,11 @@ def test_augmented_dataset_batch_size_is_checked_and_empty_is_fine():
 
 
 def test_gaussian_kernel_radius_is_three_sigmas_at_least_one():
-    from digitnet.data.augment import _gaussian_kernel
+    from digitnet.data.warp import gaussian_kernel
 
-    assert len(_gaussian_kernel(0.3)) == 3 and len(_gaussian_kernel(1.0)) == 7
-    assert len(_gaussian_kernel(4.0)) == 25
-    assert float(_gaussian_kernel(2.0).sum()) == pytest.approx(1.0)
+    assert len(gaussian_kernel(0.3)) == 3 and len(gaussian_kernel(1.0)) == 7
+    assert len(gaussian_kernel(4.0)) == 25
+    assert float(gaussian_kernel(2.0).sum()) == pytest.approx(1.0)
 
 
 def test_augmented_dataset_defaults_are_the_published_definition():
@@ -409,10 +404,10 @@ def test_shift_batch_by_one_moves_and_zero_draws_nothing():
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 4.0])
 def test_gaussian_matrix_is_convolution_with_the_kernel(sigma):
-    from digitnet.data.augment import _gaussian_kernel, _gaussian_matrix
+    from digitnet.data.warp import gaussian_kernel, gaussian_matrix
 
-    kernel = _gaussian_kernel(sigma)
-    g = _gaussian_matrix(sigma, 28)
+    kernel = gaussian_kernel(sigma)
+    g = gaussian_matrix(sigma, 28)
     for j in (0, 5, 27):  # each column: the kernel centred on j, cut at the borders
         e = torch.zeros(28)
         e[j] = 1.0
