@@ -20,7 +20,7 @@ from PIL import Image
 from digitnet.cli import main
 from digitnet.data.idx import read_idx
 from digitnet.data.preprocess import preprocess
-from digitnet.deploy import serve
+from digitnet.deploy import serve, serve_content, server
 from digitnet.errors import DigitnetError
 from digitnet.store import ModelRef
 
@@ -171,7 +171,7 @@ def small_limit(model, monkeypatch) -> TestClient:
         raise AssertionError("an oversize upload reached predict_images")
 
     app = serve.create_app(model["loaded"], max_upload_mb=0.02)
-    monkeypatch.setattr(serve, "predict_images", refuse)
+    monkeypatch.setattr(serve_content, "predict_images", refuse)
     return TestClient(app)
 
 
@@ -275,8 +275,8 @@ def test_accepted_connections_have_nagle_off():
 
 
 def test_missing_packages_named_with_the_install_hint(model, no_server, monkeypatch, capsys):
-    real = serve.importlib.util.find_spec
-    monkeypatch.setattr(serve.importlib.util, "find_spec",
+    real = server.importlib.util.find_spec
+    monkeypatch.setattr(server.importlib.util, "find_spec",
                         lambda name: None if name == "uvicorn" else real(name))
     assert main(["serve", REF, "--models-dir", model["models"]]) == 1
     assert ("digitnet serve needs uvicorn, which is not installed: pip install 'digitnet[serve]'"
