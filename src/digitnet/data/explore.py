@@ -69,15 +69,15 @@ def render_report(stats: dict) -> str:
     lines = [
         "# MNIST exploration",
         "",
-        f"Data folder `{stats['data_dir']}`; validation split: {stats['val_size']:,} images, "
-        f"stratified, seed {stats['split_seed']}, taken out of the original training images.",
+        (f"Data folder `{stats['data_dir']}`; validation split: {stats['val_size']:,} images, "
+         f"stratified, seed {stats['split_seed']}, taken out of the original training images."),
         "",
         "## Normalisation constants",
         "",
-        f"Pixels scaled to [0, 1] over all {norm['images']:,} original training images: "
-        f"mean **{norm['mean']:.6f}**, std **{norm['std']:.6f}** "
-        f"(`constants.py`: {MNIST_MEAN} and {MNIST_STD}, "
-        f"{'agree' if norm['constants_agree'] else 'DISAGREE'} to {CONSTANT_TOLERANCE}).",
+        (f"Pixels scaled to [0, 1] over all {norm['images']:,} original training images: "
+         f"mean **{norm['mean']:.6f}**, std **{norm['std']:.6f}** "
+         f"(`constants.py`: {MNIST_MEAN} and {MNIST_STD}, "
+         f"{'agree' if norm['constants_agree'] else 'DISAGREE'} to {CONSTANT_TOLERANCE})."),
         "",
         "## Class distribution",
         "",
@@ -137,8 +137,8 @@ def render_report(stats: dict) -> str:
         "",
         "## Samples",
         "",
-        f"{stats['samples']['per_class']} training images per class, chosen at random with seed "
-        f"{stats['samples']['seed']} (indices into the train split are in `stats.json`).",
+        (f"{stats['samples']['per_class']} training images per class, chosen at random with seed "
+         f"{stats['samples']['seed']} (indices into the train split are in `stats.json`)."),
         "",
         f"![sample grid]({plots['sample_grid']})",
         "",
@@ -151,11 +151,11 @@ def _duplicates_section(dups: dict) -> list[str]:
     lines = [
         "## Exact duplicates",
         "",
-        f"Method: {dups['method']}. {dups['total_images']:,} images, "
-        f"{dups['unique_images']:,} distinct.",
+        (f"Method: {dups['method']}. {dups['total_images']:,} images, "
+         f"{dups['unique_images']:,} distinct."),
         "",
-        "| within | duplicate groups | images in groups | redundant copies | conflicting labels "
-        "| examples |",
+        ("| within | duplicate groups | images in groups | redundant copies | conflicting labels "
+         "| examples |"),
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for s, d in dups["within"].items():
@@ -198,9 +198,9 @@ def format_summary(stats: dict) -> str:
         )
     across = ", ".join(f"{p} {d['groups']}" for p, d in stats["duplicates"]["across"].items())
     lines += [
-        f"normalisation (all {norm['images']:,} training images): mean {norm['mean']:.6f}, "
-        f"std {norm['std']:.6f} ({'agrees' if norm['constants_agree'] else 'DISAGREES'} with "
-        f"constants.py {MNIST_MEAN}/{MNIST_STD})",
+        (f"normalisation (all {norm['images']:,} training images): mean {norm['mean']:.6f}, "
+         f"std {norm['std']:.6f} ({'agrees' if norm['constants_agree'] else 'DISAGREES'} with "
+         f"constants.py {MNIST_MEAN}/{MNIST_STD})"),
         f"duplicate groups across splits: {across}",
         f"wrote {stats['out_dir']}/report.md, stats.json and {len(stats['plots'])} plots",
     ]

@@ -94,7 +94,7 @@ def _montage(tiles: np.ndarray, pad: int = 2) -> np.ndarray:
 def plot_sample_grid(images: np.ndarray, indices: np.ndarray, title: str, pad: int = 2) -> Figure:
     """Examples drawn as one image: row c shows `images[indices[c]]` (-1 leaves a blank)."""
     rows, cols = indices.shape
-    h, w = images.shape[1:]
+    h = images.shape[1]
     tiles = images[np.clip(indices, 0, None)].astype(np.float64)  # (rows, cols, H, W)
     tiles[indices < 0] = 0.0
     fig = Figure(figsize=(0.75 * cols + 1.0, 0.75 * rows + 0.6), layout="constrained")

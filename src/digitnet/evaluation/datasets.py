@@ -116,7 +116,7 @@ def load_eval_dataset(
             severity = int(level)
         m = _mnist(key)
         images, labels = make_augmented_dataset(m.test_images, m.test_labels, severity, AUGMENTED_SEED)
-        return TensorDataset(name if ":" in name else f"{AUGMENTED}", images, labels)
+        return TensorDataset(name, images, labels)
     if "," in name:
         images_path, labels_path = name.split(",", 1)
         return load_idx_pair(images_path, labels_path, Path(images_path).name.split(".")[0])

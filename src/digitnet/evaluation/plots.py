@@ -15,10 +15,12 @@ from matplotlib.ticker import MaxNLocator
 
 from digitnet.constants import LABEL_NAMES
 from digitnet.evaluation.metrics import ECE_BINS, reliability_bins
-from digitnet.figures import save_figure as save_figure
+from digitnet.figures import save_figure
 
-_MISSING = object()
-
+__all__ = [
+    "plot_comparison", "plot_confusion_matrix", "plot_metric_by_epoch", "plot_misclassified",
+    "plot_per_class", "plot_reliability_diagram", "plot_training_curves", "save_figure",
+]
 
 def _text_color(rgba) -> str:
     """Black or white, whichever reads better on a cell of colour `rgba`."""
@@ -154,8 +156,8 @@ def _series(history: Sequence[Mapping], key: str) -> tuple[list, list]:
     """(epochs, values) of `key` over the epochs where it is present, finite and not None."""
     xs, ys = [], []
     for i, row in enumerate(history):
-        value = row.get(key, _MISSING)
-        if value is _MISSING or value is None:
+        value = row.get(key)
+        if value is None:
             continue
         value = float(value)
         if math.isfinite(value):
