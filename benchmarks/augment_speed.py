@@ -39,7 +39,8 @@ def make_step(kind: str, level: int, images: torch.Tensor, generator: torch.Gene
     """A function that augments `images` once, as training does for `kind` at `level`."""
     if kind == "shift":
         return lambda: shift_batch(images, level, generator)
-    cfg = AugmentConfig.for_severity(level) if kind == "warp" else AugmentConfig.for_handwriting(level)
+    preset = AugmentConfig.for_severity if kind == "warp" else AugmentConfig.for_handwriting
+    cfg = preset(level)
     return lambda: augment_batch(images, cfg, generator)
 
 

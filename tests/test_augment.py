@@ -258,7 +258,8 @@ def test_each_operation_gives_pinned_bytes(kwargs):
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 def test_severity_presets_give_pinned_bytes(severity):
     labels = torch.arange(20)
-    out, out_labels = make_augmented_dataset(_digits(20), labels, severity=severity, seed=1, batch_size=7)
+    out, out_labels = make_augmented_dataset(_digits(20), labels, severity=severity, seed=1,
+                                             batch_size=7)
     assert_matches_pinned(f"severity-{severity}", out)
     assert torch.equal(out_labels, labels) and out_labels is not labels
 
@@ -279,7 +280,8 @@ def test_shift_batch_moves_whole_pixels_with_zero_fill():
     assert _digest(out) == "2ec24a514fd192e7"
     for i in range(16):  # each output is its input moved by (dy, dx) in -3..3, zeros coming in
         matches = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
-                   if torch.equal(out[i], torch.roll(F_pad(images[i], 3), (dy, dx), (0, 1))[3:-3, 3:-3])]
+                   if torch.equal(out[i],
+                                  torch.roll(F_pad(images[i], 3), (dy, dx), (0, 1))[3:-3, 3:-3])]
         assert matches, i
     assert torch.equal(shift_batch(images, 0, torch.Generator()), images)
     assert shift_batch(images[:0], 2, torch.Generator()).shape == (0, 28, 28)
@@ -310,13 +312,15 @@ def test_augmented_dataset_defaults_are_the_published_definition():
 
 @pytest.mark.parametrize("shape", [(6, 20, 28), (6, 1, 20, 28), (6, 28, 20)])
 def test_shift_batch_non_square_and_channel_images(shape):
-    images = torch.randint(1, 255, shape, generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    images = torch.randint(1, 255, shape, generator=torch.Generator().manual_seed(1),
+                           dtype=torch.uint8)
     out = shift_batch(images, 2, torch.Generator().manual_seed(0))
     assert out.shape == images.shape and out.dtype == images.dtype
     flat_in, flat_out = images.reshape(6, *shape[-2:]), out.reshape(6, *shape[-2:])
     for i in range(6):
         padded = F_pad(flat_in[i], 2)
-        assert any(torch.equal(flat_out[i], padded[2 + dy: 2 + dy + shape[-2], 2 + dx: 2 + dx + shape[-1]])
+        assert any(torch.equal(flat_out[i],
+                               padded[2 + dy: 2 + dy + shape[-2], 2 + dx: 2 + dx + shape[-1]])
                    for dy in range(-2, 3) for dx in range(-2, 3)), i
 
 

@@ -33,8 +33,9 @@ def test_bad_config_raises(kwargs, field):
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(scale=(0.5, 0.5)), dict(scale=[0.9, 1.1]), dict(thickness_prob=0.0), dict(thickness_prob=1.0),
-    dict(rotate=0.0, shift=0.0, shear=0.0, elastic_alpha=0.0, noise_std=0.0), dict(elastic_sigma=0.01)])
+    dict(scale=(0.5, 0.5)), dict(scale=[0.9, 1.1]), dict(thickness_prob=0.0),
+    dict(thickness_prob=1.0), dict(rotate=0.0, shift=0.0, shear=0.0, elastic_alpha=0.0,
+                                   noise_std=0.0), dict(elastic_sigma=0.01)])
 def test_config_bounds_are_inclusive_where_documented(kwargs):
     cfg = AugmentConfig(**kwargs)
     assert isinstance(cfg.scale, tuple) and all(type(v) is float for v in cfg.scale)
@@ -57,7 +58,8 @@ def test_bad_config_message_names_field_and_expectation(kwargs, message):
 
 def test_severity_presets_and_message():
     assert AugmentConfig.for_severity(0) == AugmentConfig()
-    assert AugmentConfig.for_severity(3).rotate == 15 and AugmentConfig.for_severity(5).noise_std == 0.15
+    assert AugmentConfig.for_severity(3).rotate == 15
+    assert AugmentConfig.for_severity(5).noise_std == 0.15
     with pytest.raises(DigitnetError) as info:
         AugmentConfig.for_severity(7)
     assert str(info.value) == "augmentation severity must be an integer 0..5, got 7"

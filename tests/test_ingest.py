@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 
 import digitnet
+from bounded import run_bounded
+from digit_folders import mnist_test_digits, write_digits
 from digitnet import fileio
 from digitnet.cli import main
 from digitnet.data import ingest as ingest_module
@@ -38,9 +40,6 @@ from digitnet.data.idx import read_idx, write_idx
 from digitnet.data.ingest import ingest
 from digitnet.data.preprocess import PREPROCESS_VERSION
 from digitnet.errors import DigitnetError
-
-from bounded import run_bounded
-from digit_folders import mnist_test_digits, write_digits
 
 
 @pytest.fixture(scope="module")

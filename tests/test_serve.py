@@ -16,14 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SERVE_REF as REF
+from conftest import seven_png
 from digitnet.cli import main
 from digitnet.data.idx import read_idx
 from digitnet.data.preprocess import preprocess
 from digitnet.deploy import serve
 from digitnet.store import ModelRef
-
-from conftest import SERVE_REF as REF
-from conftest import seven_png
 from serve_client import post
 
 pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")

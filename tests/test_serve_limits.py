@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import seven_png
 from digitnet.deploy import serve, serve_content
 from digitnet.errors import DigitnetError
-
-from conftest import seven_png
 from serve_client import post
 
 pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")

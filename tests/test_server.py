@@ -11,11 +11,10 @@ import urllib.request
 
 import pytest
 
-from digitnet.cli import main
-from digitnet.deploy import serve, server
-
 from conftest import SERVE_REF as REF
 from conftest import digitnet_server, post_image, seven_png
+from digitnet.cli import main
+from digitnet.deploy import serve, server
 from serve_client import post
 
 pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")

@@ -163,7 +163,7 @@ def _independent_duplicates(images: dict, labels: dict) -> dict:
     """The same counts by a different method: a Python dict from image bytes to members."""
     members = defaultdict(list)
     for s in images:
-        for i, (image, label) in enumerate(zip(images[s], labels[s])):
+        for image, label in zip(images[s], labels[s]):
             members[image.tobytes()].append((s, int(label)))
     within = {}
     for s in images:

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from digit_folders import idx_bytes, mnist_test_digits, write_digits
 from digitnet.cli import main
 from digitnet.data.dataset_store import REPORT_FILE, load_dataset, read_manifest
 from digitnet.data.datasets import TensorDataset
 from digitnet.data.ingest import ingest
 from digitnet.data.training_data import combine_training_data
 from digitnet.errors import DigitnetError
-
-from digit_folders import idx_bytes, mnist_test_digits, write_digits
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,7 @@ def check_name(name: str) -> str:
 
 
 def known_datasets(root: Path) -> str:
+    """The datasets in `root` and how to make or name others, for error messages."""
     known = list_datasets(root)
     listing = f"ingested datasets in {root}: {', '.join(known)}" if known else \
         f"no ingested datasets in {root}"
@@ -94,7 +95,7 @@ def known_datasets(root: Path) -> str:
 def _unknown(name: str, root: Path) -> DigitnetError:
     return DigitnetError(
         f"unknown dataset {name!r}: {known_datasets(root)}; evaluation also takes mnist-test, "
-        f"mnist-val, mnist-test-augmented[:1-5], a folder DIR/<digit>/*.png or IMAGES,LABELS "
+        f"mnist-val, {AUGMENTED}[:1-5], a folder DIR/<digit>/*.png or IMAGES,LABELS "
         f"(two IDX files)"
     )
 

@@ -42,7 +42,9 @@ def _mnist(data_dir: str | None):
     return load_mnist(data_dir)
 
 
-def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike, name: str) -> TensorDataset:
+def load_idx_pair(
+    images_path: str | os.PathLike, labels_path: str | os.PathLike, name: str
+) -> TensorDataset:
     """A labelled dataset from two IDX files, checked for type, shape, range and matching counts.
 
     Raises:
@@ -57,8 +59,10 @@ def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
     labels = read_idx(labels_path)
     check_labels(labels, labels_path)
     if len(images) != len(labels):
-        raise DigitnetError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
-    return TensorDataset(name, torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+        raise DigitnetError(f"{images_path} has {len(images)} images but {labels_path} has "
+                            f"{len(labels)} labels")
+    return TensorDataset(name, torch.from_numpy(images.copy()),
+                         torch.from_numpy(labels.astype(np.int64)))
 
 
 def load_image_folder(folder: Path) -> TensorDataset:
@@ -84,9 +88,11 @@ def load_image_folder(folder: Path) -> TensorDataset:
             images.append(torch.from_numpy(result.image))
             labels.append(digit)
     if problems:
-        raise DigitnetError(f"{folder}: {len(problems)} unreadable image(s):\n  " + "\n  ".join(problems[:10]))
+        raise DigitnetError(f"{folder}: {len(problems)} unreadable image(s):\n  "
+                            + "\n  ".join(problems[:10]))
     if not images:
-        raise DigitnetError(f"{folder}: no images found in {folder}/<digit>/ (expected e.g. {folder}/7/a.png)")
+        raise DigitnetError(f"{folder}: no images found in {folder}/<digit>/ (expected e.g. "
+                            f"{folder}/7/a.png)")
     return TensorDataset(folder.name, torch.stack(images), torch.tensor(labels, dtype=torch.int64))
 
 
@@ -115,7 +121,8 @@ def load_eval_dataset(
                 raise DigitnetError(f"dataset {name!r}: severity must be 1 to {MAX_SEVERITY}")
             severity = int(level)
         m = _mnist(key)
-        images, labels = make_augmented_dataset(m.test_images, m.test_labels, severity, AUGMENTED_SEED)
+        images, labels = make_augmented_dataset(m.test_images, m.test_labels, severity,
+                                                AUGMENTED_SEED)
         return TensorDataset(name, images, labels)
     if "," in name:
         images_path, labels_path = name.split(",", 1)
