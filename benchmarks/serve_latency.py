@@ -35,7 +35,9 @@ from PIL import Image
 
 from digitnet.data.idx import read_idx
 from digitnet.deploy.predict import prepare_for_prediction
-from digitnet.deploy.serve import bind_socket, create_app, predict_upload
+from digitnet.deploy.serve import create_app
+from digitnet.deploy.serve_content import predict_upload
+from digitnet.deploy.server import bind_socket
 from digitnet.store import load_model
 
 WARMUP = 20

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bounded import run_bounded
 from digitnet.constants import NUM_CLASSES
 from digitnet.data.datasets import (
     DEFAULT_VAL_SIZE,
@@ -26,8 +27,6 @@ from digitnet.data.idx import write_idx
 from digitnet.data.mnist import load_mnist
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.datasets import load_eval_dataset
-
-from bounded import run_bounded
 
 
 @pytest.fixture(scope="module")

@@ -21,55 +21,30 @@ import torch
 from PIL import Image
 
 import digitnet
+from bounded import run_bounded
+from digit_folders import mnist_test_digits, write_digits
 from digitnet import fileio
 from digitnet.cli import main
 from digitnet.data import ingest as ingest_module
-from digitnet.data.datasets import TensorDataset
-from digitnet.data.idx import read_idx, write_idx
-from digitnet.data.ingest import (
+from digitnet.data import sources as sources_module
+from digitnet.data.dataset_store import (
     IMAGES_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
     REPORT_FILE,
-    balance_indices,
-    balance_report,
-    combine_training_data,
-    ingest,
     list_datasets,
     load_dataset,
     read_manifest,
 )
+from digitnet.data.idx import read_idx, write_idx
+from digitnet.data.ingest import ingest
 from digitnet.data.preprocess import PREPROCESS_VERSION
 from digitnet.errors import DigitnetError
-
-from bounded import run_bounded
 
 
 @pytest.fixture(scope="module")
 def mnist_digits(mnist_dir) -> dict[int, np.ndarray]:
-    """Up to 20 real MNIST test digits per class."""
-    images = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:1000]
-    labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")[:1000]
-    return {c: images[labels == c][:20] for c in range(10)}
-
-
-def write_digits(folder: Path, mnist_digits, counts: dict[int, int], start: int = 0) -> list[Path]:
-    """folder/<label>/<i>.png: MNIST digits as dark ink on light paper, 60-100 px."""
-    written = []
-    for label, n in counts.items():
-        (folder / str(label)).mkdir(parents=True, exist_ok=True)
-        for i in range(start, start + n):
-            size = 60 + 10 * (i % 5)
-            digit = Image.fromarray(mnist_digits[label][i])
-            big = digit.resize((size, size), Image.Resampling.BICUBIC)
-            path = folder / str(label) / f"{i}.png"
-            Image.fromarray(255 - np.asarray(big)).save(path)
-            written.append(path)
-    return written
-
-
-def idx_bytes(folder: Path) -> tuple[bytes, bytes]:
-    return (folder / IMAGES_FILE).read_bytes(), (folder / LABELS_FILE).read_bytes()
+    return mnist_test_digits(mnist_dir)
 
 
 @pytest.fixture
@@ -360,147 +335,15 @@ def test_csv_source_that_never_ends_or_is_too_large(tmp_path, store, monkeypatch
     assert isinstance(error, DigitnetError)
     assert str(error) == f"{tmp_path / 'pipe.csv'}: expected a regular CSV file, found a FIFO"
     (tmp_path / "big.csv").write_text("a.png,1\n" * 10)
-    monkeypatch.setattr(ingest_module, "MAX_CSV_BYTES", 79)
+    monkeypatch.setattr(sources_module, "MAX_CSV_BYTES", 79)
     with pytest.raises(DigitnetError, match="big.csv: CSV file larger than the limit of 79 bytes"):
         ingest(tmp_path / "big.csv", "mine", datasets_dir=store)
 
 
 # ------------------------------------------------------------------------------- balance
-@pytest.mark.parametrize(
-    "counts, ratio, missing, few",
-    [
-        ([10] * 10, 1.0, [], []),
-        ([20] + [10] * 9, 2.0, [], []),
-        ([30, 5] + [10] * 8, 6.0, [], [1]),
-        ([10] * 9 + [0], None, [9], []),
-        ([0, 0, 3] + [12] * 7, None, [0, 1], [2]),
-    ],
-)
-def test_balance_report(counts, ratio, missing, few):
-    labels = np.repeat(np.arange(10), counts)
-    report = balance_report(labels, min_per_class=10)
-    assert report["class_counts"] == counts and report["count"] == sum(counts)
-    assert report["imbalance_ratio"] == ratio
-    assert report["missing_classes"] == missing and report["under_threshold"] == few
-    assert len(report["warnings"]) == bool(missing) + bool(few)
-    json.dumps(report, allow_nan=False)
-
-
-@pytest.mark.parametrize("policy, expected", [("undersample", 2), ("oversample", 7)])
-def test_balance_policies_give_equal_counts(policy, expected):
-    labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 2 + [5] * 4)
-    idx = balance_indices(labels, policy)
-    counts = torch.bincount(labels[idx], minlength=10).tolist()
-    assert counts == [expected, expected, expected, 0, 0, expected, 0, 0, 0, 0]
-    assert torch.equal(idx, balance_indices(labels, policy))  # deterministic
-    picks = {tuple(balance_indices(labels, policy, seed=s).tolist()) for s in range(5)}
-    assert len(picks) > 1  # ...yet a random pick: other seeds choose other examples
-    if policy == "oversample":
-        assert set(range(len(labels))) <= set(idx.tolist())  # every example kept
-    else:
-        assert len(set(idx.tolist())) == len(idx)
-    assert balance_indices(labels, "none").tolist() == list(range(len(labels)))
-
-
-def test_balance_policy_recorded_and_applied_for_training_only(
-        tmp_path, store, mnist_digits, capsys):
-    write_digits(tmp_path / "src", mnist_digits, {1: 4, 2: 2, 3: 1})
-    code = main(["data", "ingest", str(tmp_path / "src"), "--name", "mine", "--balance",
-                 "oversample", "--min-per-class", "3", "--datasets-dir", str(store)])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "imbalance ratio (max/min): inf (classes missing)" in out
-    assert "warning: classes 0, 4, 5, 6, 7, 8, 9 missing" in out
-    assert "warning: fewer than 3 examples of classes 2 (2), 3 (1)" in out
-    assert "balance policy oversample (applied when training): per class 0:0 1:4 2:4 3:4" in out
-    report = json.loads((store / "mine" / REPORT_FILE).read_text())
-    assert report["imbalance_ratio"] is None and report["missing_classes"][0] == 0
-    assert read_manifest("mine", store)["balance"] == "oversample"
-    assert load_dataset("mine", store).class_counts().tolist()[1:4] == [4, 2, 1]  # evaluation: all
-    mnist = TensorDataset("mnist-train", torch.zeros(5, 28, 28, dtype=torch.uint8), torch.arange(5))
-    combined = combine_training_data(mnist, ("mnist", "mine"), store)
-    assert len(combined) == 5 + 12 and combined.name == "mnist-train+mine"
-    assert combine_training_data(mnist, ("mine",), store).class_counts().tolist()[1:4] == [4, 4, 4]
-    # changing only the policy rewrites the manifest, not the images
-    images = idx_bytes(store / "mine")
-    assert ingest(tmp_path / "src", "mine", "undersample", datasets_dir=store).changed
-    assert idx_bytes(store / "mine") == images
-    assert combine_training_data(mnist, ("mine",), store).class_counts().tolist()[1:4] == [1, 1, 1]
-
-
-def test_unknown_dataset_lists_known(tmp_path, store, mnist_digits):
-    write_digits(tmp_path / "src", mnist_digits, {1: 1})
-    ingest(tmp_path / "src", "mine", datasets_dir=store)
-    with pytest.raises(DigitnetError, match=r"unknown dataset 'nope': ingested datasets .*: mine"):
-        load_dataset("nope", store)
-    mnist = TensorDataset("mnist-train", torch.zeros(1, 28, 28, dtype=torch.uint8),
-                          torch.zeros(1, dtype=torch.int64))
-    with pytest.raises(DigitnetError, match="training dataset 'nope': expected 'mnist' or an"):
-        combine_training_data(mnist, ("mnist", "nope"), store)
 
 
 # ------------------------------------------------------------------------------ end to end
-def test_ingest_train_evaluate_end_to_end(
-        tmp_path, mnist_digits, synthetic_mnist, monkeypatch, capsys):
-    """Ingest a labelled folder, train on MNIST + it, evaluate on it: all through the CLI."""
-    store = tmp_path / "store"
-    monkeypatch.setenv("DIGITNET_DATASETS_DIR", str(store))
-    write_digits(tmp_path / "photos", mnist_digits, {c: 2 for c in range(10)})
-    assert main(["data", "ingest", str(tmp_path / "photos"), "--name", "mine"]) == 0
-    assert "20 new, 0 duplicates, 0 skipped" in capsys.readouterr().out
-    models = tmp_path / "models"
-    common = ["--data-dir", str(synthetic_mnist), "--models-dir", str(models), "--epochs", "1",
-              "--batch-size", "32", "--val-size", "50", "--no-augment", "--threads", "1",
-              "--no-progress", "--arch", "cnn"]
-    assert main(["train", "--data", "mnist", "--data", "mine", "--name", "both", *common]) == 0
-    out = capsys.readouterr().out
-    assert "training cnn-v1/both: 170 train / 50 val images" in out
-    config = json.loads((models / "cnn-v1" / "both" / "config.json").read_text())
-    assert config["data"]["datasets"] == ["mnist", "mine"]
-    [info] = config["data"]["ingested"]
-    assert info["name"] == "mine" and info["count"] == 20 and len(info["manifest_sha256"]) == 64
-    assert main(["train", "--data", "mine", "--name", "only", *common]) == 0
-    assert "training cnn-v1/only: 20 train / 50 val images" in capsys.readouterr().out
-    results = tmp_path / "results.json"
-    assert main(["evaluate", "cnn-v1/both", "--dataset", "mine", "--dataset", "mnist-test",
-                 "--data-dir", str(synthetic_mnist), "--models-dir", str(models),
-                 "--json", str(results)]) == 0
-    assert "mine" in capsys.readouterr().out
-    rows = json.loads(results.read_text())
-    assert [(r["dataset"], r["n"]) for r in rows] == [("mine", 20), ("mnist-test", 50)]
-    assert main(["train", "--data", "mnist", "--data", "nope", *common]) == 1
-    assert "training dataset 'nope'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------- README promises (issue 18)
-@pytest.mark.parametrize("change", ["more images", "balance policy"])
-def test_resume_refuses_changed_ingested_data(tmp_path, mnist_digits, synthetic_mnist, monkeypatch,
-                                              change):
-    """A run records each ingested dataset's count, policy and content hash; `--resume` continues
-    on the same data and refuses once the dataset changed."""
-    from digitnet.training.loop import fit
-
-    store, models = tmp_path / "store", tmp_path / "models"
-    monkeypatch.setenv("DIGITNET_DATASETS_DIR", str(store))
-    write_digits(tmp_path / "photos", mnist_digits, {c: 1 for c in range(10)})
-    ingest(tmp_path / "photos", "mine")
-    common = ["--data-dir", str(synthetic_mnist), "--models-dir", str(models), "--arch", "linear",
-              "--epochs", "2", "--batch-size", "32", "--val-size", "50", "--no-augment",
-              "--no-progress", "--data", "mnist", "--data", "mine", "--name", "r"]
-    assert main(["train", *common]) == 0
-    run_dir = models / "linear-v1" / "r"
-    [info] = json.loads((run_dir / "config.json").read_text())["data"]["ingested"]
-    manifest = read_manifest("mine", store)
-    assert (info["count"], info["balance"], info["content_sha256"]) == (
-        10, manifest["balance"], manifest["content_sha256"])
-    resume = ["--data-dir", str(synthetic_mnist), "--models-dir", str(models), "--no-progress",
-              "--resume", "linear-v1/r@epoch-1"]
-    assert main(["train", *resume]) == 0  # unchanged data: resumes
-    if change == "more images":
-        write_digits(tmp_path / "photos", mnist_digits, {3: 1}, start=1)
-        assert ingest(tmp_path / "photos", "mine").changed
-    else:
-        assert ingest(tmp_path / "photos", "mine", "oversample").changed
-    with pytest.raises(DigitnetError, match="cannot resume linear-v1/r@epoch-1: ingested dataset "
-                                            "'mine' changed since the run started"):
-        fit(None, synthetic_mnist, models, resume="linear-v1/r@epoch-1", progress=False)

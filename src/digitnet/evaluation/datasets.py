@@ -20,14 +20,19 @@ import numpy as np
 import torch
 
 from digitnet.constants import NUM_CLASSES
+from digitnet.data.augment import (
+    AUGMENTED,
+    AUGMENTED_SEED,
+    AUGMENTED_SEVERITY,
+    MAX_SEVERITY,
+    make_augmented_dataset,
+)
+from digitnet.data.dataset_store import list_datasets, load_dataset
 from digitnet.data.datasets import DEFAULT_VAL_SIZE, TensorDataset, train_val_split
 from digitnet.errors import DigitnetError
 from digitnet.fileio import check_regular_file
 
 DEFAULT_DATASET = "mnist-test"
-AUGMENTED = "mnist-test-augmented"
-AUGMENTED_SEED = 0  # every model sees the same augmented images
-AUGMENTED_SEVERITY = 3
 
 
 @lru_cache(maxsize=2)
@@ -37,7 +42,9 @@ def _mnist(data_dir: str | None):
     return load_mnist(data_dir)
 
 
-def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike, name: str) -> TensorDataset:
+def load_idx_pair(
+    images_path: str | os.PathLike, labels_path: str | os.PathLike, name: str
+) -> TensorDataset:
     """A labelled dataset from two IDX files, checked for type, shape, range and matching counts.
 
     Raises:
@@ -52,8 +59,10 @@ def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
     labels = read_idx(labels_path)
     check_labels(labels, labels_path)
     if len(images) != len(labels):
-        raise DigitnetError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
-    return TensorDataset(name, torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+        raise DigitnetError(f"{images_path} has {len(images)} images but {labels_path} has "
+                            f"{len(labels)} labels")
+    return TensorDataset(name, torch.from_numpy(images.copy()),
+                         torch.from_numpy(labels.astype(np.int64)))
 
 
 def load_image_folder(folder: Path) -> TensorDataset:
@@ -79,9 +88,11 @@ def load_image_folder(folder: Path) -> TensorDataset:
             images.append(torch.from_numpy(result.image))
             labels.append(digit)
     if problems:
-        raise DigitnetError(f"{folder}: {len(problems)} unreadable image(s):\n  " + "\n  ".join(problems[:10]))
+        raise DigitnetError(f"{folder}: {len(problems)} unreadable image(s):\n  "
+                            + "\n  ".join(problems[:10]))
     if not images:
-        raise DigitnetError(f"{folder}: no images found in {folder}/<digit>/ (expected e.g. {folder}/7/a.png)")
+        raise DigitnetError(f"{folder}: no images found in {folder}/<digit>/ (expected e.g. "
+                            f"{folder}/7/a.png)")
     return TensorDataset(folder.name, torch.stack(images), torch.tensor(labels, dtype=torch.int64))
 
 
@@ -103,22 +114,19 @@ def load_eval_dataset(
         m = _mnist(key)
         return train_val_split(m.train_images, m.train_labels, val_size)[1]
     if name == AUGMENTED or name.startswith(AUGMENTED + ":"):
-        from digitnet.data.augment import make_augmented_dataset
-
         severity = AUGMENTED_SEVERITY
         if ":" in name:
             level = name.split(":", 1)[1]
-            if not level.isdigit() or not 1 <= int(level) <= 5:
-                raise DigitnetError(f"dataset {name!r}: severity must be 1 to 5")
+            if not level.isdigit() or not 1 <= int(level) <= MAX_SEVERITY:
+                raise DigitnetError(f"dataset {name!r}: severity must be 1 to {MAX_SEVERITY}")
             severity = int(level)
         m = _mnist(key)
-        images, labels = make_augmented_dataset(m.test_images, m.test_labels, severity, AUGMENTED_SEED)
-        return TensorDataset(name if ":" in name else f"{AUGMENTED}", images, labels)
+        images, labels = make_augmented_dataset(m.test_images, m.test_labels, severity,
+                                                AUGMENTED_SEED)
+        return TensorDataset(name, images, labels)
     if "," in name:
         images_path, labels_path = name.split(",", 1)
         return load_idx_pair(images_path, labels_path, Path(images_path).name.split(".")[0])
-    from digitnet.data.ingest import list_datasets, load_dataset
-
     if "/" not in name and name in list_datasets():  # an ingested name wins over a folder ./NAME
         return load_dataset(name)
     if Path(name).is_dir():

@@ -1,16 +1,12 @@
-"""Figures for evaluation reports: each function returns a matplotlib Figure; the caller saves it.
-
-Figures are built with `matplotlib.figure.Figure` directly (no pyplot state, no display needed),
-so they work on headless machines and in threads; `save_figure` writes them as PNG.
+"""Figures for evaluation reports: each function returns a matplotlib Figure; the caller saves it
+with `save_figure` (digitnet/figures.py; importable from here too, as report.py, compare.py and
+deploy/hub.py do).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
@@ -19,29 +15,12 @@ from matplotlib.ticker import MaxNLocator
 
 from digitnet.constants import LABEL_NAMES
 from digitnet.evaluation.metrics import ECE_BINS, reliability_bins
-from digitnet.fileio import atomic_write_bytes
+from digitnet.figures import save_figure
 
-DPI = 150  # sharp in reports; the figures here come out at 30-100 kB each
-_MISSING = object()
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Save `fig` as PNG (creating folders, atomically), then close it so it frees its memory.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png", bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())  # a reader never sees half a PNG
-    fig.clear()
-    if getattr(fig, "number", None) is not None:  # a pyplot figure: also drop pyplot's reference
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return path
-
+__all__ = [
+    "plot_comparison", "plot_confusion_matrix", "plot_metric_by_epoch", "plot_misclassified",
+    "plot_per_class", "plot_reliability_diagram", "plot_training_curves", "save_figure",
+]
 
 def _text_color(rgba) -> str:
     """Black or white, whichever reads better on a cell of colour `rgba`."""
@@ -177,8 +156,8 @@ def _series(history: Sequence[Mapping], key: str) -> tuple[list, list]:
     """(epochs, values) of `key` over the epochs where it is present, finite and not None."""
     xs, ys = [], []
     for i, row in enumerate(history):
-        value = row.get(key, _MISSING)
-        if value is _MISSING or value is None:
+        value = row.get(key)
+        if value is None:
             continue
         value = float(value)
         if math.isfinite(value):

@@ -1,0 +1,81 @@
+"""Running `digitnet serve`: the packages it needs, a listening socket, and uvicorn serving the
+app (deploy/serve.py) on it.
+
+uvicorn is optional (`pip install 'digitnet[serve]'`); it is imported inside `serve`, so this
+module imports without it.
+"""
+
+import importlib.util
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from digitnet.errors import DigitnetError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+MAX_CONNECTIONS = 256  # uvicorn answers 503 beyond this many open connections and requests
+INSTALL_HINT = "pip install 'digitnet[serve]'"
+# import name -> distribution name of what `digitnet serve` needs beyond digitnet itself
+SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn",
+                  "python_multipart": "python-multipart"}
+
+
+def check_serve_dependencies() -> None:
+    """Raises DigitnetError naming the missing packages and how to install them."""
+    missing = [dist for module, dist in SERVE_PACKAGES.items()
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise DigitnetError(f"digitnet serve needs {', '.join(missing)}, which "
+                            f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}")
+
+
+def check_port(port: int) -> None:
+    """Raises DigitnetError unless `port` is 0 (any free port) to 65535."""
+    if not 0 <= port <= 65535:  # getaddrinfo would take 100000 as 100000 % 65536
+        raise DigitnetError(f"--port must be 0 to 65535 (0: any free port), got {port}")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free port).
+
+    Raises:
+        DigitnetError: the port is not 0 to 65535, or the address cannot be used (port taken,
+            unknown host, no permission).
+    """
+    check_port(port)
+    sock = None
+    try:
+        family, _, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+        # proto must say TCP (socket.create_server leaves it 0): asyncio turns Nagle's algorithm
+        # off only on such sockets, and with it on, every request on a kept-alive connection
+        # waited ~40 ms for the client's delayed ACK (benchmarks/serve_latency.py)
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        if os.name == "posix":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen()
+        return sock
+    except OSError as e:
+        if sock is not None:
+            sock.close()
+        why = os.strerror(e.errno) if e.errno and e.errno > 0 else e.strerror or str(e)
+        raise DigitnetError(f"cannot listen on {host}:{port} ({why}); choose another --port or "
+                            f"--host") from None
+
+
+def serve(app: "FastAPI", sock: socket.socket, log_level: str = "info") -> None:
+    """Serve `app` on a bound socket with uvicorn until interrupted (Ctrl+C, SIGTERM)."""
+    check_serve_dependencies()
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
+                            limit_concurrency=MAX_CONNECTIONS)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
