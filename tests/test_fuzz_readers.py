@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 
 import digitnet
 from digitnet.config import TrainConfig, load_config_file
-from digitnet.data.ingest import load_dataset, read_manifest
+from digitnet.data.dataset_store import load_dataset, read_manifest
 from digitnet.data.preprocess import load_image, preprocess
 from digitnet.deploy.predict import predict_images
 from digitnet.errors import DigitnetError

@@ -14,7 +14,7 @@ import pytest
 from conftest import SERVE_REF as REF
 from conftest import digitnet_server, post_image, seven_png
 from digitnet.cli import main
-from digitnet.deploy import serve, server
+from digitnet.deploy import server
 from serve_client import post
 
 pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")
@@ -41,11 +41,11 @@ def no_server(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the server was started")
 
-    monkeypatch.setattr(serve, "serve", refuse)
+    monkeypatch.setattr(server, "serve", refuse)
 
 
 def test_unknown_model_is_an_error_before_listening(model, no_server, monkeypatch, capsys):
-    monkeypatch.setattr(serve, "bind_socket", lambda *a: pytest.fail("bound a socket"))
+    monkeypatch.setattr(server, "bind_socket", lambda *a: pytest.fail("bound a socket"))
     assert main(["serve", "cnn-v1/nothing", "--models-dir", model["models"]]) == 1
     err = capsys.readouterr().err
     assert err.startswith("digitnet: error: model reference 'cnn-v1/nothing'")
@@ -74,7 +74,7 @@ def test_accepted_connections_have_nagle_off():
     import asyncio
 
     async def accept_one() -> int:
-        sock = serve.bind_socket("127.0.0.1", 0)
+        sock = server.bind_socket("127.0.0.1", 0)
         accepted = asyncio.get_running_loop().create_future()
 
         class Probe(asyncio.Protocol):
@@ -83,13 +83,13 @@ def test_accepted_connections_have_nagle_off():
                 accepted.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
                 transport.close()
 
-        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        listener = await asyncio.get_running_loop().create_server(Probe, sock=sock)
         _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
         try:
             return await asyncio.wait_for(accepted, 10)
         finally:
             writer.close()
-            server.close()
+            listener.close()
 
     assert asyncio.run(accept_one()) != 0
 
@@ -121,7 +121,7 @@ def started(monkeypatch):
         got["app"], got["address"] = app, sock.getsockname()[:2]
         sock.close()
 
-    monkeypatch.setattr(serve, "serve", capture)
+    monkeypatch.setattr(server, "serve", capture)
     return got
 
 

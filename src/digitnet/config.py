@@ -119,7 +119,8 @@ class TrainConfig:
         "whole-pixel shifts of up to SEVERITY pixels, cheaper; handwriting: stroke width (thin "
         "to very thick), aspect ratio, slant, binarisation, low resolution, the ink refitted "
         "into the 20x20 box as new images are", choices=AUGMENT_KINDS)
-    # warp: augment_batch, SEVERITIES; shift: ~30-40x cheaper than warp, for fast recipes;
+    # warp: augment_batch, SEVERITIES; shift: ~40x cheaper than warp (benchmarks/augment_speed.py),
+    # for fast recipes;
     # handwriting: augment_batch, HANDWRITING, the ink refitted as the new-image pipeline does
     seed: int = option(0, "random seed (weights, shuffling, augmentation, dropout)",
                        range=Range(0, 2**63 - 1))

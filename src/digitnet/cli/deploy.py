@@ -32,12 +32,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from digitnet.deploy.serve import (
+    from digitnet.deploy.serve import create_app
+    from digitnet.deploy.serve_limits import check_limits
+    from digitnet.deploy.server import (
         bind_socket,
-        check_limits,
         check_port,
         check_serve_dependencies,
-        create_app,
         serve,
         url_of,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from digitnet.evaluation.datasets import AUGMENTED, AUGMENTED_SEED, AUGMENTED_SEVERITY
+from digitnet.data.augment import AUGMENTED, AUGMENTED_SEED, AUGMENTED_SEVERITY
 
 LICENSE = "apache-2.0"  # code and weights; MNIST itself is CC BY-SA 3.0 (see the card text)
 HUB_DATASET = "ylecun/mnist"

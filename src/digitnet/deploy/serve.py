@@ -20,7 +20,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any
 
-from digitnet import __version__
+from digitnet.version import __version__
 from digitnet.constants import NUM_CLASSES
 from digitnet.data.preprocess import ImageError, ImageTooLargeError, check_image_size
 from digitnet.deploy.predict import DEFAULT_TOP_K, prepare_for_prediction
@@ -46,24 +46,12 @@ from digitnet.deploy.serve_limits import (
     check_limits,
     too_large,
 )
-from digitnet.deploy.server import (
-    bind_socket,
-    check_port,
-    check_serve_dependencies,
-    serve,
-    url_of,
-)
+from digitnet.deploy.server import check_serve_dependencies
 from digitnet.errors import DigitnetError
 from digitnet.store import LoadedModel
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-# Importable from here as before issue 15 (cli.py and benchmarks/serve_latency.py import them so):
-# the server runner (deploy/server.py), the limits (deploy/serve_limits.py) and what the server
-# answers (deploy/serve_content.py).
-__all__ = ["bind_socket", "check_limits", "check_port", "check_serve_dependencies", "create_app",
-           "model_info", "predict_upload", "public_label", "render_page", "serve", "url_of"]
 
 NO_FILE = ("no file in the request: send the image as the multipart/form-data field 'file', "
            "e.g. curl -F file=@digit.png http://HOST:PORT/predict")

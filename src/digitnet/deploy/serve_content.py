@@ -10,7 +10,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from digitnet import __version__
+from digitnet.version import __version__
 from digitnet.data.preprocess import (
     PREPROCESS_VERSION,
     ImageError,
