@@ -24,7 +24,7 @@ from digitnet.config import TrainConfig
 from digitnet.errors import DigitnetError
 from digitnet.fileio import sha256_file
 from digitnet.store import load_model, save_calibration
-from digitnet.training.checkpoint import verify_checkpoint
+from digitnet.store.checkpoint import verify_checkpoint
 from digitnet.training.loop import fit
 
 from conftest import make_synthetic_mnist, seven_png

@@ -1,4 +1,4 @@
-"""Checkpoint folders (digitnet.training.checkpoint) at the file level: what each file holds, how
+"""Checkpoint folders (digitnet.store.checkpoint) at the file level: what each file holds, how
 "last"/"best"/"epoch-N" resolve, and how a corrupt or tampered checkpoint is refused or skipped.
 Tiny tensors, no training (the end-to-end paths are in test_training.py)."""
 
@@ -14,8 +14,8 @@ import torch
 
 from digitnet.errors import DigitnetError
 from digitnet.fileio import sha256_file
-from digitnet.training.checkpoint import (
-    FORMAT_VERSION,
+from digitnet.store.checkpoint import (
+    CHECKPOINT_FORMAT_VERSION,
     META_FILE,
     POINTERS_FILE,
     STATE_FILE,
@@ -97,7 +97,7 @@ def test_saved_checkpoint_holds_weights_state_and_verified_meta(tmp_path):
     assert folder == tmp_path / "ck" / "epoch-002"
     assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS_FILE, STATE_FILE, META_FILE])
     meta = json.loads((folder / META_FILE).read_text())
-    assert meta["format_version"] == FORMAT_VERSION == 1
+    assert meta["format_version"] == CHECKPOINT_FORMAT_VERSION == 1
     assert meta["epoch"] == 2 and meta["extra"] == "x" and meta["val_loss"] == 0.5
     assert meta["sha256"] == {WEIGHTS_FILE: sha256_file(folder / WEIGHTS_FILE),
                               STATE_FILE: sha256_file(folder / STATE_FILE)}
@@ -367,7 +367,7 @@ def test_failed_weights_write_removes_its_temporary_file(tmp_path, monkeypatch):
 
 # --------------------------------------- found by mutation testing of the merged checkpoint.py
 def test_remove_temporaries_removes_only_what_a_killed_writer_left(tmp_path):
-    from digitnet.training.checkpoint import remove_temporaries
+    from digitnet.store.checkpoint import remove_temporaries
 
     folder = tmp_path / "checkpoints"
     write(folder, 1)
@@ -391,7 +391,7 @@ def test_remove_temporaries_removes_only_what_a_killed_writer_left(tmp_path):
 
 
 def test_last_checkpoint_epoch_is_what_a_resume_starts_from(tmp_path):
-    from digitnet.training.checkpoint import last_checkpoint_epoch
+    from digitnet.store.checkpoint import last_checkpoint_epoch
 
     assert last_checkpoint_epoch(tmp_path / "none") == 0
     write(tmp_path, 1)

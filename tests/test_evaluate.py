@@ -13,8 +13,9 @@ from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.data.idx import write_idx
 from digitnet.errors import DigitnetError
-from digitnet.evaluation.compare import compare, expand_refs
+from digitnet.evaluation.compare import compare
 from digitnet.evaluation.datasets import load_eval_dataset
+from digitnet.store import expand_checkpoints
 from digitnet.training.loop import fit
 
 REQUIRED_KEYS = {"dataset", "n", "loss", "accuracy", "precision_macro", "recall_macro", "f1_macro",
@@ -115,7 +116,7 @@ def test_compare_across_architectures_and_checkpoints(trained, tmp_path, monkeyp
     from digitnet.evaluation import plots
 
     saved = capture_figures(monkeypatch, plots)
-    refs = expand_refs(["cnn-v1/cnn@all"], trained["models"])
+    refs = expand_checkpoints(["cnn-v1/cnn@all"], trained["models"])
     assert [r.rsplit("@", 1)[1] for r in refs] == ["epoch-001", "epoch-002", "epoch-003"]
     rows = compare(["cnn-v1/cnn@all", "linear-v1/lin"], ["mnist-test", "mnist-test-augmented"],
                    trained["data"], trained["models"])

@@ -16,6 +16,7 @@ from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.constants import MNIST_MEAN, MNIST_STD
 from digitnet.errors import DigitnetError
+from digitnet.fileio import read_json
 from digitnet.models import create_model
 from digitnet.store import (
     ModelRef,
@@ -27,11 +28,10 @@ from digitnet.store import (
     load_model,
     load_weights,
     models_root,
-    read_json,
     read_metrics,
     resolve_ref,
 )
-from digitnet.training.checkpoint import (
+from digitnet.store.checkpoint import (
     CheckpointError,
     save_checkpoint,
     save_state_dict,
@@ -336,7 +336,7 @@ def test_misfit_message_lists_at_most_five_names_of_each_kind(tmp_path):
 
 
 def test_hub_references_go_to_the_hub_loader(monkeypatch, tmp_path):
-    from digitnet.deploy import hub
+    from digitnet.store import hub
 
     monkeypatch.setattr(hub, "load_from_hub", lambda ref: ("hub", ref))
     assert load_model("hf://someone/digits@v1", tmp_path) == ("hub", "hf://someone/digits@v1")
@@ -490,7 +490,7 @@ def test_list_runs_survives_any_config_json(layout, content):
 # --------------------------------------- found by mutation testing of the merged store (second run)
 def test_at_least_is_an_integer_check_with_its_bound():
     from digitnet.fileio import check_json
-    from digitnet.store import _at_least
+    from digitnet.store.records import _at_least
 
     check = _at_least(2)  # builds the schemas' version, epochs_done, epoch and val_size checks
     check_json({"n": 2}, {"n": check}, "f.json")

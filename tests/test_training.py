@@ -24,7 +24,7 @@ from digitnet.errors import DigitnetError
 from digitnet.models import _registry, get_spec
 from digitnet.models.cnn import SmallCNN
 from digitnet.store import load_model, resolve_ref
-from digitnet.training.checkpoint import CheckpointError, load_checkpoint, load_latest_good
+from digitnet.store.checkpoint import CheckpointError, load_checkpoint, load_latest_good
 from digitnet.training.loop import fit, resolve_device
 
 # the recipe these tests were written for (cnn-v1, fp32; the default before issue 14), kept so
@@ -435,7 +435,7 @@ def test_every_model_reference_loads_exactly_the_checkpoint_it_names(store):
 def test_globs_name_every_matching_run_oldest_first_and_all_every_epoch(store):
     """A quoted glob expands in creation order (old before new, though "new" sorts first), and
     compare's REF@all names each epoch checkpoint, each loading that checkpoint's weights."""
-    from digitnet.evaluation.compare import expand_refs as expand_all
+    from digitnet.store import expand_checkpoints as expand_all
     from digitnet.store import expand_refs
 
     models = store["models"]
@@ -587,7 +587,7 @@ def test_optimizer_flag_builds_that_optimizer(tmp_path, synthetic_mnist, name, c
     """--optimizer NAME builds that class (SGD with Nesterov momentum 0.9) and its state is what
     the checkpoint holds."""
     from digitnet.models import create_model
-    from digitnet.training.checkpoint import load_training_state
+    from digitnet.store.checkpoint import load_training_state
     from digitnet.training.loop import build_optimizer
 
     optimizer = build_optimizer(create_model("linear"), TrainConfig(optimizer=name, lr=0.02))
@@ -653,7 +653,7 @@ def test_every_file_of_a_checkpoint_is_integrity_checked(tmp_path, synthetic_mni
     checksums, or its epoch, which says where a resume starts) is detected on load."""
     import shutil
 
-    from digitnet.training.checkpoint import verify_checkpoint
+    from digitnet.store.checkpoint import verify_checkpoint
 
     summary = run(tmp_path, synthetic_mnist, name="t", epochs=2)
     ckpt = Path(summary["path"]) / "checkpoints" / "epoch-002"
@@ -776,7 +776,7 @@ def test_one_cycle_schedule_peaks_at_lr_and_ends_at_zero():
 def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, synthetic_mnist, monkeypatch):
     """Checkpoints are written atomically: a crash while writing epoch 2 leaves epoch 1 complete
     and findable, with no partial epoch-002 folder and the pointers untouched."""
-    from digitnet.training import checkpoint
+    from digitnet.store import checkpoint
 
     run_dir = tmp_path / "models" / "cnn-v1" / "crash"
     real_write = checkpoint.atomic_write_bytes
@@ -1018,7 +1018,7 @@ def fail_fsync(monkeypatch, pattern: str, err: int = errno.ENOSPC, skip: int = 0
 
 
 def leftovers(run_dir: Path) -> list[str]:
-    from digitnet.training.checkpoint import TEMPORARY
+    from digitnet.store.checkpoint import TEMPORARY
 
     return [str(p) for p in run_dir.rglob("*") if TEMPORARY.match(p.name)]
 
@@ -1332,7 +1332,7 @@ def test_malformed_checkpoint_meta_is_a_clear_error(two_epochs, tmp_path, capsys
                                      b'{"last": "../../../../etc", "best": "epoch-1x"}',
                                      b"[" * 10_000, b'{"last": "epoch-009"}'])
 def test_damaged_pointers_fall_back_to_the_epoch_folders(two_epochs, tmp_path, content):
-    from digitnet.training.checkpoint import read_pointers, resolve_checkpoint
+    from digitnet.store.checkpoint import read_pointers, resolve_checkpoint
 
     checkpoints = _copy_run(two_epochs, tmp_path) / "checkpoints"
     (checkpoints / "pointers.json").write_bytes(content)
