@@ -2,11 +2,10 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
-
 from PIL import Image
 
 from digitnet.cli import main

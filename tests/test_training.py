@@ -467,8 +467,8 @@ def test_resume_refuses_changed_mnist_files(tmp_path, synthetic_mnist):
 def _imbalanced_mnist(folder: Path, counts: list[int]) -> Path:
     """Synthetic MNIST whose training labels have the given count per class."""
     import numpy as np
-
     from conftest import make_synthetic_mnist
+
     from digitnet.data.idx import write_idx
 
     make_synthetic_mnist(folder)

@@ -35,7 +35,8 @@ def compare(
                 cache[key] = load_eval_dataset(name, data_dir, model_val_size(loaded))
             result, _ = evaluate_on(loaded, cache[key])
             rows.append(dict(model=loaded.ref.label, arch=loaded.config["arch"]["id"],
-                             epoch=loaded.epoch, **{k: result[k] for k in ("dataset",) + SCALAR_METRICS}))
+                             epoch=loaded.epoch,
+                             **{k: result[k] for k in ("dataset",) + SCALAR_METRICS}))
     return rows
 
 
@@ -58,13 +59,14 @@ def to_markdown(rows: list[dict], metrics=("accuracy", "loss", "precision_macro"
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(rows: list[dict], out_dir: str | os.PathLike, metric: str = "accuracy") -> list[Path]:
+def write_comparison(rows: list[dict], out_dir: str | os.PathLike,
+                     metric: str = "accuracy") -> list[Path]:
     """Write comparison.csv, comparison.md, comparison.json and comparison.png (grouped bars),
     plus accuracy_by_epoch.png when checkpoints of one run are compared."""
     from digitnet.evaluation.plots import plot_comparison, plot_metric_by_epoch, save_figure
 
     out = Path(out_dir)
-    paths = [out / "comparison.csv", out / "comparison.md", out / "comparison.json", out / "comparison.png"]
+    paths = [out / f"comparison.{ext}" for ext in ("csv", "md", "json", "png")]
     atomic_write_text(paths[0], to_csv(rows))
     atomic_write_text(paths[1], to_markdown(rows))
     atomic_write_json(paths[2], rows)

@@ -35,7 +35,8 @@ def models_root(models_dir: str | os.PathLike | None = None) -> Path:
     return Path(models_dir or os.environ.get(ENV_MODELS_DIR) or "models")
 
 
-def list_runs(models_dir: str | os.PathLike | None = None, arch_id: str | None = None) -> list[Path]:
+def list_runs(models_dir: str | os.PathLike | None = None,
+              arch_id: str | None = None) -> list[Path]:
     """Model folders in the store, oldest first (by the time recorded in config.json)."""
     root = models_root(models_dir)
     if not root.is_dir():

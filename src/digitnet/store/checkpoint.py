@@ -1,7 +1,7 @@
 """Checkpoints: one folder per finished epoch, written atomically, loaded without pickle.
 
     checkpoints/epoch-003/model.safetensors   weights (safetensors)
-    checkpoints/epoch-003/state.pt            optimizer, scheduler, RNG states (torch.load weights_only)
+    checkpoints/epoch-003/state.pt            optimizer, scheduler, RNG states (weights_only load)
     checkpoints/epoch-003/meta.json           epoch, metrics, calibration, sha256 of both files, and
                                               the run's config (all that rebuilds the model)
     checkpoints/pointers.json                 {"last": "epoch-003", "best": "epoch-002", ...}
@@ -202,7 +202,8 @@ def resolve_checkpoint(checkpoints_dir: Path, which: str = "last") -> Path:
     if epoch in epochs:
         return checkpoints_dir / epoch_dir_name(epoch)
     available = ", ".join(epoch_dir_name(e) for e in epochs)
-    raise CheckpointError(f"{checkpoints_dir}: no checkpoint {which!r}; available: last, best, {available}")
+    raise CheckpointError(f"{checkpoints_dir}: no checkpoint {which!r}; available: last, best, "
+                          f"{available}")
 
 
 @dataclass

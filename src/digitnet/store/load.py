@@ -15,6 +15,7 @@ from torch import nn
 from digitnet.calibration import Calibration, calibration_from_dict
 from digitnet.errors import DigitnetError
 from digitnet.fileio import atomic_write_json
+from digitnet.store import hub
 from digitnet.store.catalog import resolve_ref
 from digitnet.store.checkpoint import (
     META_FILE,
@@ -23,7 +24,6 @@ from digitnet.store.checkpoint import (
     resolve_checkpoint,
     write_checkpoint_calibration,
 )
-from digitnet.store import hub
 from digitnet.store.loaded import LoadedModel, ModelRef
 from digitnet.store.records import build_frozen_model, check_label_names
 from digitnet.store.run import (

@@ -102,6 +102,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path,
         shape = [k for k in expected if k in got and expected[k] != got[k]][:5]
         raise DigitnetError(
             f"{source}: weights do not fit {arch_id} (missing {missing}, unexpected {extra}, "
-            f"shape differs {shape}); if {arch_id} was changed, register the change as a new version"
+            f"shape differs {shape}); if {arch_id} was changed, register the change as a new "
+            f"version"
         )
     model.load_state_dict(check_weights(model, state, source), strict=True)

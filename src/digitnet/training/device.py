@@ -31,7 +31,8 @@ def resolve_device(name: str = "auto") -> torch.device:
                                 f"CUDA device(s), numbered from 0")
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise DigitnetError(f"device {name!r}: Apple's MPS is not available here; use --device cpu")
+            raise DigitnetError(f"device {name!r}: Apple's MPS is not available here; use "
+                                f"--device cpu")
     elif device.type != "cpu":
         raise DigitnetError(f"device {name!r} is not supported; expected {DEVICES}")
     return device

@@ -55,7 +55,8 @@ def train_one_epoch(
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             logits = model(x).float()  # (B, 10)
-        loss = F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits, labels, weight=class_weights,
+                               label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -75,8 +76,8 @@ def train_one_epoch(
             break
     if not math.isfinite(total_loss.item()):
         _diverged(loss, cfg)
-    return dict(train_loss=total_loss.item() / max(seen, 1), train_acc=correct.item() / max(seen, 1),
-                images=seen, steps=steps)
+    return dict(train_loss=total_loss.item() / max(seen, 1),
+                train_acc=correct.item() / max(seen, 1), images=seen, steps=steps)
 
 
 def _diverged(loss: torch.Tensor, cfg: TrainConfig) -> NoReturn:

@@ -225,7 +225,7 @@ def fit(
             cfg = cfg or TrainConfig()
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-            spec = get_spec(cfg.arch, cfg.version)  # unknown architecture: fails before data loading
+            spec = get_spec(cfg.arch, cfg.version)  # unknown architecture: fails before the data
             check_name_free(models_root(models_dir), spec.arch_id, cfg.name)  # a taken name too
             torch.manual_seed(cfg.seed)  # weight initialisation
             splits = splits_for(cfg)
@@ -247,8 +247,8 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
     weights = class_weights_for(train).to(state.device) if cfg.class_weighting else None
     where = (f"{torch.get_num_threads()} threads" if state.device.type == "cpu"
              else f"on {state.device}")
-    print(f"training {run.ref}: {len(train):,} train / {len(val):,} val images, {cfg.epochs} epochs, "
-          f"batch {cfg.batch_size}, {where}")
+    print(f"training {run.ref}: {len(train):,} train / {len(val):,} val images, "
+          f"{cfg.epochs} epochs, batch {cfg.batch_size}, {where}")
     best_val = state.best_val
     for epoch in range(state.start_epoch, cfg.epochs + 1):
         start = time.perf_counter()
@@ -275,7 +275,8 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
             dict(optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
                  rng=capture_rng(), best_val=best_val),
             row, state.calibration.to_dict(), is_best)
-        val_text = f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  " if val_metrics else ""
+        val_text = (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  " if val_metrics
+                    else "")
         print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
               f"{row['train_acc']:.2%}  {val_text}lr {row['lr']:.4g}  {row['seconds']:.1f}s  "
               f"{row['images_per_s']:,.0f} img/s", flush=True)
