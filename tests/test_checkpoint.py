@@ -44,7 +44,8 @@ def write(folder, epoch: int, value: float | None = None, **meta):
     """A checkpoint of epoch `epoch` whose weights are all `value` (default: the epoch)."""
     value = float(epoch) if value is None else value
     training = {"optimizer": {"step": torch.tensor(epoch)}, "counter": epoch * 10}
-    return save_checkpoint(folder, epoch, weights(value), training, {"val_loss": 1.0 / epoch, **meta})
+    return save_checkpoint(folder, epoch, weights(value), training,
+                           {"val_loss": 1.0 / epoch, **meta})
 
 
 def test_epoch_folder_names_are_zero_padded():
@@ -74,13 +75,14 @@ def test_failed_weights_write_keeps_the_old_file_and_no_temp(tmp_path):
     path = tmp_path / "m.safetensors"
     save_state_dict(weights(1.0), path)
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever fails: what matters is what is left)
         save_state_dict({"bad": "not a tensor"}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
 
-@pytest.mark.parametrize("content", [None, b"", b"garbage, not safetensors"], ids=["missing", "empty", "garbage"])
+@pytest.mark.parametrize("content", [None, b"", b"garbage, not safetensors"],
+                         ids=["missing", "empty", "garbage"])
 def test_bad_weights_file_is_a_checkpoint_error_naming_it(tmp_path, content):
     path = tmp_path / "m.safetensors"
     if content is not None:
@@ -105,7 +107,8 @@ def test_saved_checkpoint_holds_weights_state_and_verified_meta(tmp_path):
     assert state["format_version"] == 1 and state["epoch"] == 2 and state["counter"] == 20
     assert torch.equal(state["optimizer"]["step"], torch.tensor(2))
     assert torch.equal(load_state_dict(folder / WEIGHTS_FILE)["w"], torch.full((2, 3), 2.0))
-    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["epoch-002"]  # no temporary folder left
+    # no temporary folder left
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["epoch-002"]
 
     ck = load_checkpoint(folder)
     assert ck.path == folder and ck.epoch == 2 and ck.meta == meta
@@ -122,8 +125,8 @@ def test_rewriting_an_epoch_replaces_the_stale_folder(tmp_path):
 
 def test_failed_checkpoint_write_leaves_nothing_behind(tmp_path):
     write(tmp_path, 1)
-    with pytest.raises(Exception):
-        save_checkpoint(tmp_path, 2, weights(2.0), {"x": lambda: 0}, {})  # state.pt cannot hold it
+    with pytest.raises(Exception):  # noqa: B017 (state.pt cannot hold it; what is left matters)
+        save_checkpoint(tmp_path, 2, weights(2.0), {"x": lambda: 0}, {})
     assert [p.name for p in tmp_path.iterdir()] == ["epoch-001"]
     assert list_checkpoints(tmp_path) == [1]
 
@@ -248,7 +251,8 @@ def test_latest_good_falls_back_to_the_newest_earlier_good_checkpoint(tmp_path):
     assert warnings[0].startswith("skipping bad checkpoint: ") and "epoch-004" in warnings[0]
     assert "epoch-003" in warnings[1]
 
-    ck, warnings = load_latest_good(tmp_path, "epoch-3")  # from an explicit epoch, only earlier ones
+    # from an explicit epoch, only earlier ones
+    ck, warnings = load_latest_good(tmp_path, "epoch-3")
     assert ck.epoch == 2 and len(warnings) == 1 and "epoch-003" in warnings[0]
 
     for epoch in (1, 2):
@@ -272,7 +276,8 @@ def test_best_pointer_falls_back_to_earlier_epochs_not_later_ones(tmp_path):
 
 
 # ------------------------------------------------------------------- found by mutation testing
-def test_code_is_refused_even_when_the_environment_asks_torch_to_allow_it(tmp_path, monkeypatch, capsys):
+def test_code_is_refused_even_when_the_environment_asks_torch_to_allow_it(tmp_path, monkeypatch,
+                                                                          capsys):
     """weights_only=True is passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (which changes
     only torch.load's default) cannot turn the check off."""
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -337,7 +342,8 @@ def test_temporary_files_are_hidden_beside_their_target(tmp_path, monkeypatch):
         return fd, name
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **kw: made.append(real_mkdtemp(*a, **kw)) or made[-1])
+    monkeypatch.setattr(tempfile, "mkdtemp",
+                        lambda *a, **kw: made.append(real_mkdtemp(*a, **kw)) or made[-1])
     save_state_dict(weights(1.0), tmp_path / "m.safetensors")
     assert written[0].parent == tmp_path
     assert written[0].name.startswith(".m.safetensors.") and written[0].name.endswith(".tmp")

@@ -229,8 +229,9 @@ def test_pickle_payload_is_refused_without_running(tmp_path, synthetic_mnist):
 def test_changed_architecture_gives_clear_error(tmp_path, synthetic_mnist, monkeypatch):
     run(tmp_path, synthetic_mnist, name="frozen", epochs=1)
     spec = _registry._REGISTRY["cnn", 1]
-    changed = _registry.ModelSpec("cnn", 1, lambda **kw: SmallCNN(stages=[[16], [32], [64]], dropout=0.1, **kw),
-                                  spec.description)
+    changed = _registry.ModelSpec(
+        "cnn", 1, lambda **kw: SmallCNN(stages=[[16], [32], [64]], dropout=0.1, **kw),
+        spec.description)
     monkeypatch.setitem(_registry._REGISTRY, ("cnn", 1), changed)
     with pytest.raises(DigitnetError, match="register the change under a new version number"):
         load_model("cnn-v1/frozen", models_dir=tmp_path / "models")
@@ -313,12 +314,14 @@ def test_cli_train_prints_ref_last_and_writes_json(tmp_path, synthetic_mnist, ca
 
 @pytest.mark.slow
 def test_sigkill_mid_training_resumes(tmp_path, mnist_dir):
-    """A run killed with SIGKILL resumes from its last finished epoch and ends like an uninterrupted one."""
+    """A run killed with SIGKILL resumes from its last finished epoch and ends like an
+    uninterrupted one."""
     models = tmp_path / "models"
     args = ["--arch", "cnn", "--precision", "fp32", "--lr", "0.05", "--weight-decay", "0.0005",
             "--augment-kind", "warp",
             "--subset", "3000", "--epochs", "4", "--batch-size", "64", "--val-size", "500",
-            "--threads", "1", "--data-dir", str(mnist_dir), "--models-dir", str(models), "--no-progress"]
+            "--threads", "1", "--data-dir", str(mnist_dir), "--models-dir", str(models),
+            "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "digitnet", "train", "--name", "killed", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pointers = models / "cnn-v1" / "killed" / "checkpoints" / "pointers.json"
@@ -354,7 +357,8 @@ def test_resume_without_validation_split(tmp_path, synthetic_mnist):
     summary = run(tmp_path, synthetic_mnist, name="noval", val_size=0)
     pointers = json.loads((Path(summary["path"]) / "checkpoints" / "pointers.json").read_text())
     assert pointers["best"] == "epoch-003"
-    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/noval@epoch-1",
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist,
+                  resume="cnn-v1/noval@epoch-1",
                   progress=False)
     assert resumed["epochs_done"] == 3
     # the resumed run (epochs 2-3 retrained from epoch 1) against a separate uninterrupted run
@@ -887,7 +891,8 @@ def copy_store(finished_run, tmp_path) -> tuple[Path, Path]:
 
 
 def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns,
+                                         p.read_bytes() if p.is_file() else None)
             for p in sorted(folder.rglob("*"))}
 
 
@@ -1090,7 +1095,8 @@ def test_run_resumed_after_a_full_disk_equals_an_uninterrupted_one(tmp_path, syn
 @needs_proc
 def test_full_disk_while_creating_a_run_leaves_nothing(tmp_path, synthetic_mnist, monkeypatch):
     fail_fsync(monkeypatch, r"\.config\.json\.")
-    with pytest.raises(DigitnetError, match=r"no space left on .*cnn-v1/new; the run was not created$"):
+    with pytest.raises(DigitnetError,
+                       match=r"no space left on .*cnn-v1/new; the run was not created$"):
         run(tmp_path, synthetic_mnist, name="new")
     assert list((tmp_path / "models" / "cnn-v1").iterdir()) == []
     monkeypatch.undo()
@@ -1100,7 +1106,8 @@ def test_full_disk_while_creating_a_run_leaves_nothing(tmp_path, synthetic_mnist
 def test_resume_removes_temporaries_of_a_killed_writer(finished_run, tmp_path, capsys):
     data, models = copy_store(finished_run, tmp_path)
     run_dir = models / "cnn-v1" / "done"
-    left = [run_dir / "checkpoints" / ".tmp-epoch-002.k3j4", run_dir / "checkpoints" / ".epoch-002.old1",
+    left = [run_dir / "checkpoints" / ".tmp-epoch-002.k3j4",
+            run_dir / "checkpoints" / ".epoch-002.old1",
             run_dir / "checkpoints" / ".tmp-stale-epoch-001.x"]
     for folder in left:
         folder.mkdir()
@@ -1145,7 +1152,8 @@ def test_second_writer_of_a_run_is_refused_and_a_killed_one_blocks_nothing(finis
                                                                           capsys):
     data, models = copy_store(finished_run, tmp_path)
     run_dir = models / "cnn-v1" / "done"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdin=subprocess.PIPE,
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)],
+                              stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
@@ -1164,7 +1172,8 @@ def test_second_writer_of_a_run_is_refused_and_a_killed_one_blocks_nothing(finis
         holder.stdin.close()
         holder.stdout.close()
     assert (run_dir / "train.lock").exists()  # what the killed process left does not block:
-    assert fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)["epochs_done"] == 1
+    resumed = fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)
+    assert resumed["epochs_done"] == 1
 
 
 def test_the_lock_is_held_for_the_whole_run(tmp_path, synthetic_mnist, monkeypatch):
@@ -1311,8 +1320,8 @@ def _copy_run(two_epochs, tmp_path) -> Path:
     (b"[]", r"meta.json: expected an object, found a list of 0 item"),
     (b'{"epoch": "1", "sha256": {}}', r'meta.json: field "epoch": expected an integer >= 1'),
     (b'{"epoch": 1}', r'meta.json: field "sha256" is missing'),
-    (b'{"epoch": 1, "sha256": {"../../config.json": "0"}}', r'field "sha256": expected an object '
-                                                              r"with the sha256 of model.safetensors"),
+    (b'{"epoch": 1, "sha256": {"../../config.json": "0"}}',
+     r'field "sha256": expected an object with the sha256 of model.safetensors'),
     (b'{"epoch": 1, "sha256": []}', r'field "sha256": expected an object with the sha256'),
     (b"\x80", r"meta.json: not UTF-8"),
     (b"{" * 5000, r"meta.json: (nested deeper|invalid JSON)"),
@@ -1380,7 +1389,8 @@ def _alias_bomb(levels: int = 12) -> str:
     (b"1: 2\nepochs: 3\n", r"unknown config key\(s\) 1;"),
     (b"epochs: [1]\n", r"config field 'epochs': expected int, found a list of 1 item"),
     (b"data: {a: 1}\n", r"config field 'data': expected a list of dataset names, found an object"),
-    (b"epochs: 1\n" + b"#" * (1024 * 1024), r"r.yaml: config file larger than the limit of 1,048,576"),
+    (b"epochs: 1\n" + b"#" * (1024 * 1024),
+     r"r.yaml: config file larger than the limit of 1,048,576"),
 ])
 def test_malformed_recipe_file_is_one_clear_error(tmp_path, capsys, content, message):
     recipe = tmp_path / "r.yaml"
