@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from digitnet.calibration import CALIBRATION_SCHEMA
+from digitnet.calibration import CALIBRATION_SCHEMA, Calibration, calibration_from_dict
 from digitnet.errors import DigitnetError
 from digitnet.fileio import (
     Check,
@@ -213,6 +213,13 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     training_state: dict
     meta: dict
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The calibration fitted for these weights; None in checkpoints written before
+        calibration."""
+        recorded = self.meta.get("calibration")
+        return calibration_from_dict(recorded, self.path / META_FILE) if recorded else None
 
 
 def verify_checkpoint(path: Path) -> dict:

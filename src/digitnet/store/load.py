@@ -12,10 +12,9 @@ from pathlib import Path
 
 from torch import nn
 
+import digitnet.store.hub as hub
 from digitnet.calibration import Calibration, calibration_from_dict
 from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_json
-from digitnet.store import hub
 from digitnet.store.catalog import resolve_ref
 from digitnet.store.checkpoint import (
     META_FILE,
@@ -34,6 +33,7 @@ from digitnet.store.run import (
     lock_run,
     read_run_config,
     read_summary,
+    write_summary_calibration,
 )
 from digitnet.store.weights import WEIGHTS_FILE, CheckpointError, load_state_dict, load_weights
 
@@ -72,7 +72,7 @@ def load_model(ref: str | ModelRef, models_dir: str | os.PathLike | None = None)
         model = _build(config, path / META_FILE if "config" in ckpt.meta
                        else mref.run_dir / CONFIG_FILE)
         state, epoch, source = ckpt.model_state, ckpt.epoch, path / WEIGHTS_FILE
-        calibration = calibration_from_dict(ckpt.meta.get("calibration"), path / META_FILE)
+        calibration = ckpt.calibration or Calibration()  # T = 1 before calibration
         mref = ModelRef(mref.run_dir, path.name)
     load_weights(model, state, source, config["arch"]["id"])
     model.eval()
@@ -103,12 +103,7 @@ def save_calibration(loaded: LoadedModel, calibration: Calibration) -> LoadedMod
                             f"{loaded.config.get('ref')} and export it again")
     with lock_run(mref.run_dir):
         if mref.checkpoint is None:
-            path = mref.run_dir / SUMMARY_FILE
-            summary = read_summary(mref.run_dir)
-            if summary is None:
-                raise DigitnetError(f"{path}: not found; only a finished run (or one of its "
-                                    f"checkpoints, REF@last) can be calibrated")
-            atomic_write_json(path, {**summary, "calibration": calibration.to_dict()})
+            write_summary_calibration(mref.run_dir, calibration.to_dict())
         else:
             path = resolve_checkpoint(mref.run_dir / CHECKPOINTS_DIR, mref.checkpoint)
             write_checkpoint_calibration(path, calibration.to_dict())

@@ -125,6 +125,20 @@ def read_summary(run_dir: Path) -> dict | None:
     return read_json(path, "run summary", SUMMARY_SCHEMA) if path.is_file() else None
 
 
+def write_summary_calibration(run_dir: Path, record: dict) -> None:
+    """Replace the calibration record in a finished run's summary.json (atomically; the caller
+    holds the run's lock); the final weights are not touched.
+
+    Raises:
+        DigitnetError: the run has no summary.json (it is not finished).
+    """
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise DigitnetError(f"{run_dir / SUMMARY_FILE}: not found; only a finished run (or one of "
+                            f"its checkpoints, REF@last) can be calibrated")
+    atomic_write_json(run_dir / SUMMARY_FILE, {**summary, "calibration": record})
+
+
 def training_done(run_dir: Path) -> bool:
     return (run_dir / WEIGHTS_FILE).is_file() and (run_dir / SUMMARY_FILE).is_file()
 

@@ -22,7 +22,6 @@ from tqdm import tqdm
 from digitnet.calibration import (
     NO_VALIDATION,
     Calibration,
-    calibration_from_dict,
     fit_temperature,
     not_calibrated,
 )
@@ -32,18 +31,17 @@ from digitnet.data.datasets import TensorDataset
 from digitnet.errors import DigitnetError
 from digitnet.models import create_model, get_spec
 from digitnet.store import (
-    META_FILE,
     Run,
     arch_record,
     batched_logits,
     build_frozen_model,
+    check_name_free,
     default_data_config,
     load_weights,
     models_root,
     resolve_ref,
     training_done,
 )
-from digitnet.store.run import check_name_free
 from digitnet.training.device import DEVICES, resolve_device
 from digitnet.training.env import environment_info
 from digitnet.training.epoch import epoch_seed, train_one_epoch
@@ -186,10 +184,8 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None,
     run.truncate_metrics(ckpt.epoch)
     best_val = ckpt.training_state.get("best_val", -1.0)
     print(f"resuming {config['ref']} after epoch {ckpt.epoch} of {cfg.epochs}")
-    recorded = ckpt.meta.get("calibration")  # None in checkpoints written before calibration
-    calibration = calibration_from_dict(recorded, ckpt.path / META_FILE) if recorded else None
     state = RunState(run, cfg, model, optimizer, scheduler, ckpt.epoch + 1, best_val,
-                     config["data_config"], device, calibration)
+                     config["data_config"], device, ckpt.calibration)
     return state, splits
 
 
