@@ -12,8 +12,8 @@ PYTEST_ARGS ?=
 MUTATION_GROUPS ?= idx metrics checkpoint store augment preprocess
 MUTANTS_idx ?= 'digitnet.data.idx.*'
 MUTANTS_metrics ?= 'digitnet.evaluation.metrics.*'
-MUTANTS_checkpoint ?= 'digitnet.training.checkpoint.*'
-MUTANTS_store ?= 'digitnet.store.*'
+MUTANTS_checkpoint ?= 'digitnet.store.checkpoint.*'
+MUTANTS_store ?= $(foreach m,refs catalog run weights records loaded load,'digitnet.store.$(m).*')
 MUTANTS_augment ?= 'digitnet.data.augment.*'
 MUTANTS_preprocess ?= $(foreach f,center_of_mass _to_uint8 crop_to_ink fit_to_box _paste \
 	center_by_mass fit_and_center encode_png output_stems save_result,'digitnet.data.preprocess.x_$(f)*') \

@@ -25,7 +25,7 @@ from digitnet.config import TrainConfig
 from digitnet.errors import DigitnetError
 from digitnet.fileio import sha256_file
 from digitnet.store import load_model, save_calibration
-from digitnet.training.checkpoint import verify_checkpoint
+from digitnet.store.checkpoint import verify_checkpoint
 from digitnet.training.loop import fit
 
 REF = "cnn-v1/cal"
@@ -315,8 +315,8 @@ def test_export_round_trip_and_onnx_give_the_calibrated_probabilities(trained, t
     pytest.importorskip("onnxruntime")
     from digitnet.data.datasets import to_model_input
     from digitnet.deploy.export import export_model
-    from digitnet.deploy.hub import load_exported
     from digitnet.deploy.onnx import read_onnx_metadata, run_onnx
+    from digitnet.store.hub import load_exported
 
     loaded = load_model(REF, trained["models"])
     out = tmp_path / "export"
@@ -341,7 +341,7 @@ def test_export_round_trip_and_onnx_give_the_calibrated_probabilities(trained, t
 
 def test_an_export_written_before_calibration_loads_with_t_1(trained, tmp_path):
     from digitnet.deploy.export import export_model
-    from digitnet.deploy.hub import load_exported
+    from digitnet.store.hub import load_exported
 
     out = tmp_path / "export"
     export_model(REF, out, trained["data"], trained["models"])

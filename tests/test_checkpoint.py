@@ -1,4 +1,4 @@
-"""Checkpoint folders (digitnet.training.checkpoint) at the file level: what each file holds, how
+"""Checkpoint folders (digitnet.store.checkpoint) at the file level: what each file holds, how
 "last"/"best"/"epoch-N" resolve, and how a corrupt or tampered checkpoint is refused or skipped.
 Tiny tensors, no training (the end-to-end paths are in test_training.py)."""
 
@@ -14,8 +14,8 @@ import torch
 
 from digitnet.errors import DigitnetError
 from digitnet.fileio import sha256_file
-from digitnet.training.checkpoint import (
-    FORMAT_VERSION,
+from digitnet.store.checkpoint import (
+    CHECKPOINT_FORMAT_VERSION,
     META_FILE,
     POINTERS_FILE,
     STATE_FILE,
@@ -44,7 +44,8 @@ def write(folder, epoch: int, value: float | None = None, **meta):
     """A checkpoint of epoch `epoch` whose weights are all `value` (default: the epoch)."""
     value = float(epoch) if value is None else value
     training = {"optimizer": {"step": torch.tensor(epoch)}, "counter": epoch * 10}
-    return save_checkpoint(folder, epoch, weights(value), training, {"val_loss": 1.0 / epoch, **meta})
+    return save_checkpoint(folder, epoch, weights(value), training,
+                           {"val_loss": 1.0 / epoch, **meta})
 
 
 def test_epoch_folder_names_are_zero_padded():
@@ -74,13 +75,14 @@ def test_failed_weights_write_keeps_the_old_file_and_no_temp(tmp_path):
     path = tmp_path / "m.safetensors"
     save_state_dict(weights(1.0), path)
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (whatever fails: what matters is what is left)
         save_state_dict({"bad": "not a tensor"}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
 
 
-@pytest.mark.parametrize("content", [None, b"", b"garbage, not safetensors"], ids=["missing", "empty", "garbage"])
+@pytest.mark.parametrize("content", [None, b"", b"garbage, not safetensors"],
+                         ids=["missing", "empty", "garbage"])
 def test_bad_weights_file_is_a_checkpoint_error_naming_it(tmp_path, content):
     path = tmp_path / "m.safetensors"
     if content is not None:
@@ -97,7 +99,7 @@ def test_saved_checkpoint_holds_weights_state_and_verified_meta(tmp_path):
     assert folder == tmp_path / "ck" / "epoch-002"
     assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS_FILE, STATE_FILE, META_FILE])
     meta = json.loads((folder / META_FILE).read_text())
-    assert meta["format_version"] == FORMAT_VERSION == 1
+    assert meta["format_version"] == CHECKPOINT_FORMAT_VERSION == 1
     assert meta["epoch"] == 2 and meta["extra"] == "x" and meta["val_loss"] == 0.5
     assert meta["sha256"] == {WEIGHTS_FILE: sha256_file(folder / WEIGHTS_FILE),
                               STATE_FILE: sha256_file(folder / STATE_FILE)}
@@ -105,7 +107,8 @@ def test_saved_checkpoint_holds_weights_state_and_verified_meta(tmp_path):
     assert state["format_version"] == 1 and state["epoch"] == 2 and state["counter"] == 20
     assert torch.equal(state["optimizer"]["step"], torch.tensor(2))
     assert torch.equal(load_state_dict(folder / WEIGHTS_FILE)["w"], torch.full((2, 3), 2.0))
-    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["epoch-002"]  # no temporary folder left
+    # no temporary folder left
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["epoch-002"]
 
     ck = load_checkpoint(folder)
     assert ck.path == folder and ck.epoch == 2 and ck.meta == meta
@@ -122,8 +125,8 @@ def test_rewriting_an_epoch_replaces_the_stale_folder(tmp_path):
 
 def test_failed_checkpoint_write_leaves_nothing_behind(tmp_path):
     write(tmp_path, 1)
-    with pytest.raises(Exception):
-        save_checkpoint(tmp_path, 2, weights(2.0), {"x": lambda: 0}, {})  # state.pt cannot hold it
+    with pytest.raises(Exception):  # noqa: B017 (state.pt cannot hold it; what is left matters)
+        save_checkpoint(tmp_path, 2, weights(2.0), {"x": lambda: 0}, {})
     assert [p.name for p in tmp_path.iterdir()] == ["epoch-001"]
     assert list_checkpoints(tmp_path) == [1]
 
@@ -248,7 +251,8 @@ def test_latest_good_falls_back_to_the_newest_earlier_good_checkpoint(tmp_path):
     assert warnings[0].startswith("skipping bad checkpoint: ") and "epoch-004" in warnings[0]
     assert "epoch-003" in warnings[1]
 
-    ck, warnings = load_latest_good(tmp_path, "epoch-3")  # from an explicit epoch, only earlier ones
+    # from an explicit epoch, only earlier ones
+    ck, warnings = load_latest_good(tmp_path, "epoch-3")
     assert ck.epoch == 2 and len(warnings) == 1 and "epoch-003" in warnings[0]
 
     for epoch in (1, 2):
@@ -272,7 +276,8 @@ def test_best_pointer_falls_back_to_earlier_epochs_not_later_ones(tmp_path):
 
 
 # ------------------------------------------------------------------- found by mutation testing
-def test_code_is_refused_even_when_the_environment_asks_torch_to_allow_it(tmp_path, monkeypatch, capsys):
+def test_code_is_refused_even_when_the_environment_asks_torch_to_allow_it(tmp_path, monkeypatch,
+                                                                          capsys):
     """weights_only=True is passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (which changes
     only torch.load's default) cannot turn the check off."""
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
@@ -337,7 +342,8 @@ def test_temporary_files_are_hidden_beside_their_target(tmp_path, monkeypatch):
         return fd, name
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **kw: made.append(real_mkdtemp(*a, **kw)) or made[-1])
+    monkeypatch.setattr(tempfile, "mkdtemp",
+                        lambda *a, **kw: made.append(real_mkdtemp(*a, **kw)) or made[-1])
     save_state_dict(weights(1.0), tmp_path / "m.safetensors")
     assert written[0].parent == tmp_path
     assert written[0].name.startswith(".m.safetensors.") and written[0].name.endswith(".tmp")
@@ -367,7 +373,7 @@ def test_failed_weights_write_removes_its_temporary_file(tmp_path, monkeypatch):
 
 # --------------------------------------- found by mutation testing of the merged checkpoint.py
 def test_remove_temporaries_removes_only_what_a_killed_writer_left(tmp_path):
-    from digitnet.training.checkpoint import remove_temporaries
+    from digitnet.store.checkpoint import remove_temporaries
 
     folder = tmp_path / "checkpoints"
     write(folder, 1)
@@ -391,7 +397,7 @@ def test_remove_temporaries_removes_only_what_a_killed_writer_left(tmp_path):
 
 
 def test_last_checkpoint_epoch_is_what_a_resume_starts_from(tmp_path):
-    from digitnet.training.checkpoint import last_checkpoint_epoch
+    from digitnet.store.checkpoint import last_checkpoint_epoch
 
     assert last_checkpoint_epoch(tmp_path / "none") == 0
     write(tmp_path, 1)

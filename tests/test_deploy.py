@@ -15,14 +15,13 @@ import digitnet
 from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.data.preprocess import PREPROCESS_VERSION
-from digitnet.deploy import hub
 from digitnet.deploy import mirror as git_mirror
 from digitnet.deploy.export import LFS_PATTERNS, export_model
-from digitnet.deploy.hub import LFS_POINTER_PREFIX, load_exported
 from digitnet.deploy.publish import PublishOptions, publish
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.evaluate import evaluate_model
-from digitnet.store import LoadedModel
+from digitnet.store import LoadedModel, hub
+from digitnet.store.hub import LFS_POINTER_PREFIX, load_exported
 from digitnet.training.loop import fit
 
 HAS_GIT_LFS = shutil.which("git") is not None and subprocess.run(
@@ -89,7 +88,8 @@ def test_export_writes_a_hub_folder(trained):
     assert config["label_names"] == [str(d) for d in range(10)] and config["num_classes"] == 10
     assert config["input_size"] == [1, 28, 28]
     assert (config["mean"], config["std"]) == (0.1307, 0.3081)
-    assert config["preprocess_version"] == PREPROCESS_VERSION and config["digitnet_version"] == digitnet.__version__
+    assert config["preprocess_version"] == PREPROCESS_VERSION
+    assert config["digitnet_version"] == digitnet.__version__
     assert config["source"]["ref"] == "cnn-v1/tiny" and config["source"]["epoch"] == 2
     assert "dir" not in config["data"]  # no local paths in a public file
     weights = load_file(str(out / "model.safetensors"))
@@ -532,7 +532,8 @@ def _copy_sources(trained, tmp_path) -> dict[str, tuple[str, Path]]:
     shutil.copytree(trained["export"], export)
     run = models / "cnn-v1" / "tiny"
     return dict(store=(str(run), run / "model.safetensors"),
-                checkpoint=(f"{run}@epoch-1", run / "checkpoints" / "epoch-001" / "model.safetensors"),
+                checkpoint=(f"{run}@epoch-1",
+                            run / "checkpoints" / "epoch-001" / "model.safetensors"),
                 export=(str(export), export / "model.safetensors"))
 
 
@@ -641,7 +642,8 @@ def _raw(data: bytes):
 
 COMMON_BAD_CONFIGS = [
     ("list", _raw(b"[1, 2]"), r"config.json: expected an object, found a list of 2 item"),
-    ("utf8", _raw(b'{"arch": "\xff"}'), r"config.json: not UTF-8 text \(invalid byte at offset 10\)"),
+    ("utf8", _raw(b'{"arch": "\xff"}'),
+     r"config.json: not UTF-8 text \(invalid byte at offset 10\)"),
     ("json", _raw(b'{"arch": '), r"config.json: invalid JSON"),
     ("deep", _raw(b"[" * 100_000 + b"]" * 100_000), r"config.json: nested deeper than 64 levels"),
     ("deep-ok-json", _raw(b'{"a": ' * 200 + b"1" + b"}" * 200), r"config.json: nested deeper"),
@@ -656,31 +658,41 @@ STORE_BAD_CONFIGS = COMMON_BAD_CONFIGS + [
      r'config.json: field "arch.name": expected a string, found 3'),
     ("version", _edit(lambda c: c["arch"].update(version="1")),
      r'field "arch.version": expected an integer >= 1, found \'1\''),
-    ("version-bool", _edit(lambda c: c["arch"].update(version=True)), r'"arch.version".*found true'),
+    ("version-bool", _edit(lambda c: c["arch"].update(version=True)),
+     r'"arch.version".*found true'),
     ("model-args", _edit(lambda c: c["arch"].update(model_args=None)), r'"arch.model_args".*null'),
-    ("mean", _edit(lambda c: c["data_config"].update(mean="x")), r'"data_config.mean": expected a num'),
-    ("mean-nan", _edit(lambda c: c["data_config"].update(mean=float("nan"))), r'"data_config.mean"'),
-    ("std", _edit(lambda c: c["data_config"].update(std=0)), r'"data_config.std": expected a number > 0'),
+    ("mean", _edit(lambda c: c["data_config"].update(mean="x")),
+     r'"data_config.mean": expected a num'),
+    ("mean-nan", _edit(lambda c: c["data_config"].update(mean=float("nan"))),
+     r'"data_config.mean"'),
+    ("std", _edit(lambda c: c["data_config"].update(std=0)),
+     r'"data_config.std": expected a number > 0'),
     ("labels", _edit(lambda c: c["data_config"].update(label_names=["a", 2])),
      r'"data_config.label_names\[1\]": expected a string, found 2'),
     ("label-count", _edit(lambda c: c["data_config"].update(label_names=["a", "b"])),
      r'"label_names": expected 10 names'),
     ("input-size", _edit(lambda c: c["data_config"].update(input_size=[3, 32, 32])),
      r'"data_config.input_size": expected \[1, 28, 28\]'),
-    ("val-size", _edit(lambda c: c["train"].update(val_size=-1)), r'"train.val_size": expected an int'),
+    ("val-size", _edit(lambda c: c["train"].update(val_size=-1)),
+     r'"train.val_size": expected an int'),
     ("unknown-arch", _edit(lambda c: c["arch"].update(name="nosuch")), r"nosuch"),
 ]
 EXPORT_BAD_CONFIGS = COMMON_BAD_CONFIGS + [
     ("no-source", _edit(lambda c: c.pop("source")), r'field "source" is missing'),
-    ("architecture", _edit(lambda c: c.update(architecture=3)), r'"architecture": expected a string'),
+    ("architecture", _edit(lambda c: c.update(architecture=3)),
+     r'"architecture": expected a string'),
     ("version", _edit(lambda c: c.update(version=[1])), r'"version": expected an integer >= 1'),
-    ("format-version", _edit(lambda c: c.update(format_version="2")), r'"format_version": expected an'),
+    ("format-version", _edit(lambda c: c.update(format_version="2")),
+     r'"format_version": expected an'),
     ("newer", _edit(lambda c: c.update(format_version=99)), r"written by a newer digitnet"),
     ("source-ref", _edit(lambda c: c["source"].update(ref=1)), r'"source.ref": expected a string'),
-    ("epoch", _edit(lambda c: c["source"].update(epoch="2")), r'"source.epoch": expected an integer or'),
+    ("epoch", _edit(lambda c: c["source"].update(epoch="2")),
+     r'"source.epoch": expected an integer or'),
     ("std", _edit(lambda c: c.update(std=-0.3)), r'"std": expected a number > 0, found -0.3'),
-    ("labels", _edit(lambda c: c.update(label_names="0123456789")), r'"label_names": expected a non-emp'),
-    ("label-count", _edit(lambda c: c.update(label_names=list("012"))), r'"label_names": expected 10'),
+    ("labels", _edit(lambda c: c.update(label_names="0123456789")),
+     r'"label_names": expected a non-emp'),
+    ("label-count", _edit(lambda c: c.update(label_names=list("012"))),
+     r'"label_names": expected 10'),
     ("signature", _edit(lambda c: c.update(signature=5)), r'"signature": expected a list or null'),
     ("train", _edit(lambda c: c.update(train=[])), r'"train": expected an object'),
 ]
@@ -726,7 +738,8 @@ def test_malformed_export_config_is_one_clear_error(trained, tmp_path, capsys, c
 def test_config_or_metrics_that_is_a_fifo_does_not_hang(trained, tmp_path):
     from digitnet.store import read_metrics
 
-    folder = _bad_config_folder(trained, tmp_path, "store", lambda valid: json.dumps(valid).encode())
+    folder = _bad_config_folder(trained, tmp_path, "store",
+                                lambda valid: json.dumps(valid).encode())
     (folder / "metrics.jsonl").unlink()
     os.mkfifo(folder / "metrics.jsonl")
     with pytest.raises(DigitnetError, match="expected a regular metrics file, found a FIFO"):
@@ -743,15 +756,16 @@ def test_config_or_metrics_that_is_a_fifo_does_not_hang(trained, tmp_path):
     (b"\xfe", r"summary.json: not UTF-8"),
 ])
 def test_malformed_summary_is_one_clear_error(trained, tmp_path, content, message):
-    folder = _bad_config_folder(trained, tmp_path, "store", lambda valid: json.dumps(valid).encode())
+    folder = _bad_config_folder(trained, tmp_path, "store",
+                                lambda valid: json.dumps(valid).encode())
     (folder / "summary.json").write_bytes(content)
     with pytest.raises(DigitnetError, match=message):
         digitnet.load(str(folder))
 
 
 # ---------------------------------------------------------------------- names the Hub rejects
-BAD_REPO_IDS = ["a/..", "a/.", "a/-b", "a/b-", "a/.b", "a/b--c", "a/b..c", "a/b.git", "a/" + "x" * 97,
-                "a/caf\u00e9"]
+BAD_REPO_IDS = ["a/..", "a/.", "a/-b", "a/b-", "a/.b", "a/b--c", "a/b..c", "a/b.git",
+                "a/" + "x" * 97, "a/caf\u00e9"]
 
 
 @pytest.mark.parametrize("repo_id", BAD_REPO_IDS)
@@ -777,7 +791,8 @@ def test_hf_revision_that_is_not_a_git_name_is_refused(revision, monkeypatch):
 @pytest.mark.parametrize("repo_id", BAD_REPO_IDS)
 def test_repo_id_the_hub_rejects_is_refused_before_any_work(repo_id, trained, tmp_path, capsys):
     capsys.readouterr()
-    for command in (["export", "cnn-v1/tiny", "--out", str(tmp_path / "out")], ["publish", "cnn-v1/tiny"]):
+    for command in (["export", "cnn-v1/tiny", "--out", str(tmp_path / "out")],
+                    ["publish", "cnn-v1/tiny"]):
         code = main([*command, "--repo-id", repo_id, "--models-dir", str(trained["models"]),
                      "--data-dir", str(trained["data"])])
         err = capsys.readouterr().err

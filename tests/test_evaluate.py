@@ -1,20 +1,21 @@
-"""Evaluate and compare: JSON results, reports, datasets by name, models x checkpoints x datasets."""
+"""Evaluate and compare: JSON results, reports, datasets by name, models x checkpoints x
+datasets."""
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
-
 from PIL import Image
 
 from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.data.idx import write_idx
 from digitnet.errors import DigitnetError
-from digitnet.evaluation.compare import compare, expand_refs
+from digitnet.evaluation.compare import compare
 from digitnet.evaluation.datasets import load_eval_dataset
+from digitnet.store import expand_checkpoints
 from digitnet.training.loop import fit
 
 REQUIRED_KEYS = {"dataset", "n", "loss", "accuracy", "precision_macro", "recall_macro", "f1_macro",
@@ -71,15 +72,17 @@ def test_evaluate_json_and_report(trained, tmp_path, capsys, monkeypatch):
     assert [r["dataset"] for r in results] == ["mnist-test", "mnist-val"]
     for r in results:
         assert REQUIRED_KEYS <= set(r)
-        assert len(r["per_class"]) == 10 and {"precision", "recall", "f1", "support"} <= set(r["per_class"][0])
+        assert len(r["per_class"]) == 10
+        assert {"precision", "recall", "f1", "support"} <= set(r["per_class"][0])
         assert np.array(r["confusion_matrix"]).sum() == r["n"]
         assert r["accuracy"] == pytest.approx(np.trace(np.array(r["confusion_matrix"])) / r["n"])
         for m in r["misclassified"]:
             assert len(m["probabilities"]) == 10 and m["pred"] != m["label"]
     assert results[0]["n"] == 50
     report = (out / "report.md").read_text()
-    for png in ["training_curves.png", "mnist-test/confusion_matrix.png", "mnist-test/per_class.png",
-                "mnist-test/misclassified.png", "mnist-val/reliability.png"]:
+    for png in ["training_curves.png", "mnist-test/confusion_matrix.png",
+                "mnist-test/per_class.png", "mnist-test/misclassified.png",
+                "mnist-val/reliability.png"]:
         assert (out / png).read_bytes().startswith(b"\x89PNG")
         assert f"]({png})" in report
     # each plot drew the data of results.json (and of the run's metrics.jsonl)
@@ -115,7 +118,7 @@ def test_compare_across_architectures_and_checkpoints(trained, tmp_path, monkeyp
     from digitnet.evaluation import plots
 
     saved = capture_figures(monkeypatch, plots)
-    refs = expand_refs(["cnn-v1/cnn@all"], trained["models"])
+    refs = expand_checkpoints(["cnn-v1/cnn@all"], trained["models"])
     assert [r.rsplit("@", 1)[1] for r in refs] == ["epoch-001", "epoch-002", "epoch-003"]
     rows = compare(["cnn-v1/cnn@all", "linear-v1/lin"], ["mnist-test", "mnist-test-augmented"],
                    trained["data"], trained["models"])
@@ -171,7 +174,8 @@ def test_idx_pair_and_image_folder_datasets(trained, tmp_path):
         canvas.save(folder / str(digit) / "a.png")
     ds = load_eval_dataset(str(folder))
     assert ds.labels.tolist() == [3, 7] and ds.images.shape == (2, 28, 28)
-    assert ds.images[0].max() == 255 and ds.images[0][0, 0] == 0  # white on black after preprocessing
+    # white on black after preprocessing
+    assert ds.images[0].max() == 255 and ds.images[0][0, 0] == 0
 
 
 def test_augmented_test_set_is_fixed(trained):

@@ -28,7 +28,7 @@ from digitnet.deploy.predict import predict_images
 from digitnet.errors import DigitnetError
 from digitnet.fileio import sha256_file
 from digitnet.store import read_metrics
-from digitnet.training.checkpoint import (
+from digitnet.store.checkpoint import (
     CheckpointError,
     load_state_dict,
     load_training_state,

@@ -78,7 +78,8 @@ def test_old_ingested_dataset_evaluates_and_trains(legacy, mnist_dir, tmp_path, 
                  "--models-dir", str(legacy / "models"), "--data-dir", str(mnist_dir)]) == 0
     (result,) = json.loads(out.read_text())
     assert result["n"] == 20
-    assert result["accuracy"] == pytest.approx(json.loads(EXPECTED.read_text())["legacy_dataset_acc"])
+    expected = json.loads(EXPECTED.read_text())["legacy_dataset_acc"]
+    assert result["accuracy"] == pytest.approx(expected)
     assert main(["train", "--arch", "linear", "--epochs", "1", "--subset", "100", "--val-size",
                  "20", "--data", "mnist", "--data", "legacy", "--name", "mixed", "--no-progress",
                  "--models-dir", str(tmp_path / "models"), "--data-dir", str(mnist_dir)]) == 0

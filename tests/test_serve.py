@@ -242,7 +242,7 @@ def test_errors_are_in_the_schema(client):
 
 def test_no_local_path_in_what_clients_see(model):
     """A model served by its path (an exported folder) is named by its folder only."""
-    from digitnet.deploy.hub import HubModelRef
+    from digitnet.store.hub import HubModelRef
 
     folder = "/home/someone/private/exports/my-digits"
     ref = HubModelRef(Path(folder), None, folder)

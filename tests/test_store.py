@@ -16,6 +16,7 @@ from digitnet.cli import main
 from digitnet.config import TrainConfig
 from digitnet.constants import MNIST_MEAN, MNIST_STD
 from digitnet.errors import DigitnetError
+from digitnet.fileio import read_json
 from digitnet.models import create_model
 from digitnet.store import (
     ModelRef,
@@ -27,11 +28,10 @@ from digitnet.store import (
     load_model,
     load_weights,
     models_root,
-    read_json,
     read_metrics,
     resolve_ref,
 )
-from digitnet.training.checkpoint import (
+from digitnet.store.checkpoint import (
     CheckpointError,
     save_checkpoint,
     save_state_dict,
@@ -44,7 +44,8 @@ def filled(model: nn.Module, value: float) -> dict[str, torch.Tensor]:
             for k, v in model.state_dict().items()}
 
 
-def make_run(models, name: str, created: str, final: float | None = 9.0, epochs=(), arch_id="cnn-v1"):
+def make_run(models, name: str, created: str, final: float | None = 9.0, epochs=(),
+             arch_id="cnn-v1"):
     """A run folder of cnn-v1 with final weights all `final` (None: none) and a checkpoint per
     epoch whose weights are all equal to the epoch number."""
     model = create_model("cnn", 1)
@@ -134,8 +135,8 @@ def test_list_runs_oldest_first_by_recorded_time(store, tmp_path):
     make_run(store, "b-tie", "2026-01-03T00:00:00")
     (store / "cnn-v1" / "z-broken").mkdir()
     (store / "cnn-v1" / "z-broken" / "config.json").write_text("{oops")
-    assert [r.name for r in list_runs(store, "cnn-v1")] == ["z-broken", "old", "mid", "b-tie", "new",
-                                                           "a-newest"]
+    assert [r.name for r in list_runs(store, "cnn-v1")] == ["z-broken", "old", "mid", "b-tie",
+                                                           "new", "a-newest"]
 
 
 def test_every_form_of_reference(store, monkeypatch, tmp_path):
@@ -145,9 +146,11 @@ def test_every_form_of_reference(store, monkeypatch, tmp_path):
     assert resolve_ref("cnn-v1/old@epoch-2", store) == ModelRef(run, "epoch-2")
     assert resolve_ref(str(store / "cnn-v1" / "old"), store) == ModelRef(run, None)
     assert resolve_ref(f"{store}/cnn-v1/old@last") == ModelRef(run, "last")
-    assert resolve_ref(str(store / "cnn-v1/old/checkpoints/epoch-002")) == ModelRef(run, "epoch-002")
+    checkpoint = store / "cnn-v1/old/checkpoints/epoch-002"
+    assert resolve_ref(str(checkpoint)) == ModelRef(run, "epoch-002")
     # latest: the newest run that has weights (final or a checkpoint); `new` has neither
-    assert resolve_ref("cnn-v1/latest", store) == ModelRef((store / "cnn-v1" / "mid").resolve(), None)
+    mid = (store / "cnn-v1" / "mid").resolve()
+    assert resolve_ref("cnn-v1/latest", store) == ModelRef(mid, None)
     assert resolve_ref("cnn-v1/latest@best", store).checkpoint == "best"
     assert resolve_ref("latest", store) == ModelRef((store / "wide-v1" / "other").resolve(), None)
     assert resolve_ref("latest@epoch-1", store).checkpoint == "epoch-1"
@@ -157,7 +160,8 @@ def test_every_form_of_reference(store, monkeypatch, tmp_path):
     assert ModelRef(run, "epoch-002").label == "cnn-v1/old@epoch-002"
 
 
-@pytest.mark.parametrize("ref", ["old", "cnn/old", "cnn-v/old", "-v1/old", "cnn v1/old", "cnn-v1x/old"])
+@pytest.mark.parametrize("ref", ["old", "cnn/old", "cnn-v/old", "-v1/old", "cnn v1/old",
+                                 "cnn-v1x/old"])
 def test_malformed_reference_says_what_is_expected(store, ref):
     with pytest.raises(DigitnetError) as info:
         resolve_ref(ref, store)
@@ -178,7 +182,8 @@ def test_unknown_run_lists_what_exists(store, tmp_path):
         make_run(store, f"r{i:02d}", f"2026-03-{i + 1:02d}T00:00:00")
     with pytest.raises(DigitnetError) as info:
         resolve_ref("cnn-v1/gone", store)
-    assert str(info.value).endswith("cnn-v1 models: " + ", ".join(f"r{i:02d}" for i in range(2, 12)))
+    names = ", ".join(f"r{i:02d}" for i in range(2, 12))
+    assert str(info.value).endswith("cnn-v1 models: " + names)
 
 
 def test_latest_without_any_trained_model_is_a_clear_error(tmp_path):
@@ -188,7 +193,8 @@ def test_latest_without_any_trained_model_is_a_clear_error(tmp_path):
     assert str(info.value) == f"model reference 'latest': no trained model in {tmp_path}"
     with pytest.raises(DigitnetError) as info:
         resolve_ref("cnn-v1/latest@best", tmp_path)
-    assert str(info.value) == f"model reference 'cnn-v1/latest@best': no trained cnn-v1 model in {tmp_path}"
+    assert str(info.value) == (f"model reference 'cnn-v1/latest@best': no trained cnn-v1 model "
+                               f"in {tmp_path}")
 
 
 def test_folder_that_is_neither_model_nor_checkpoint(store, tmp_path):
@@ -210,7 +216,8 @@ def test_globs_expand_oldest_first_keeping_the_checkpoint(store):
         "cnn-v1/old@epoch-1", "latest", "nope"]
     with pytest.raises(DigitnetError) as info:
         expand_refs(["cnn-v1/OLD*"], store)  # case matters
-    assert str(info.value) == f"model reference 'cnn-v1/OLD*': no cnn-v1 run in {store} matches 'OLD*'"
+    assert str(info.value) == (f"model reference 'cnn-v1/OLD*': no cnn-v1 run in {store} "
+                               f"matches 'OLD*'")
 
 
 def test_glob_characters_in_an_existing_path_are_not_a_pattern(store, tmp_path):
@@ -223,8 +230,9 @@ def test_load_model_loads_exactly_the_named_weights(store):
     assert weight_value(final) == 1.5 and final.epoch is None and not final.model.training
     assert final.ref.checkpoint is None and final.config["created"] == "2026-01-01T00:00:00"
     assert final.data_config == default_data_config()
-    for ref, value in (("cnn-v1/old@epoch-2", 2.0), ("cnn-v1/old@best", 1.0), ("cnn-v1/old@last", 3.0),
-                       ("cnn-v1/old@2", 2.0), ("cnn-v1/mid", 2.0), ("cnn-v1/latest", 2.0)):
+    for ref, value in (("cnn-v1/old@epoch-2", 2.0), ("cnn-v1/old@best", 1.0),
+                       ("cnn-v1/old@last", 3.0), ("cnn-v1/old@2", 2.0), ("cnn-v1/mid", 2.0),
+                       ("cnn-v1/latest", 2.0)):
         loaded = load_model(ref, store)
         assert weight_value(loaded) == value, ref
         assert loaded.epoch == int(value), ref
@@ -243,7 +251,8 @@ def test_final_weights_epoch_comes_from_the_summary(store):
 def test_run_without_weights_is_a_checkpoint_error(store):
     with pytest.raises(CheckpointError) as info:
         load_model("cnn-v1/new", store)
-    assert str(info.value) == f"{(store / 'cnn-v1' / 'new').resolve()}: no final weights and no checkpoints yet"
+    assert str(info.value) == (f"{(store / 'cnn-v1' / 'new').resolve()}: no final weights and no "
+                               f"checkpoints yet")
 
 
 def _arch(model, **changes):
@@ -257,7 +266,8 @@ def test_changed_hyperparameters_or_shapes_are_refused(tmp_path):
     with pytest.raises(DigitnetError) as info:
         build_frozen_model(_arch(model, dropout=0.5, extra=3), tmp_path)
     message = str(info.value)
-    assert message.startswith(f"the definition of cnn-v1 changed after {tmp_path} was trained with it; "
+    assert message.startswith(f"the definition of cnn-v1 changed after {tmp_path} was trained "
+                              f"with it; "
                               "restore it and register the change under a new version number (")
     assert "dropout: trained with 0.5, now 0.1; extra: trained with 3, now None)" in message
     arch = _arch(model)
@@ -318,7 +328,8 @@ def test_load_model_errors_name_the_run_and_the_file(tmp_path):
     save_state_dict({"x": torch.zeros(2)}, run / "model.safetensors")
     with pytest.raises(DigitnetError) as info:
         load_model("cnn-v1/misfit", tmp_path)
-    assert str(info.value).startswith(f"{(run / 'model.safetensors').resolve()}: weights do not fit "
+    assert str(info.value).startswith(f"{(run / 'model.safetensors').resolve()}: weights do not "
+                                      f"fit "
                                       "cnn-v1 (missing [")
 
 
@@ -336,7 +347,7 @@ def test_misfit_message_lists_at_most_five_names_of_each_kind(tmp_path):
 
 
 def test_hub_references_go_to_the_hub_loader(monkeypatch, tmp_path):
-    from digitnet.deploy import hub
+    from digitnet.store import hub
 
     monkeypatch.setattr(hub, "load_from_hub", lambda ref: ("hub", ref))
     assert load_model("hf://someone/digits@v1", tmp_path) == ("hub", "hf://someone/digits@v1")
@@ -394,7 +405,8 @@ BAD_NAMES = ["../../escaped", "/abs/path", "a/b", ".", "..", "latest", "-rf", ".
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_bad_run_name_is_refused_before_anything_is_written(tmp_path, synthetic_mnist, capsys, name):
+def test_bad_run_name_is_refused_before_anything_is_written(tmp_path, synthetic_mnist, capsys,
+                                                            name):
     models = tmp_path / "store" / "models"
     if name == "/abs/path":
         name = str(tmp_path / "abs")
@@ -464,13 +476,15 @@ def test_every_documented_reference_form_resolves(layout, monkeypatch, ref, run_
 
 
 def test_absolute_and_parent_paths_resolve(layout, monkeypatch):
-    assert resolve_ref(str(layout / "escaped"), layout / "models").run_dir == (layout / "escaped").resolve()
+    escaped = resolve_ref(str(layout / "escaped"), layout / "models")
+    assert escaped.run_dir == (layout / "escaped").resolve()
     monkeypatch.chdir(layout / "models")
     assert resolve_ref("../other/x@last").run_dir == (layout / "other" / "x").resolve()
 
 
 def test_missing_explicit_path_says_so(layout):
-    with pytest.raises(DigitnetError, match=r"model reference './nothing': nothing is not a folder"):
+    with pytest.raises(DigitnetError,
+                       match=r"model reference './nothing': nothing is not a folder"):
         resolve_ref("./nothing", layout / "models")
 
 
@@ -490,7 +504,7 @@ def test_list_runs_survives_any_config_json(layout, content):
 # --------------------------------------- found by mutation testing of the merged store (second run)
 def test_at_least_is_an_integer_check_with_its_bound():
     from digitnet.fileio import check_json
-    from digitnet.store import _at_least
+    from digitnet.store.records import _at_least
 
     check = _at_least(2)  # builds the schemas' version, epochs_done, epoch and val_size checks
     check_json({"n": 2}, {"n": check}, "f.json")

@@ -24,7 +24,7 @@ from digitnet.errors import DigitnetError
 from digitnet.models import _registry, get_spec
 from digitnet.models.cnn import SmallCNN
 from digitnet.store import load_model, resolve_ref
-from digitnet.training.checkpoint import CheckpointError, load_checkpoint, load_latest_good
+from digitnet.store.checkpoint import CheckpointError, load_checkpoint, load_latest_good
 from digitnet.training.loop import fit, resolve_device
 
 # the recipe these tests were written for (cnn-v1, fp32; the default before issue 14), kept so
@@ -229,8 +229,9 @@ def test_pickle_payload_is_refused_without_running(tmp_path, synthetic_mnist):
 def test_changed_architecture_gives_clear_error(tmp_path, synthetic_mnist, monkeypatch):
     run(tmp_path, synthetic_mnist, name="frozen", epochs=1)
     spec = _registry._REGISTRY["cnn", 1]
-    changed = _registry.ModelSpec("cnn", 1, lambda **kw: SmallCNN(stages=[[16], [32], [64]], dropout=0.1, **kw),
-                                  spec.description)
+    changed = _registry.ModelSpec(
+        "cnn", 1, lambda **kw: SmallCNN(stages=[[16], [32], [64]], dropout=0.1, **kw),
+        spec.description)
     monkeypatch.setitem(_registry._REGISTRY, ("cnn", 1), changed)
     with pytest.raises(DigitnetError, match="register the change under a new version number"):
         load_model("cnn-v1/frozen", models_dir=tmp_path / "models")
@@ -313,12 +314,14 @@ def test_cli_train_prints_ref_last_and_writes_json(tmp_path, synthetic_mnist, ca
 
 @pytest.mark.slow
 def test_sigkill_mid_training_resumes(tmp_path, mnist_dir):
-    """A run killed with SIGKILL resumes from its last finished epoch and ends like an uninterrupted one."""
+    """A run killed with SIGKILL resumes from its last finished epoch and ends like an
+    uninterrupted one."""
     models = tmp_path / "models"
     args = ["--arch", "cnn", "--precision", "fp32", "--lr", "0.05", "--weight-decay", "0.0005",
             "--augment-kind", "warp",
             "--subset", "3000", "--epochs", "4", "--batch-size", "64", "--val-size", "500",
-            "--threads", "1", "--data-dir", str(mnist_dir), "--models-dir", str(models), "--no-progress"]
+            "--threads", "1", "--data-dir", str(mnist_dir), "--models-dir", str(models),
+            "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "digitnet", "train", "--name", "killed", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pointers = models / "cnn-v1" / "killed" / "checkpoints" / "pointers.json"
@@ -354,7 +357,8 @@ def test_resume_without_validation_split(tmp_path, synthetic_mnist):
     summary = run(tmp_path, synthetic_mnist, name="noval", val_size=0)
     pointers = json.loads((Path(summary["path"]) / "checkpoints" / "pointers.json").read_text())
     assert pointers["best"] == "epoch-003"
-    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist, resume="cnn-v1/noval@epoch-1",
+    resumed = fit(models_dir=tmp_path / "models", data_dir=synthetic_mnist,
+                  resume="cnn-v1/noval@epoch-1",
                   progress=False)
     assert resumed["epochs_done"] == 3
     # the resumed run (epochs 2-3 retrained from epoch 1) against a separate uninterrupted run
@@ -435,7 +439,7 @@ def test_every_model_reference_loads_exactly_the_checkpoint_it_names(store):
 def test_globs_name_every_matching_run_oldest_first_and_all_every_epoch(store):
     """A quoted glob expands in creation order (old before new, though "new" sorts first), and
     compare's REF@all names each epoch checkpoint, each loading that checkpoint's weights."""
-    from digitnet.evaluation.compare import expand_refs as expand_all
+    from digitnet.store import expand_checkpoints as expand_all
     from digitnet.store import expand_refs
 
     models = store["models"]
@@ -587,7 +591,7 @@ def test_optimizer_flag_builds_that_optimizer(tmp_path, synthetic_mnist, name, c
     """--optimizer NAME builds that class (SGD with Nesterov momentum 0.9) and its state is what
     the checkpoint holds."""
     from digitnet.models import create_model
-    from digitnet.training.checkpoint import load_training_state
+    from digitnet.store.checkpoint import load_training_state
     from digitnet.training.loop import build_optimizer
 
     optimizer = build_optimizer(create_model("linear"), TrainConfig(optimizer=name, lr=0.02))
@@ -653,7 +657,7 @@ def test_every_file_of_a_checkpoint_is_integrity_checked(tmp_path, synthetic_mni
     checksums, or its epoch, which says where a resume starts) is detected on load."""
     import shutil
 
-    from digitnet.training.checkpoint import verify_checkpoint
+    from digitnet.store.checkpoint import verify_checkpoint
 
     summary = run(tmp_path, synthetic_mnist, name="t", epochs=2)
     ckpt = Path(summary["path"]) / "checkpoints" / "epoch-002"
@@ -776,7 +780,7 @@ def test_one_cycle_schedule_peaks_at_lr_and_ends_at_zero():
 def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, synthetic_mnist, monkeypatch):
     """Checkpoints are written atomically: a crash while writing epoch 2 leaves epoch 1 complete
     and findable, with no partial epoch-002 folder and the pointers untouched."""
-    from digitnet.training import checkpoint
+    from digitnet.store import checkpoint
 
     run_dir = tmp_path / "models" / "cnn-v1" / "crash"
     real_write = checkpoint.atomic_write_bytes
@@ -887,7 +891,8 @@ def copy_store(finished_run, tmp_path) -> tuple[Path, Path]:
 
 
 def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns,
+                                         p.read_bytes() if p.is_file() else None)
             for p in sorted(folder.rglob("*"))}
 
 
@@ -1023,7 +1028,7 @@ def fail_fsync(monkeypatch, pattern: str, err: int = errno.ENOSPC, skip: int = 0
 
 
 def leftovers(run_dir: Path) -> list[str]:
-    from digitnet.training.checkpoint import TEMPORARY
+    from digitnet.store.checkpoint import TEMPORARY
 
     return [str(p) for p in run_dir.rglob("*") if TEMPORARY.match(p.name)]
 
@@ -1095,7 +1100,8 @@ def test_run_resumed_after_a_full_disk_equals_an_uninterrupted_one(tmp_path, syn
 @needs_proc
 def test_full_disk_while_creating_a_run_leaves_nothing(tmp_path, synthetic_mnist, monkeypatch):
     fail_fsync(monkeypatch, r"\.config\.json\.")
-    with pytest.raises(DigitnetError, match=r"no space left on .*cnn-v1/new; the run was not created$"):
+    with pytest.raises(DigitnetError,
+                       match=r"no space left on .*cnn-v1/new; the run was not created$"):
         run(tmp_path, synthetic_mnist, name="new")
     assert list((tmp_path / "models" / "cnn-v1").iterdir()) == []
     monkeypatch.undo()
@@ -1105,7 +1111,8 @@ def test_full_disk_while_creating_a_run_leaves_nothing(tmp_path, synthetic_mnist
 def test_resume_removes_temporaries_of_a_killed_writer(finished_run, tmp_path, capsys):
     data, models = copy_store(finished_run, tmp_path)
     run_dir = models / "cnn-v1" / "done"
-    left = [run_dir / "checkpoints" / ".tmp-epoch-002.k3j4", run_dir / "checkpoints" / ".epoch-002.old1",
+    left = [run_dir / "checkpoints" / ".tmp-epoch-002.k3j4",
+            run_dir / "checkpoints" / ".epoch-002.old1",
             run_dir / "checkpoints" / ".tmp-stale-epoch-001.x"]
     for folder in left:
         folder.mkdir()
@@ -1150,7 +1157,8 @@ def test_second_writer_of_a_run_is_refused_and_a_killed_one_blocks_nothing(finis
                                                                           capsys):
     data, models = copy_store(finished_run, tmp_path)
     run_dir = models / "cnn-v1" / "done"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdin=subprocess.PIPE,
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)],
+                              stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
@@ -1169,7 +1177,8 @@ def test_second_writer_of_a_run_is_refused_and_a_killed_one_blocks_nothing(finis
         holder.stdin.close()
         holder.stdout.close()
     assert (run_dir / "train.lock").exists()  # what the killed process left does not block:
-    assert fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)["epochs_done"] == 1
+    resumed = fit(models_dir=models, data_dir=data, resume="cnn-v1/done", progress=False)
+    assert resumed["epochs_done"] == 1
 
 
 def test_the_lock_is_held_for_the_whole_run(tmp_path, synthetic_mnist, monkeypatch):
@@ -1316,8 +1325,8 @@ def _copy_run(two_epochs, tmp_path) -> Path:
     (b"[]", r"meta.json: expected an object, found a list of 0 item"),
     (b'{"epoch": "1", "sha256": {}}', r'meta.json: field "epoch": expected an integer >= 1'),
     (b'{"epoch": 1}', r'meta.json: field "sha256" is missing'),
-    (b'{"epoch": 1, "sha256": {"../../config.json": "0"}}', r'field "sha256": expected an object '
-                                                              r"with the sha256 of model.safetensors"),
+    (b'{"epoch": 1, "sha256": {"../../config.json": "0"}}',
+     r'field "sha256": expected an object with the sha256 of model.safetensors'),
     (b'{"epoch": 1, "sha256": []}', r'field "sha256": expected an object with the sha256'),
     (b"\x80", r"meta.json: not UTF-8"),
     (b"{" * 5000, r"meta.json: (nested deeper|invalid JSON)"),
@@ -1337,7 +1346,7 @@ def test_malformed_checkpoint_meta_is_a_clear_error(two_epochs, tmp_path, capsys
                                      b'{"last": "../../../../etc", "best": "epoch-1x"}',
                                      b"[" * 10_000, b'{"last": "epoch-009"}'])
 def test_damaged_pointers_fall_back_to_the_epoch_folders(two_epochs, tmp_path, content):
-    from digitnet.training.checkpoint import read_pointers, resolve_checkpoint
+    from digitnet.store.checkpoint import read_pointers, resolve_checkpoint
 
     checkpoints = _copy_run(two_epochs, tmp_path) / "checkpoints"
     (checkpoints / "pointers.json").write_bytes(content)
@@ -1385,7 +1394,8 @@ def _alias_bomb(levels: int = 12) -> str:
     (b"1: 2\nepochs: 3\n", r"unknown config key\(s\) 1;"),
     (b"epochs: [1]\n", r"config field 'epochs': expected int, found a list of 1 item"),
     (b"data: {a: 1}\n", r"config field 'data': expected a list of dataset names, found an object"),
-    (b"epochs: 1\n" + b"#" * (1024 * 1024), r"r.yaml: config file larger than the limit of 1,048,576"),
+    (b"epochs: 1\n" + b"#" * (1024 * 1024),
+     r"r.yaml: config file larger than the limit of 1,048,576"),
 ])
 def test_malformed_recipe_file_is_one_clear_error(tmp_path, capsys, content, message):
     recipe = tmp_path / "r.yaml"

@@ -23,16 +23,16 @@ from pathlib import Path
 import torch
 
 from digitnet.calibration import TemperatureScaled
-from digitnet.deploy.hub import (
+from digitnet.errors import DigitnetError
+from digitnet.fileio import atomic_write_json, atomic_write_text
+from digitnet.store import CONFIG_FILE, LoadedModel
+from digitnet.store.hub import (
     EXPORT_FORMAT,
     EXPORT_FORMAT_VERSION,
     check_repo_id,
     is_export_folder,
 )
-from digitnet.errors import DigitnetError
-from digitnet.fileio import atomic_write_json, atomic_write_text
-from digitnet.store import CONFIG_FILE, LoadedModel
-from digitnet.training.checkpoint import WEIGHTS_FILE, save_state_dict
+from digitnet.store.weights import WEIGHTS_FILE, save_state_dict
 from digitnet.version import __version__
 
 DEFAULT_OUT = "huggingface"

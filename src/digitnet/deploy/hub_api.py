@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet.deploy.hub import _first_line, _network_errors, hub_endpoint
 from digitnet.errors import DigitnetError
+from digitnet.store.hub import first_line, hub_endpoint, network_errors
 from digitnet.version import __version__
 
 
@@ -42,7 +42,7 @@ def _hub_error(error: BaseException, what: str, token: str | None) -> DigitnetEr
     """A DigitnetError for a failed Hub API call, always saying that nothing was published."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    detail = scrub(_first_line(error), token)
+    detail = scrub(first_line(error), token)
     if isinstance(error, HfHubHTTPError):
         return DigitnetError(f"{what}: the Hub refused ({detail}); check the token's write "
                              f"access; nothing was published")
@@ -67,7 +67,7 @@ def create_repo(repo_id: str, token: str) -> None:
 
     try:
         _hub_api(token).create_repo(repo_id, repo_type="model", exist_ok=True)
-    except (HfHubHTTPError, *_network_errors()) as e:
+    except (HfHubHTTPError, *network_errors()) as e:
         raise _hub_error(e, f"creating {repo_id} on the Hub", token) from None
 
 
@@ -87,6 +87,6 @@ def upload_folder(folder: Path, repo_id: str, message: str, token: str) -> str |
             repo_id=repo_id, folder_path=str(folder), repo_type="model",
             commit_message=message, delete_patterns="*",  # the repository mirrors `folder`
         )
-    except (HfHubHTTPError, *_network_errors()) as e:
+    except (HfHubHTTPError, *network_errors()) as e:
         raise _hub_error(e, f"uploading {folder} to {repo_id}", token) from None
     return getattr(commit, "oid", None)

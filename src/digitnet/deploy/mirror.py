@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitnet.deploy.export import is_lfs
-from digitnet.deploy.hub import _OFFLINE_HINTS, LFS_POINTER_PREFIX, hub_endpoint
 from digitnet.deploy.hub_api import scrub
 from digitnet.errors import DigitnetError
+from digitnet.store.hub import LFS_POINTER_PREFIX, OFFLINE_HINTS, hub_endpoint
 
 GIT_TIMEOUT_S = 600  # per git command; pushes of these small models take seconds
 FALLBACK_BRANCH = "main"  # the Hub's branch, for a remote that does not say what HEAD names
@@ -86,7 +86,7 @@ def _list_remote(url: str, env: dict[str, str], token: str | None) -> tuple[str 
     result = _git(["ls-remote", "--symref", url], None, env, token, check=False)
     if result.returncode != 0:
         detail = scrub(result.stderr.strip(), token)
-        if any(hint in detail.lower() for hint in _OFFLINE_HINTS):
+        if any(hint in detail.lower() for hint in OFFLINE_HINTS):
             raise DigitnetError(f"cannot reach {url} ({detail.splitlines()[-1] if detail else ''});"
                                 f" are you offline? Nothing was published")
         raise DigitnetError(f"git cannot read {url}: {detail}; nothing was published")

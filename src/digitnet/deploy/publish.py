@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitnet.deploy.export import DEFAULT_OUT, check_replaceable, export_model, format_size, is_lfs
-from digitnet.deploy.hub import check_repo_id, hub_endpoint
 from digitnet.deploy.hub_api import create_repo, require_token, upload_folder
 from digitnet.deploy.mirror import find_remote, push_folder, require_git_lfs
 from digitnet.errors import DigitnetError
 from digitnet.fileio import sha256_file
+from digitnet.store.hub import check_repo_id, hub_endpoint
 
 Log = Callable[[str], None]
 

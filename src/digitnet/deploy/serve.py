@@ -20,7 +20,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any
 
-from digitnet.version import __version__
 from digitnet.constants import NUM_CLASSES
 from digitnet.data.preprocess import ImageError, ImageTooLargeError, check_image_size
 from digitnet.deploy.predict import DEFAULT_TOP_K, prepare_for_prediction
@@ -49,6 +48,7 @@ from digitnet.deploy.serve_limits import (
 from digitnet.deploy.server import check_serve_dependencies
 from digitnet.errors import DigitnetError
 from digitnet.store import LoadedModel
+from digitnet.version import __version__
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

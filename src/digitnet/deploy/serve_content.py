@@ -10,7 +10,6 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from digitnet.version import __version__
 from digitnet.data.preprocess import (
     PREPROCESS_VERSION,
     ImageError,
@@ -22,6 +21,7 @@ from digitnet.deploy.predict import DEFAULT_TOP_K, predict_images
 from digitnet.errors import DigitnetError
 from digitnet.fileio import read_json
 from digitnet.store import SUMMARY_FILE, SUMMARY_SCHEMA, LoadedModel
+from digitnet.version import __version__
 
 PAGE = "static/index.html"  # package data of digitnet.deploy
 

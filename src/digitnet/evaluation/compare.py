@@ -12,24 +12,9 @@ from digitnet.evaluation.datasets import load_eval_dataset
 from digitnet.evaluation.evaluate import evaluate_on, model_val_size
 from digitnet.evaluation.metrics import SCALAR_METRICS
 from digitnet.fileio import atomic_write_json, atomic_write_text
-from digitnet.store import CHECKPOINTS_DIR, load_model, resolve_ref
-from digitnet.training.checkpoint import epoch_dir_name, list_checkpoints
+from digitnet.store import expand_checkpoints, load_model
 
 COLUMNS = ("model", "arch", "epoch", "dataset") + SCALAR_METRICS
-
-
-def expand_refs(refs: list[str], models_dir: str | os.PathLike | None = None) -> list[str]:
-    """`REF@all` stands for every epoch checkpoint of that run, in order."""
-    expanded = []
-    for ref in refs:
-        base, _, which = ref.partition("@")
-        if which != "all":
-            expanded.append(ref)
-            continue
-        run_dir = resolve_ref(base, models_dir).run_dir
-        epochs = list_checkpoints(run_dir / CHECKPOINTS_DIR)
-        expanded += [f"{run_dir}@{epoch_dir_name(e)}" for e in epochs]
-    return expanded
 
 
 def compare(
@@ -38,10 +23,11 @@ def compare(
     data_dir: str | os.PathLike | None = None,
     models_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """One row per (model, dataset) with the scalar metrics; each dataset is built once."""
+    """One row per (model, dataset) with the scalar metrics; each dataset is built once.
+    `REF@all` stands for every epoch checkpoint of that run (`expand_checkpoints`)."""
     cache = {}
     rows = []
-    for ref in expand_refs(refs, models_dir):
+    for ref in expand_checkpoints(refs, models_dir):
         loaded = load_model(ref, models_dir)
         for name in datasets:
             key = (name, model_val_size(loaded) if name == "mnist-val" else None)
@@ -49,7 +35,8 @@ def compare(
                 cache[key] = load_eval_dataset(name, data_dir, model_val_size(loaded))
             result, _ = evaluate_on(loaded, cache[key])
             rows.append(dict(model=loaded.ref.label, arch=loaded.config["arch"]["id"],
-                             epoch=loaded.epoch, **{k: result[k] for k in ("dataset",) + SCALAR_METRICS}))
+                             epoch=loaded.epoch,
+                             **{k: result[k] for k in ("dataset",) + SCALAR_METRICS}))
     return rows
 
 
@@ -72,13 +59,14 @@ def to_markdown(rows: list[dict], metrics=("accuracy", "loss", "precision_macro"
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(rows: list[dict], out_dir: str | os.PathLike, metric: str = "accuracy") -> list[Path]:
+def write_comparison(rows: list[dict], out_dir: str | os.PathLike,
+                     metric: str = "accuracy") -> list[Path]:
     """Write comparison.csv, comparison.md, comparison.json and comparison.png (grouped bars),
     plus accuracy_by_epoch.png when checkpoints of one run are compared."""
     from digitnet.evaluation.plots import plot_comparison, plot_metric_by_epoch, save_figure
 
     out = Path(out_dir)
-    paths = [out / "comparison.csv", out / "comparison.md", out / "comparison.json", out / "comparison.png"]
+    paths = [out / f"comparison.{ext}" for ext in ("csv", "md", "json", "png")]
     atomic_write_text(paths[0], to_csv(rows))
     atomic_write_text(paths[1], to_markdown(rows))
     atomic_write_json(paths[2], rows)

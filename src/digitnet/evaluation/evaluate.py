@@ -1,4 +1,8 @@
-"""Evaluate any saved model or checkpoint on one or more test datasets; write JSON, plots, report."""
+"""Evaluate any saved model or checkpoint on one or more test datasets; write JSON, plots, report.
+
+The logits come from `LoadedModel.logits`, the store's one batched forward pass, which training's
+per-epoch validation and final test also use.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from digitnet.store import LoadedModel, load_model, read_metrics
 MAX_MISCLASSIFIED = 200  # listed per dataset in the JSON output, most confident mistakes first
 
 
-def predict_probs(loaded: LoadedModel, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict_probs(loaded: LoadedModel, images: torch.Tensor,
+                  batch_size: int = 1000) -> torch.Tensor:
     """Calibrated class probabilities (N, 10) in float64 for uint8 images (N, 28, 28)."""
     return loaded.probs(images, batch_size)
 
@@ -82,8 +87,8 @@ def format_results(results: list[dict]) -> str:
                      f"{r['precision_macro']:>11.4f}{r['recall_macro']:>9.4f}{r['f1_macro']:>9.4f}"
                      f"{r['ece']:>8.4f}{raw}")
     for r in results:
-        pairs = ", ".join(f"{p['label']}->{p['pred']} ({p['count']})" for p in r["most_confused"][:5]
-                          if p["count"])
+        pairs = ", ".join(f"{p['label']}->{p['pred']} ({p['count']})"
+                          for p in r["most_confused"][:5] if p["count"])
         if pairs:
             lines.append(f"most confused on {r['dataset']}: {pairs}")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Checkpoints: one folder per finished epoch, written atomically, loaded without pickle.
 
     checkpoints/epoch-003/model.safetensors   weights (safetensors)
-    checkpoints/epoch-003/state.pt            optimizer, scheduler, RNG states (torch.load weights_only)
-    checkpoints/epoch-003/meta.json           epoch, metrics, sha256 of both files
+    checkpoints/epoch-003/state.pt            optimizer, scheduler, RNG states (weights_only load)
+    checkpoints/epoch-003/meta.json           epoch, metrics, calibration, sha256 of both files, and
+                                              the run's config (all that rebuilds the model)
     checkpoints/pointers.json                 {"last": "epoch-003", "best": "epoch-002", ...}
 
 A folder is written under a temporary name and renamed into place only when complete, and the
@@ -22,12 +23,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import safetensors
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 
-from digitnet.calibration import CALIBRATION_SCHEMA
+from digitnet.calibration import CALIBRATION_SCHEMA, Calibration, calibration_from_dict
 from digitnet.errors import DigitnetError
 from digitnet.fileio import (
     Check,
@@ -38,9 +36,10 @@ from digitnet.fileio import (
     read_json,
     sha256_file,
 )
+from digitnet.store.refs import checkpoint_epoch
+from digitnet.store.weights import WEIGHTS_FILE, CheckpointError, load_state_dict, save_state_dict
 
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
+CHECKPOINT_FORMAT_VERSION = 1  # of meta.json and state.pt
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 POINTERS_FILE = "pointers.json"
@@ -57,44 +56,12 @@ META_SCHEMA = {  # what loading needs from meta.json (save_checkpoint also write
         f"an object with the sha256 of {WEIGHTS_FILE} and {STATE_FILE}"),
     "metrics?": dict,
     "calibration?": CALIBRATION_SCHEMA,  # absent in checkpoints written before calibration
+    "config?": dict,  # the run's config.json; absent before issue 15 (checked by the loader)
 }
-
-
-class CheckpointError(DigitnetError):
-    """A checkpoint that is missing, corrupt, tampered with, or unsafe to load."""
 
 
 def epoch_dir_name(epoch: int) -> str:
     return f"epoch-{epoch:03d}"
-
-
-def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path) -> None:
-    """Save weights as safetensors (contiguous CPU tensors), atomically.
-
-    Raises:
-        OSError: the file cannot be written (a full disk: errno ENOSPC); no temporary file is left.
-    """
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    # serialized in memory and written by fileio: an OSError with its errno (not safetensors' own
-    # error type) when the disk is full, an fsync, and normal permissions (mkstemp's are 0600)
-    atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"format": "pt"}))
-
-
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load safetensors weights; a corrupt or missing file raises CheckpointError.
-
-    Shapes, dtypes and finite values are checked against the model by `store.check_weights`.
-    """
-    if not path.exists():
-        raise CheckpointError(f"{path}: weights file not found")
-    try:
-        check_regular_file(path, "weights file")
-    except DigitnetError as e:
-        raise CheckpointError(str(e)) from None
-    try:
-        return load_file(str(path))
-    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: not a valid safetensors weights file ({e})") from None
 
 
 def save_checkpoint(
@@ -121,11 +88,12 @@ def save_checkpoint(
     try:
         save_state_dict(model_state, tmp / WEIGHTS_FILE)
         state = io.BytesIO()  # in memory, then written by fileio (see save_state_dict)
-        torch.save({"format_version": FORMAT_VERSION, "epoch": epoch, **training_state}, state)
+        torch.save({"format_version": CHECKPOINT_FORMAT_VERSION, "epoch": epoch,
+                    **training_state}, state)
         atomic_write_bytes(tmp / STATE_FILE, state.getvalue())
         sha = {name: sha256_file(tmp / name) for name in (WEIGHTS_FILE, STATE_FILE)}
-        atomic_write_json(tmp / META_FILE, {"format_version": FORMAT_VERSION, "epoch": epoch,
-                                            "sha256": sha, **meta})
+        atomic_write_json(tmp / META_FILE, {"format_version": CHECKPOINT_FORMAT_VERSION,
+                                            "epoch": epoch, "sha256": sha, **meta})
         if final.exists():  # a stale checkpoint of a run resumed from an earlier epoch
             stale = make_temp_dir(checkpoints_dir, f"{TMP_PREFIX}stale-{final.name}.")
             os.replace(final, stale / final.name)
@@ -230,11 +198,12 @@ def resolve_checkpoint(checkpoints_dir: Path, which: str = "last") -> Path:
         if name is None or not (checkpoints_dir / name).is_dir():
             raise CheckpointError(f"{checkpoints_dir}: no '{which}' checkpoint recorded")
         return checkpoints_dir / name
-    m = re.fullmatch(r"(?:epoch-?)?(\d+)", which)
-    if m and int(m.group(1)) in epochs:
-        return checkpoints_dir / epoch_dir_name(int(m.group(1)))
+    epoch = checkpoint_epoch(which)
+    if epoch in epochs:
+        return checkpoints_dir / epoch_dir_name(epoch)
     available = ", ".join(epoch_dir_name(e) for e in epochs)
-    raise CheckpointError(f"{checkpoints_dir}: no checkpoint {which!r}; available: last, best, {available}")
+    raise CheckpointError(f"{checkpoints_dir}: no checkpoint {which!r}; available: last, best, "
+                          f"{available}")
 
 
 @dataclass
@@ -244,6 +213,13 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     training_state: dict
     meta: dict
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The calibration fitted for these weights; None in checkpoints written before
+        calibration."""
+        recorded = self.meta.get("calibration")
+        return calibration_from_dict(recorded, self.path / META_FILE) if recorded else None
 
 
 def verify_checkpoint(path: Path) -> dict:

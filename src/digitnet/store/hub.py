@@ -1,37 +1,45 @@
-"""Loading an exported model: an export folder (or a clone of its mirror) and `hf://` references.
+"""Loading exported models: an export folder (or a clone of its git mirror) and `hf://` models
+from the Hugging Face Hub, which are downloaded into the Hub's cache and loaded as export folders.
 
-Writing the folder is export.py's job; sending it, hub_api.py's and mirror.py's (see publish.py).
+    huggingface/                 an exported folder (written by digitnet.deploy)
+        config.json              format "digitnet-hub": architecture, labels, normalisation, source
+        model.safetensors        the weights (the strict state dict)
+
+Below the deployment code, so that `digitnet.store.load_model` reads every kind of model source
+without importing upwards.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitnet import __version__
 from digitnet.calibration import CALIBRATION_SCHEMA, calibration_from_dict
 from digitnet.errors import DigitnetError
 from digitnet.fileio import check_json, read_json
-from digitnet.store import (
+from digitnet.store.loaded import LoadedModel, ModelRef
+from digitnet.store.records import (
     ARCH_SCHEMA,
-    CONFIG_FILE,
     DATA_CONFIG_SCHEMA,
-    LoadedModel,
-    ModelRef,
     build_frozen_model,
     check_label_names,
-    load_weights,
 )
-from digitnet.training.checkpoint import WEIGHTS_FILE, load_state_dict
+from digitnet.store.refs import (
+    HUB_PREFIX,
+    HubRef,
+    check_repo_id,
+    check_revision,
+    parse_hub_ref,
+    parse_ref,
+)
+from digitnet.store.run import CONFIG_FILE
+from digitnet.store.weights import WEIGHTS_FILE, load_state_dict, load_weights
+from digitnet.version import __version__
 
 EXPORT_FORMAT = "digitnet-hub"  # the `format` key that marks an exported config.json
-EXPORT_FORMAT_VERSION = 1
-HUB_PREFIX = "hf://"
+EXPORT_FORMAT_VERSION = 1  # of an exported config.json
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_REVISION = re.compile(r"[A-Za-z0-9][\w.+/-]*", re.ASCII)
 EXPORT_CONFIG_SCHEMA = {  # what loading needs from an exported config.json
     "architecture": ARCH_SCHEMA["name"], "version": ARCH_SCHEMA["version"],
     "arch_id": ARCH_SCHEMA["id"], "model_args": ARCH_SCHEMA["model_args"],
@@ -41,12 +49,20 @@ EXPORT_CONFIG_SCHEMA = {  # what loading needs from an exported config.json
     "train?": dict, "data?": dict,
     "calibration?": CALIBRATION_SCHEMA,  # absent in exports written before calibration: T = 1
 }
-_OFFLINE_HINTS = ("could not resolve", "failed to connect", "couldn't connect",
+OFFLINE_HINTS = ("could not resolve", "failed to connect", "couldn't connect",
                   "connection refused", "timed out", "network is unreachable",
                   "could not read from remote", "unable to access")
+__all__ = ["EXPORT_CONFIG_SCHEMA", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "HUB_PREFIX",
+           "LFS_POINTER_PREFIX", "HubModelRef", "check_repo_id", "check_revision",
+           "OFFLINE_HINTS", "download_from_hub", "first_line", "hub_endpoint", "is_export_folder",
+           "is_hub_ref", "load_exported", "load_from_hub", "network_errors", "parse_hub_ref"]
 
 
-# ------------------------------------------------------------------------------------- loading
+def first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
 @dataclass(frozen=True)
 class HubModelRef(ModelRef):
     """A ModelRef for an exported folder or Hub snapshot, labelled by what the user typed."""
@@ -143,50 +159,7 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def check_repo_id(repo_id: str, what: str) -> None:
-    """USER/NAME, by digitnet's rule and by the Hub's own validator (`validate_repo_id`).
-
-    Raises:
-        DigitnetError: `what` (the option or reference) and why the Hub would refuse it.
-    """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if not _REPO_ID.fullmatch(repo_id):
-        raise DigitnetError(f"{what}: expected USER/NAME")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        reason = str(e).splitlines()[0].rsplit(": '", 1)[0].rstrip(".:")
-        raise DigitnetError(f"{what}: the Hub does not accept {repo_id!r} as USER/NAME "
-                            f"({reason})") from None
-
-
-def check_revision(revision: str, what: str) -> None:
-    """A branch, tag or commit as git names them (`git check-ref-format`, simplified): the Hub
-    client also uses it as a path in its cache, so `..` and the like must never reach it."""
-    parts = revision.split("/")
-    if (len(revision) > 255 or not _REVISION.fullmatch(revision)
-            or any(not p or p.startswith(".") or p.endswith(".lock") for p in parts)
-            or ".." in revision or revision.endswith(".")):
-        raise DigitnetError(f"{what}: {revision!r} is not a branch, tag or commit name (letters, "
-                            f"digits and - _ . + / only, no '..', no part starting with '.')")
-
-
-def parse_hub_ref(ref: str) -> tuple[str, str | None]:
-    """`hf://USER/NAME[@REVISION]` -> (repo_id, revision)."""
-    repo_id, at, revision = ref.removeprefix(HUB_PREFIX).partition("@")
-    what = f"model reference {ref!r}"
-    if not _REPO_ID.fullmatch(repo_id):
-        raise DigitnetError(f"{what}: expected hf://USER/NAME or hf://USER/NAME@REVISION")
-    check_repo_id(repo_id, what)
-    if at and not revision:
-        raise DigitnetError(f"{what}: nothing after '@'; expected hf://USER/NAME@REVISION")
-    if revision:
-        check_revision(revision, what)
-    return repo_id, revision or None
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
+def network_errors() -> tuple[type[BaseException], ...]:
     """Exceptions meaning the Hub could not be reached (the HTTP client differs by version)."""
     errors: list[type[BaseException]] = [OSError, TimeoutError]
     for module in ("httpx2", "httpx"):
@@ -222,10 +195,10 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> Path:
         raise DigitnetError(f"{name}: no such model on {hub_endpoint()}, or it is private or gated "
                             f"(log in with `hf auth login` or set HF_TOKEN)") from None
     except HfHubHTTPError as e:
-        raise DigitnetError(f"{name}: the Hub answered with an error ({_first_line(e)})") from None
-    except _network_errors() as e:
+        raise DigitnetError(f"{name}: the Hub answered with an error ({first_line(e)})") from None
+    except network_errors() as e:
         raise DigitnetError(f"{name}: cannot reach the Hub at {hub_endpoint()} and the model is "
-                            f"not in the local cache ({_first_line(e)})") from None
+                            f"not in the local cache ({first_line(e)})") from None
     return Path(folder)
 
 
@@ -235,15 +208,10 @@ def load_from_hub(ref: str) -> LoadedModel:
     Raises:
         DigitnetError: see `download_from_hub` and `load_exported`.
     """
-    if ref.startswith(HUB_PREFIX):
-        repo_id, revision = parse_hub_ref(ref)
-        return load_exported(download_from_hub(repo_id, revision), label=ref)
+    parsed = parse_ref(ref)
+    if isinstance(parsed, HubRef):
+        return load_exported(download_from_hub(parsed.repo_id, parsed.revision), label=ref)
     base, _, checkpoint = ref.partition("@")
     if checkpoint:
         raise DigitnetError(f"model reference {ref!r}: an exported model has no checkpoints")
     return load_exported(base, label=base)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
