@@ -5,6 +5,8 @@ tests/data/legacy-v1 was written by the code at 2c0543b (`digitnet train --arch 
 ingest` of 20 MNIST test digits drawn dark on white at 84x84). EXPECTED holds that code's logits
 for the first MNIST test images; the code of today must give the same numbers from the same files,
 and resuming the old epoch-1 checkpoint must reproduce the old epoch-2 weights bit for bit.
+The export's .gitattributes (LFS patterns for the Hub mirror, not read by loading) is left out: in
+this repository it would turn the fixture's weights into LFS files.
 """
 
 from __future__ import annotations
