@@ -14,7 +14,7 @@ MUTANTS_idx ?= 'digitnet.data.idx.*'
 MUTANTS_metrics ?= 'digitnet.evaluation.metrics.*'
 MUTANTS_checkpoint ?= 'digitnet.store.checkpoint.*'
 MUTANTS_store ?= $(foreach m,refs catalog run weights records loaded load,'digitnet.store.$(m).*')
-MUTANTS_augment ?= 'digitnet.data.augment.*'
+MUTANTS_augment ?= $(foreach m,augment augment_config warp strokes,'digitnet.data.$(m).*')
 MUTANTS_preprocess ?= $(foreach f,center_of_mass _to_uint8 crop_to_ink fit_to_box _paste \
 	center_by_mass fit_and_center encode_png output_stems save_result,'digitnet.data.preprocess.x_$(f)*') \
 	$(foreach f,_check_size _draft_size check_image_size _read_image,'digitnet.data.images.x_$(f)*')
@@ -44,6 +44,8 @@ explore: install
 	$(BIN)/digitnet data explore --data-dir $(DATA_DIR) --out reports/explore
 
 test: install
+	@echo "==> ruff check (rules in pyproject.toml)"
+	$(BIN)/ruff check src tests benchmarks tools
 	@echo "==> running the test suite against MNIST in $(DATA_DIR)"
 	DIGITNET_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -88,6 +88,9 @@ def test_layout_names_files_that_exist():
                 checked.append(folder / word)
     missing = [str(p) for p in checked if not p.is_file()]
     assert len(checked) >= 35 and not missing
+    unlisted = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                      if p not in checked and (p.name != "__init__.py" or p.parent == package))
+    assert not unlisted, f"modules missing from the README's Layout section: {unlisted}"
 
 
 @functools.cache

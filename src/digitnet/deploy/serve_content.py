@@ -19,8 +19,8 @@ from digitnet.data.preprocess import (
 )
 from digitnet.deploy.predict import DEFAULT_TOP_K, predict_images
 from digitnet.errors import DigitnetError
-from digitnet.fileio import read_json
-from digitnet.store import SUMMARY_FILE, SUMMARY_SCHEMA, LoadedModel
+from digitnet.store import LoadedModel
+from digitnet.store.run import read_summary
 from digitnet.version import __version__
 
 PAGE = "static/index.html"  # package data of digitnet.deploy
@@ -45,13 +45,11 @@ def model_info(loaded: LoadedModel, max_upload_bytes: int | None = None) -> dict
                 parameters=count_parameters(loaded.model))
     if max_upload_bytes is None:
         return info
-    summary = loaded.ref.run_dir / SUMMARY_FILE
-    test_accuracy = None
-    if summary.is_file():
-        try:
-            test_accuracy = read_json(summary, "run summary", SUMMARY_SCHEMA).get("test_acc")
-        except DigitnetError:
-            pass  # a damaged summary costs the page one number, not the server
+    try:
+        summary = read_summary(loaded.ref.run_dir) or {}
+    except DigitnetError:
+        summary = {}  # a damaged summary costs the page one number, not the server
+    test_accuracy = summary.get("test_acc")
     data = loaded.data_config
     return dict(info, epochs=loaded.epoch, created=loaded.config.get("created"),
                 test_accuracy=test_accuracy, input_size=data["input_size"], mean=data["mean"],
