@@ -134,7 +134,8 @@ def test_model_card_parses_and_matches_evaluation(trained):
     import numpy as np
     from PIL import Image
 
-    from digitnet.evaluation.plots import plot_confusion_matrix, save_figure
+    from digitnet.evaluation.plots import plot_confusion_matrix
+    from digitnet.figures import save_figure
 
     clean = expected["mnist-test"]
     title = f"cnn-v1 on mnist-test (n={clean['n']:,}, accuracy {clean['accuracy']:.4f})"

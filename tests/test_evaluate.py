@@ -15,6 +15,7 @@ from digitnet.data.idx import write_idx
 from digitnet.errors import DigitnetError
 from digitnet.evaluation.compare import compare
 from digitnet.evaluation.datasets import load_eval_dataset
+from digitnet.evaluation.plots import montage_cell
 from digitnet.store import expand_checkpoints
 from digitnet.training.loop import fit
 
@@ -26,6 +27,7 @@ def _drawn(fig) -> list[dict]:
     """What each axes of a figure drew: image arrays, bar heights, line points."""
     return [dict(images=[np.ma.filled(im.get_array(), 0) for im in ax.images],
                  bars=[b.get_height() for b in ax.patches],
+                 texts=[t.get_text() for t in ax.texts],
                  lines={line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
                         for line in ax.lines if not line.get_label().startswith("_")})
             for ax in fig.axes]
@@ -33,9 +35,9 @@ def _drawn(fig) -> list[dict]:
 
 def capture_figures(monkeypatch, module) -> dict:
     """Record the data of every figure `module` saves, by file name (the PNG is still written)."""
-    from digitnet.evaluation import plots
+    from digitnet import figures
 
-    saved, real = {}, plots.save_figure
+    saved, real = {}, figures.save_figure
 
     def save(fig, path, *args, **kwargs):
         saved[Path(path).as_posix()] = _drawn(fig)
@@ -100,11 +102,13 @@ def test_evaluate_json_and_report(trained, tmp_path, capsys, monkeypatch):
         np.testing.assert_array_equal(cm_axes["images"][0], r["confusion_matrix"])
         assert saved[(out / name / "per_class.png").as_posix()][0]["bars"] == [
             c["precision"] for c in r["per_class"]] + [c["recall"] for c in r["per_class"]]
-        shown = [a["images"][0] for a in saved[(out / name / "misclassified.png").as_posix()]
-                 if a["images"]]
-        assert len(shown) == min(32, len(r["misclassified"]))
-        for image, m in zip(shown, r["misclassified"]):
-            np.testing.assert_array_equal(image, images[m["index"]])
+        [gallery] = saved[(out / name / "misclassified.png").as_posix()]  # one montage
+        shown = r["misclassified"][:32]
+        assert len(gallery["texts"]) == len(shown) > 0
+        for k, m in enumerate(shown):
+            top, left = montage_cell(k, min(8, len(shown)), (28, 28))
+            np.testing.assert_array_equal(gallery["images"][0][top : top + 28, left : left + 28],
+                                          images[m["index"]])
         _, counts = saved[(out / name / "reliability.png").as_posix()]
         assert sum(counts["bars"]) == r["n"]
         row = (f"| {name} | {r['n']} | {r['loss']:.4f} | {r['accuracy']:.2%} | "
@@ -115,9 +119,9 @@ def test_evaluate_json_and_report(trained, tmp_path, capsys, monkeypatch):
 
 
 def test_compare_across_architectures_and_checkpoints(trained, tmp_path, monkeypatch):
-    from digitnet.evaluation import plots
+    from digitnet import figures  # compare imports save_figure from it when it draws
 
-    saved = capture_figures(monkeypatch, plots)
+    saved = capture_figures(monkeypatch, figures)
     refs = expand_checkpoints(["cnn-v1/cnn@all"], trained["models"])
     assert [r.rsplit("@", 1)[1] for r in refs] == ["epoch-001", "epoch-002", "epoch-003"]
     rows = compare(["cnn-v1/cnn@all", "linear-v1/lin"], ["mnist-test", "mnist-test-augmented"],

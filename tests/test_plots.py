@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from digitnet.evaluation import plots
 from digitnet.evaluation.metrics import ECE_BINS, compute_metrics, misclassified
+from digitnet.figures import save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -30,7 +31,7 @@ def predictions():
 
 def _check_saved(fig, tmp_path, name="figure.png"):
     assert isinstance(fig, Figure)
-    path = plots.save_figure(fig, tmp_path / "nested" / "plots" / name)
+    path = save_figure(fig, tmp_path / "nested" / "plots" / name)
     content = path.read_bytes()
     assert content.startswith(PNG_MAGIC) and len(content) > 1000
 
@@ -90,14 +91,23 @@ def test_misclassified_gallery(predictions, tmp_path, as_float):
         images = images.float().unsqueeze(1) / 255  # (N, 1, 28, 28) floats also work
     mistakes = misclassified(labels, probs)
     assert len(mistakes) > 20  # more than are shown
-    fig = plots.plot_misclassified(images, mistakes, max_images=20)
-    shown = [ax for ax in fig.axes if ax.images]
-    assert len(shown) == 20
-    for ax, m in zip(shown, mistakes):  # the most confident mistakes, in order
+    fig = plots.plot_misclassified(images, mistakes, max_images=20, ncols=8)
+    (ax,) = fig.axes  # one montage, not one axes per digit
+    (drawn,) = ax.images
+    assert drawn.get_clim() == ((0, 1.0) if as_float else (0, 255))
+    grid = drawn.get_array()
+    captions = list(ax.texts)
+    assert len(captions) == 20
+    for k, (m, caption) in enumerate(zip(mistakes, captions)):  # most confident first, in order
+        top, left = plots.montage_cell(k, 8, (28, 28))
         expected = images[m["index"]].reshape(28, 28).numpy()
-        np.testing.assert_array_equal(ax.images[0].get_array(), expected)
-        assert ax.images[0].get_clim() == ((0, 1.0) if as_float else (0, 255))
-        assert ax.get_title() == f"{m['label']}→{m['pred']} {m['prob']:.2f}"
+        np.testing.assert_array_equal(grid[top : top + 28, left : left + 28], expected)
+        assert not np.ma.getmaskarray(grid[top : top + 28, left : left + 28]).any()
+        assert caption.get_text() == f"{m['label']}→{m['pred']} {m['prob']:.2f}"
+        x, y = caption.get_position()  # centred over its digit, just above it
+        assert left <= x <= left + 28 and top - plots.MONTAGE_CAPTION <= y < top
+    shown = sum(~np.ma.getmaskarray(grid).ravel())
+    assert shown == 20 * 28 * 28  # nothing else is drawn: gaps and caption rows are background
     assert fig._suptitle.get_text().endswith(f"20 of {len(mistakes)}")
     _check_saved(fig, tmp_path)
 
@@ -239,6 +249,6 @@ def test_save_figure_closes_pyplot_figures(tmp_path):
     fig = plt.figure()
     fig.add_subplot().plot([0, 1], [1, 0])
     number = fig.number
-    plots.save_figure(fig, tmp_path / "pyplot.png")
+    save_figure(fig, tmp_path / "pyplot.png")
     assert not plt.fignum_exists(number)
     assert (tmp_path / "pyplot.png").stat().st_size > 0

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 from torch import nn
 
 from digitnet.fileio import Check, check_json
@@ -80,6 +78,8 @@ def calibration_from_dict(record: dict | None, source) -> Calibration:
 
 
 def _mean_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    from scipy.special import logsumexp
+
     scaled = logits / temperature
     return float(np.mean(logsumexp(scaled, axis=1) - scaled[np.arange(len(labels)), labels]))
 
@@ -93,6 +93,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> Calibration:
     """
     if len(labels) == 0:
         return not_calibrated(NO_VALIDATION)
+    from scipy.optimize import minimize_scalar  # here: a second of import that predict never needs
+
     z = logits.detach().double().cpu().numpy()
     y = labels.detach().cpu().numpy().astype(np.int64)
     result = minimize_scalar(lambda log_t: _mean_nll(z, y, math.exp(log_t)), method="bounded",

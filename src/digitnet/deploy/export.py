@@ -169,7 +169,8 @@ def _write_onnx(loaded: LoadedModel, folder: Path, test_images: torch.Tensor) ->
 def _write_export(loaded: LoadedModel, folder: Path, *, results: list[dict],
                   test_images: torch.Tensor, repo_id: str, onnx: bool) -> dict:
     from digitnet.deploy.card import CONFUSION_MATRIX_FILE, render_model_card
-    from digitnet.evaluation.plots import plot_confusion_matrix, save_figure
+    from digitnet.evaluation.plots import plot_confusion_matrix
+    from digitnet.figures import save_figure
     from digitnet.models import count_parameters
 
     config = export_config(loaded)

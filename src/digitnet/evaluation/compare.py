@@ -63,7 +63,8 @@ def write_comparison(rows: list[dict], out_dir: str | os.PathLike,
                      metric: str = "accuracy") -> list[Path]:
     """Write comparison.csv, comparison.md, comparison.json and comparison.png (grouped bars),
     plus accuracy_by_epoch.png when checkpoints of one run are compared."""
-    from digitnet.evaluation.plots import plot_comparison, plot_metric_by_epoch, save_figure
+    from digitnet.evaluation.plots import plot_comparison, plot_metric_by_epoch
+    from digitnet.figures import save_figure
 
     out = Path(out_dir)
     paths = [out / f"comparison.{ext}" for ext in ("csv", "md", "json", "png")]

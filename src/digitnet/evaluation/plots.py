@@ -1,6 +1,5 @@
 """Figures for evaluation reports: each function returns a matplotlib Figure; the caller saves it
-with `save_figure` (digitnet/figures.py; importable from here too, as report.py, compare.py and
-deploy/hub.py do).
+with `save_figure` (digitnet/figures.py).
 """
 
 from __future__ import annotations
@@ -9,17 +8,17 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib import colormaps as plt_colormaps
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from digitnet.constants import LABEL_NAMES
 from digitnet.evaluation.metrics import ECE_BINS, reliability_bins
-from digitnet.figures import save_figure
 
 __all__ = [
-    "plot_comparison", "plot_confusion_matrix", "plot_metric_by_epoch", "plot_misclassified",
-    "plot_per_class", "plot_reliability_diagram", "plot_training_curves", "save_figure",
+    "montage", "montage_cell", "plot_comparison", "plot_confusion_matrix", "plot_metric_by_epoch",
+    "plot_misclassified", "plot_per_class", "plot_reliability_diagram", "plot_training_curves",
 ]
 
 def _text_color(rgba) -> str:
@@ -112,6 +111,30 @@ def plot_per_class(metrics: Mapping, title: str | None = None) -> Figure:
     return fig
 
 
+MONTAGE_GAP = 2  # pixels between the digits of a gallery
+MONTAGE_CAPTION = 9  # pixels above each digit for its caption
+
+
+def montage(images: np.ndarray, ncols: int) -> np.ma.MaskedArray:
+    """Images (N, H, W) side by side, `ncols` per row, in one masked array: the gaps and the
+    caption rows above each image are masked (drawn as the background)."""
+    n, h, w = images.shape
+    nrows = max(1, math.ceil(n / ncols))
+    cell_h, cell_w = MONTAGE_CAPTION + h + MONTAGE_GAP, w + MONTAGE_GAP
+    out = np.ma.masked_array(np.zeros((nrows * cell_h, ncols * cell_w)), mask=True)
+    for k, image in enumerate(images):
+        top, left = (k // ncols) * cell_h + MONTAGE_CAPTION, (k % ncols) * cell_w
+        out[top : top + h, left : left + w] = image
+    return out
+
+
+def montage_cell(k: int, ncols: int, shape: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of image k's pixels in `montage(..., ncols)` of images of `shape`."""
+    h, w = shape
+    return ((k // ncols) * (MONTAGE_CAPTION + h + MONTAGE_GAP) + MONTAGE_CAPTION,
+            (k % ncols) * (w + MONTAGE_GAP))
+
+
 def plot_misclassified(
     images,
     mistakes: Sequence[Mapping],
@@ -120,7 +143,10 @@ def plot_misclassified(
     max_images: int = 32,
     title: str | None = None,
 ) -> Figure:
-    """Gallery of misclassified digits, each titled "true→pred" and the predicted probability.
+    """Gallery of misclassified digits, each captioned "true→pred" and the predicted probability.
+
+    The digits are drawn as one image (`montage`) with the captions above them: one axes instead
+    of one per digit, several times faster to lay out and save.
 
     Args:
         images: all images of the evaluated set, (N, 28, 28) or (N, 1, 28, 28), uint8 or float.
@@ -135,17 +161,21 @@ def plot_misclassified(
     ncols = max(1, min(ncols, len(shown)))
     nrows = max(1, math.ceil(len(shown) / ncols))
     fig = Figure(figsize=(1.3 * ncols + 0.2, 1.5 * nrows + 0.5))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    ax = fig.subplots()
+    ax.set_axis_off()
     vmax = 255 if images.dtype == np.uint8 else 1.0
-    for ax in axes:
-        ax.set_axis_off()
-    for ax, m in zip(axes, shown):
-        image = images[m["index"]].reshape(images.shape[-2:])
-        ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
-        caption = f"{label_names[m['label']]}→{label_names[m['pred']]} {m['prob']:.2f}"
-        ax.set_title(caption, fontsize=8, color="tab:red")
-    if not shown:
-        axes[0].text(0.5, 0.5, "no misclassified examples", ha="center", va="center")
+    if shown:
+        shape = images.shape[-2:]
+        digits = np.stack([images[m["index"]].reshape(shape) for m in shown])
+        cmap = plt_colormaps["gray"].with_extremes(bad="white")
+        ax.imshow(montage(digits, ncols), cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+        for k, m in enumerate(shown):
+            top, left = montage_cell(k, ncols, shape)
+            caption = f"{label_names[m['label']]}→{label_names[m['pred']]} {m['prob']:.2f}"
+            ax.text(left + shape[1] / 2 - 0.5, top - 1.5, caption, ha="center", va="bottom",
+                    fontsize=8, color="tab:red")
+    else:
+        ax.text(0.5, 0.5, "no misclassified examples", ha="center", va="center")
     shown_of = f"{len(shown)} of {len(mistakes)}"
     fig.suptitle(title or f"Misclassified (true→pred, probability), {shown_of}")
     fig.tight_layout()

@@ -14,8 +14,8 @@ from digitnet.evaluation.plots import (
     plot_per_class,
     plot_reliability_diagram,
     plot_training_curves,
-    save_figure,
 )
+from digitnet.figures import save_figure
 from digitnet.fileio import atomic_write_json, atomic_write_text
 from digitnet.store import LoadedModel
 
