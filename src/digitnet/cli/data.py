@@ -34,7 +34,8 @@ def cmd_data_explore(args: argparse.Namespace) -> int:
 
 
 def cmd_data_ingest(args: argparse.Namespace) -> int:
-    from digitnet.data.ingest import REPORT_FILE, format_ingest, ingest
+    from digitnet.data.dataset_store import REPORT_FILE
+    from digitnet.data.ingest import format_ingest, ingest
 
     result = ingest(args.src, args.name, args.balance, args.min_per_class, args.datasets_dir,
                     progress=sys.stderr.isatty())

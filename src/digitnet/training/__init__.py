@@ -1,1 +1,2 @@
-"""Training: the epoch loop, checkpoints, and resuming."""
+"""Training: the epoch loop, optimiser and schedule, devices, and resuming (the run folder and
+its checkpoints are the model store's: digitnet/store/run.py)."""
