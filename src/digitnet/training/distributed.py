@@ -90,7 +90,8 @@ def processes(device: str = "auto", timeout_s: float = DIST_TIMEOUT_S) -> Iterat
         if torch_device.type == "cuda":
             torch.cuda.set_device(torch_device)
         try:
-            dist.init_process_group(backend, timeout=dt.timedelta(seconds=timeout_s))
+            timeout = dt.timedelta(seconds=timeout_s)
+            dist.init_process_group(backend, timeout=timeout, **_attempt_store(timeout))
         except (RuntimeError, ValueError) as e:
             raise DigitnetError(f"rank {os.environ.get('RANK', '?')}: cannot join the other "
                                 f"processes ({_first_line(e)})") from None
@@ -106,6 +107,19 @@ def processes(device: str = "auto", timeout_s: float = DIST_TIMEOUT_S) -> Iterat
         if own_group:
             with contextlib.suppress(RuntimeError, ValueError):
                 dist.destroy_process_group()
+
+
+def _attempt_store(timeout: dt.timedelta) -> dict:
+    """Under torchrun's shared store ($TORCHELASTIC_USE_AGENT_STORE), the process group's keys
+    under a prefix of this attempt: restarted workers would otherwise read the addresses of the
+    workers they replace (pytorch/pytorch#135712) and fail to connect. {}: env:// as it is."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          is_master=False, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dict(store=dist.PrefixStore(f"digitnet/attempt-{attempt}", store),
+                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
 
 
 def _device_of_rank(name: str, local_rank: int) -> torch.device:
