@@ -336,3 +336,18 @@ def test_two_torchrun_agents_as_two_nodes_train_one_model(tmp_path):
     run_dir = only_run(models)
     assert metrics(run_dir)[0]["world_size"] == 2 and (run_dir / "model.safetensors").is_file()
     assert sum("lenet5-v1/nodes" in out for out, _ in outputs) == 1  # rank 0 alone reports
+
+
+@pytest.mark.slow  # ~15 s
+def test_nproc_resumes_a_one_process_run_on_two(tmp_path, mnist_dir):
+    models = tmp_path / "models"
+    fit(TrainConfig(arch="lenet5", epochs=2, subset=400, batch_size=64, val_size=100,
+                    augment=False, threads=1, lr=0.05, name="grow"), mnist_dir, models,
+        progress=False)
+    done = subprocess.run([sys.executable, "-m", "digitnet", "train", "--nproc", "2", "--resume",
+                           "lenet5-v1/grow@epoch-1", "--no-progress"], env=environment(models),
+                          text=True, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("lenet5-v1/grow\n") == 1  # rank 0 alone prints the reference
+    rows = metrics(models / "lenet5-v1" / "grow")
+    assert [(r["epoch"], r["world_size"]) for r in rows] == [(1, 1), (2, 2)]
