@@ -85,8 +85,8 @@ def test_one_process_is_the_plain_path():
     (2, 3, "use a multiple of 3, e.g. 3")])
 def test_a_batch_the_processes_cannot_split_is_refused(batch, world, message):
     with pytest.raises(DigitnetError, match=message):
-        distributed.check_batch(batch, procs(0, world))
-    distributed.check_batch(batch * world, procs(0, world))
+        distributed.check_batch(batch, world)
+    distributed.check_batch(batch * world, world)
 
 
 def test_only_rank_0_writes():
@@ -141,6 +141,8 @@ def test_nproc_children_get_the_same_flags():
     (["--nproc", "0"], {}, "--nproc must be at least 1, got 0"),
     (["--nproc", "2"], {"WORLD_SIZE": "2"}, "under torchrun, drop --nproc"),
     (["--dist-timeout", "0"], {}, "--dist-timeout must be a number of seconds > 0, got 0.0"),
+    (["--nproc", "3", "--batch-size", "64"], {}, "--batch-size 64 is the global batch and must "
+                                                 "split evenly among the 3 processes"),
 ])
 def test_bad_launch_flags_are_one_line(argv, env, message, tmp_path, synthetic_mnist, capsys,
                                       monkeypatch):

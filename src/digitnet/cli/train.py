@@ -15,7 +15,12 @@ from digitnet.errors import DigitnetError
 def cmd_train(args: argparse.Namespace) -> int:
     from digitnet.config import resolve_config
     from digitnet.fileio import atomic_write_json
-    from digitnet.training.distributed import environment_rank, is_writer, launch_local
+    from digitnet.training.distributed import (
+        check_batch,
+        environment_rank,
+        is_writer,
+        launch_local,
+    )
     from digitnet.training.loop import fit
 
     if args.nproc is not None and args.nproc < 1:
@@ -24,6 +29,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "WORLD_SIZE" in os.environ:
             raise DigitnetError("--nproc starts its own processes; under torchrun, drop --nproc "
                                 "(torchrun's --nproc-per-node says how many)")
+        if not args.resume:  # a recipe the processes cannot share fails here, once
+            cfg = resolve_config(args.config,
+                                 **{f.name: getattr(args, f.name) for f in cli_fields()})
+            check_batch(cfg.batch_size, args.nproc)
         launch_local(args.nproc, child_argv(args))  # rank 0 prints the reference
         return 0
     if args.resume:

@@ -144,13 +144,13 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def check_batch(batch_size: int, procs: Processes) -> None:
-    """Refuse a global batch the processes cannot split evenly.
+def check_batch(batch_size: int, world_size: int) -> None:
+    """Refuse a global batch that `world_size` processes cannot split evenly.
 
     Raises:
         DigitnetError: naming the batch, the number of processes and the nearest batches that fit.
     """
-    w = procs.world_size
+    w = world_size
     if batch_size % w:
         lower, upper = batch_size - batch_size % w, batch_size - batch_size % w + w
         fits = f"{lower} or {upper}" if lower else str(upper)

@@ -241,7 +241,7 @@ def _lead_run(cfg, data_dir, models_dir, resume, resume_checkpoint,
     """Rank 0 (or the one process): create or resume the run; the stack holds its lock."""
 
     def splits_for(c: TrainConfig) -> dict:
-        distributed.check_batch(c.batch_size, procs)  # before any write
+        distributed.check_batch(c.batch_size, procs.world_size)  # before any write
         return load_training_data(c, data_dir)
 
     with contextlib.ExitStack() as stack:
