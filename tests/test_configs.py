@@ -82,7 +82,10 @@ def test_a_run_written_by_an_older_digitnet_has_only_known_keys():
     legacy = Path(__file__).parent / "data" / "legacy-v1" / "models" / "fast-v2" / "legacy"
     train = json.loads((legacy / "config.json").read_text())["train"]
     assert RETIRED_KEYS == {}
-    assert config_from_dict(train).to_dict() == train
+    resumed = config_from_dict(train).to_dict()
+    assert {k: v for k, v in resumed.items() if k in train} == train
+    added = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name not in train}
+    assert {k: resumed[k] for k in added} == added == {"sync_bn": None}  # fields added since
 
 
 def test_retired_keys_are_ignored_with_a_warning_in_both_places(tmp_path, monkeypatch):

@@ -27,6 +27,8 @@ from digitnet.fileio import check_nesting, describe_value, read_regular_bytes
 MAX_RECIPE_BYTES = 1024 * 1024  # a recipe is under 1 kB; PyYAML took 8 s for 1.4 MB (2 CPUs)
 MAX_RECIPE_VALUES = 100_000  # a recipe holds a few dozen; YAML aliases make small files huge
 AUGMENT_KINDS = ("warp", "shift", "handwriting")  # TrainConfig.augment_kind, see its comment
+DIST_TIMEOUT_S = 120.0  # how long a process of a distributed run waits for the others (a rank
+# that died or hangs) before the run fails; rank 0 validates and writes (seconds on MNIST) meanwhile
 MAX_THREADS = 256  # fixed, not os.cpu_count(): a recipe or a run stays valid on every machine
 # (resumed elsewhere too); torch runs 256 threads fine, while 100000 crashed it without a message
 
@@ -143,6 +145,9 @@ class TrainConfig:
                               default_help="a timestamp")  # YYYYmmdd-HHMMSS
     max_steps: int | None = option(None, "stop each epoch after this many steps (smoke tests)",
                                    range=Range(1), default_help="no limit")
+    sync_bn: bool | None = option(None, "batch norm over the global batch when training on "
+                                  "several CUDA processes (SyncBatchNorm; GPUs only)",
+                                  default_help="on for several CUDA processes")
     eval_batch_size: int = option(1_000, "images per forward pass in evaluation", cli=False,
                                   range=Range(1, 65_536))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import NoReturn
 
 import torch
@@ -32,12 +33,16 @@ def train_one_epoch(
     generator: torch.Generator,
     class_weights: torch.Tensor | None = None,
     progress: tqdm | None = None,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict:
     """One pass over `train` on the model's device; returns train_loss, train_acc, images, steps.
 
     Batches are drawn and augmented on the CPU (with `generator`, so runs are reproducible and
-    resumable), then moved to the model's device.
+    resumable), then moved to the model's device. `batches` replaces the shuffled batches of
+    `train` (one rank's shard of a distributed run); `generator` then only augments.
     """
+    if batches is None:
+        batches = iterate_batches(train, cfg.batch_size, shuffle=True, generator=generator)
     augment = batch_augmentation(cfg)
     device = next(model.parameters()).device
     model.train()
@@ -47,7 +52,7 @@ def train_one_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     check_every = 1 if device.type == "cpu" else 20  # reading the loss waits for the device
     seen = steps = 0
-    for images, labels in iterate_batches(train, cfg.batch_size, shuffle=True, generator=generator):
+    for images, labels in batches:
         if augment is not None:
             images = augment(images, generator)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)

@@ -13,6 +13,7 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from digitnet.calibration import (
     fit_temperature,
     not_calibrated,
 )
-from digitnet.config import TrainConfig, config_from_dict
+from digitnet.config import DIST_TIMEOUT_S, TrainConfig, config_from_dict
 from digitnet.constants import NUM_CLASSES
 from digitnet.data.datasets import TensorDataset
 from digitnet.errors import DigitnetError
@@ -42,7 +43,9 @@ from digitnet.store import (
     resolve_ref,
     training_done,
 )
+from digitnet.training import distributed
 from digitnet.training.device import DEVICES, resolve_device
+from digitnet.training.distributed import Processes
 from digitnet.training.env import environment_info
 from digitnet.training.epoch import epoch_seed, train_one_epoch
 from digitnet.training.inputs import batch_augmentation, class_weights_for, load_training_data
@@ -96,7 +99,7 @@ def restore_rng(state: dict) -> None:
 # ------------------------------------------------------------------------------------ the run
 @dataclass
 class RunState:
-    run: Run
+    run: Run | None  # None on the ranks of a distributed run that do not write (not rank 0)
     cfg: TrainConfig
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -109,12 +112,14 @@ class RunState:
 
 
 def _init_run(cfg: TrainConfig, splits: dict, models_dir, data_info: dict,
-              device: torch.device, stack: contextlib.ExitStack) -> RunState:
+              procs: Processes, stack: contextlib.ExitStack) -> RunState:
+    device = procs.device
     model = create_model(cfg.arch, cfg.version).to(device, memory_format=torch.channels_last)
     data_config = default_data_config()
+    env = dict(environment_info(device),
+               distributed=dict(procs.record(cfg.batch_size), **distributed.elastic_record()))
     run = Run.create(models_root(models_dir), cfg.name, stack, arch=arch_record(model),
-                     data_config=data_config, train=cfg.to_dict(), data=data_info,
-                     env=environment_info(device))
+                     data_config=data_config, train=cfg.to_dict(), data=data_info, env=env)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
     return RunState(run, cfg, model, optimizer, scheduler, 1, -1.0, data_config, device)
@@ -197,8 +202,13 @@ def fit(
     resume_checkpoint: str | None = None,
     progress: bool = True,
     device: str = "auto",
+    dist_timeout: float = DIST_TIMEOUT_S,
 ) -> dict:
     """Train a model (or resume one) and return its summary (ref, paths, final metrics).
+
+    Under torchrun ($WORLD_SIZE > 1) every process calls `fit` with the same arguments: rank 0
+    creates or resumes the run and writes it, the others train their shard
+    (training/distributed.py); every rank returns the summary.
 
     Args:
         cfg: the recipe; ignored when resuming (the run's own configuration is used).
@@ -207,21 +217,44 @@ def fit(
         resume: a model reference to continue from its last checkpoint.
         resume_checkpoint: "last", "best" or "epoch-N" to resume from instead.
         device: where to train, one of DEVICES (a run may be resumed on another device).
+        dist_timeout: seconds a process of a distributed run waits for the others before the
+            run fails with an error.
     """
-    torch_device = resolve_device(device)
+    with distributed.processes(device, dist_timeout) as procs:
+        if not procs.writes:
+            return _follow_run(procs, data_dir)
+        try:
+            state, splits, stack = _lead_run(cfg, data_dir, models_dir, resume, resume_checkpoint,
+                                             procs)
+        except DigitnetError as e:  # tell the other ranks, which wait for the plan
+            distributed.share(procs, dict(error=str(e)))
+            raise
+        with stack:  # holds the run folder's lock until the run ends
+            if procs.world_size > 1:
+                distributed.share(procs, _plan(state, splits))
+            summary = _run_epochs(state, splits, progress, procs)
+        return distributed.share(procs, summary)
+
+
+def _lead_run(cfg, data_dir, models_dir, resume, resume_checkpoint,
+              procs: Processes) -> tuple[RunState, dict, contextlib.ExitStack]:
+    """Rank 0 (or the one process): create or resume the run; the stack holds its lock."""
 
     def splits_for(c: TrainConfig) -> dict:
+        distributed.check_batch(c.batch_size, procs.world_size)  # before any write
         return load_training_data(c, data_dir)
 
-    with contextlib.ExitStack() as stack:  # holds the run folder's lock until the run ends
+    with contextlib.ExitStack() as stack:
+        if not resume:
+            cfg = cfg or TrainConfig()
+            spec = get_spec(cfg.arch, cfg.version)  # unknown architecture: fails before the data
+            resume = distributed.restarted_run(models_dir, cfg, spec.arch_id)
         if resume:
             state, splits = _resume_run(resume, splits_for, models_dir, resume_checkpoint,
-                                        torch_device, stack)
+                                        procs.device, stack)
         else:
-            cfg = cfg or TrainConfig()
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
-            spec = get_spec(cfg.arch, cfg.version)  # unknown architecture: fails before the data
             check_name_free(models_root(models_dir), spec.arch_id, cfg.name)  # a taken name too
             torch.manual_seed(cfg.seed)  # weight initialisation
             splits = splits_for(cfg)
@@ -233,35 +266,76 @@ def fit(
                 from digitnet.data.ingest import dataset_fingerprint
 
                 data_info["ingested"] = [dataset_fingerprint(n) for n in cfg.data if n != "mnist"]
-            state = _init_run(cfg, splits, models_dir, data_info, torch_device, stack)
-        return _run_epochs(state, splits, progress)
+            state = _init_run(cfg, splits, models_dir, data_info, procs, stack)
+        return state, splits, stack.pop_all()
 
 
-def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
+def _plan(state: RunState, splits: dict) -> dict:
+    """What the other ranks need from rank 0 to train the same run (weights: DDP sends them)."""
+    return dict(cfg=state.cfg.to_dict(), arch=state.run.config["arch"], source=str(state.run.dir),
+                start_epoch=state.start_epoch, data_config=state.data_config,
+                optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
+                data_sha256=splits["mnist"].sha256)
+
+
+def _follow_run(procs: Processes, data_dir) -> dict:
+    """A rank other than 0: train the run rank 0 leads, on this rank's shard; write nothing."""
+    plan = distributed.share(procs)
+    if "error" in plan:
+        raise DigitnetError(f"rank {procs.rank}: rank 0 could not start the run ({plan['error']})")
+    cfg = config_from_dict(plan["cfg"], source="the training options from rank 0")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    splits = load_training_data(cfg, data_dir)
+    if splits["mnist"].sha256 != plan["data_sha256"]:
+        raise DigitnetError(f"rank {procs.rank}: the MNIST files in {splits['mnist'].data_dir} "
+                            f"differ from those of rank 0")
+    model = build_frozen_model(plan["arch"], Path(plan["source"])).to(procs.device,
+                                                                memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch(len(splits["train"]), cfg))
+    optimizer.load_state_dict(plan["optimizer"])
+    scheduler.load_state_dict(plan["scheduler"])
+    state = RunState(None, cfg, model, optimizer, scheduler, plan["start_epoch"], -1.0,
+                     plan["data_config"], procs.device)
+    _run_epochs(state, splits, False, procs)
+    return distributed.share(procs)
+
+
+def _run_epochs(state: RunState, splits: dict, progress: bool, procs: Processes) -> dict | None:
     cfg, model, run = state.cfg, state.model, state.run
     train, val = splits["train"], splits["val"]
     weights = class_weights_for(train).to(state.device) if cfg.class_weighting else None
+    trained = distributed.wrap_model(model, cfg, procs)  # `model` itself for one process
+    shard = distributed.shard_size(len(train), procs)  # images per rank and epoch
+    per_rank = procs.per_rank_batch(cfg.batch_size)
     where = (f"{torch.get_num_threads()} threads" if state.device.type == "cpu"
              else f"on {state.device}")
-    print(f"training {run.ref}: {len(train):,} train / {len(val):,} val images, "
-          f"{cfg.epochs} epochs, batch {cfg.batch_size}, {where}")
+    if procs.world_size > 1:
+        where += f" x {procs.world_size} processes ({procs.backend}, {per_rank} images each)"
+    if run is not None:
+        print(f"training {run.ref}: {len(train):,} train / {len(val):,} val images, "
+              f"{cfg.epochs} epochs, batch {cfg.batch_size}, {where}")
     best_val = state.best_val
     for epoch in range(state.start_epoch, cfg.epochs + 1):
         start = time.perf_counter()
-        generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # dropout
-        n_images = min(len(train), (cfg.max_steps or 10**12) * cfg.batch_size)
+        generator, batches = distributed.epoch_inputs(train, cfg, procs, epoch)
+        n_images = min(shard, (cfg.max_steps or 10**12) * per_rank)
         with tqdm(total=n_images, unit="img", desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                   disable=not progress, dynamic_ncols=True) as bar:
-            row = train_one_epoch(model, train, state.optimizer, state.scheduler, cfg,
-                                  state.data_config, generator, weights, bar)
+            row = train_one_epoch(trained, train, state.optimizer, state.scheduler, cfg,
+                                  state.data_config, generator, weights, bar, batches)
+        row = distributed.reduce_epoch(row, procs)
         train_seconds = time.perf_counter() - start
+        if run is None:  # not the writer: rank 0 validates, writes and prints
+            continue
         val_metrics, state.calibration = calibrate_on_validation(model, val, state.data_config,
                                                                  cfg.eval_batch_size)
         row = dict(epoch=epoch, train_loss=row["train_loss"], train_acc=row["train_acc"],
                    val_loss=val_metrics.get("loss"), val_acc=val_metrics.get("acc"),
                    lr=state.scheduler.get_last_lr()[0], seconds=time.perf_counter() - start,
-                   images_per_s=row["images"] / train_seconds, device=str(state.device))
+                   images_per_s=row["images"] / train_seconds, device=str(state.device),
+                   **procs.record(cfg.batch_size))
         score = row["val_acc"] if row["val_acc"] is not None else epoch  # no val split: newest wins
         is_best = score > best_val
         best_val = max(best_val, score)
@@ -276,7 +350,7 @@ def _run_epochs(state: RunState, splits: dict, progress: bool) -> dict:
         print(f"epoch {epoch:>3}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
               f"{row['train_acc']:.2%}  {val_text}lr {row['lr']:.4g}  {row['seconds']:.1f}s  "
               f"{row['images_per_s']:,.0f} img/s", flush=True)
-    return finish_run(state, splits)
+    return finish_run(state, splits) if run is not None else None
 
 
 def finish_run(state: RunState, splits: dict) -> dict:
