@@ -25,27 +25,20 @@ from digitnet.data.balance import (
 )
 from digitnet.data.dataset_store import (
     MANIFEST_FILE,
-    REPORT_FILE,
     check_name,
     datasets_root,
     empty_manifest,
-    load_dataset,
     read_arrays,
     read_manifest,
     write_dataset,
 )
 from digitnet.data.preprocess import PREPROCESS_VERSION, ImageError, preprocess
 from digitnet.data.sources import Source, list_sources
-from digitnet.data.training_data import combine_training_data, dataset_fingerprint
 from digitnet.errors import DigitnetError
 from digitnet.fileio import check_regular_file, exclusive_lock, sha256_file
 
-# Importable from here as before issue 15 (cli.py, training/loop.py and tests import them so):
-# REPORT_FILE, load_dataset, read_manifest (data/dataset_store.py), combine_training_data and
-# dataset_fingerprint (data/training_data.py).
-__all__ = ["LABEL_CONFLICT", "NO_DIGIT", "REPORT_FILE", "UNLABELLED", "UNREADABLE",
-           "IngestResult", "combine_training_data", "dataset_fingerprint", "format_ingest",
-           "ingest", "load_dataset", "read_manifest"]
+__all__ = ["LABEL_CONFLICT", "NO_DIGIT", "UNLABELLED", "UNREADABLE", "IngestResult",
+           "format_ingest", "ingest"]
 
 # why a source file was skipped
 UNREADABLE = "unreadable"

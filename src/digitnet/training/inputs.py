@@ -14,7 +14,7 @@ def load_training_data(cfg: TrainConfig, data_dir) -> dict:
     splits = load_splits(data_dir, val_size=cfg.val_size, subset=cfg.subset)
     extra = [name for name in cfg.data if name != "mnist"]
     if "mnist" not in cfg.data or extra:
-        from digitnet.data.ingest import combine_training_data  # type: ignore[import-not-found]
+        from digitnet.data.training_data import combine_training_data
 
         splits["train"] = combine_training_data(splits["train"], cfg.data)
     return splits

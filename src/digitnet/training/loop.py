@@ -151,7 +151,7 @@ def _resume_run(ref: str, splits_for, models_dir, which: str | None,
         raise DigitnetError(f"cannot resume {mref.label}: the MNIST files differ from those it "
                             f"was trained on")
     if config["data"].get("ingested"):
-        from digitnet.data.ingest import dataset_fingerprint
+        from digitnet.data.training_data import dataset_fingerprint
 
         for recorded in config["data"]["ingested"]:
             now = dataset_fingerprint(recorded["name"])
@@ -263,7 +263,7 @@ def _lead_run(cfg, data_dir, models_dir, resume, resume_checkpoint,
                              train_size=len(splits["train"]), val_size=len(splits["val"]),
                              train_class_counts=splits["train"].class_counts().tolist())
             if any(name != "mnist" for name in cfg.data):
-                from digitnet.data.ingest import dataset_fingerprint
+                from digitnet.data.training_data import dataset_fingerprint
 
                 data_info["ingested"] = [dataset_fingerprint(n) for n in cfg.data if n != "mnist"]
             state = _init_run(cfg, splits, models_dir, data_info, procs, stack)
