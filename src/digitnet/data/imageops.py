@@ -60,7 +60,7 @@ def block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> 
         return a
     h, w = a.shape
     ph, pw = -h % factor, -w % factor
-    a = np.pad(a, [(0, ph), (0, pw)], mode=pad_mode)
+    a = _pad_end(a, ph, pw, pad_mode)
     blocks = a.reshape((h + ph) // factor, factor, (w + pw) // factor, factor)
     if (reduce is np.min or reduce is np.max) and a.dtype == np.bool_:
         fold = np.logical_or if reduce is np.max else np.logical_and  # exact in any order
@@ -73,6 +73,20 @@ def block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> 
                 for i in range(factor)]
         return _fold([rows[0] + a.dtype.type(0), *rows[1:]], np.add)
     return reduce(blocks, axis=(1, 3))
+
+
+def _pad_end(a: np.ndarray, ph: int, pw: int, mode: str) -> np.ndarray:
+    """np.pad(a, [(0, ph), (0, pw)], mode) for "edge" and "constant" (zeros), by two slice
+    copies instead of np.pad's general machinery."""
+    if mode not in ("edge", "constant"):
+        return np.pad(a, [(0, ph), (0, pw)], mode=mode)
+    h, w = a.shape
+    out = (np.empty if mode == "edge" else np.zeros)((h + ph, w + pw), dtype=a.dtype)
+    out[:h, :w] = a
+    if mode == "edge":
+        out[h:, :w] = a[h - 1]
+        out[:, w:] = out[:, w - 1 : w]
+    return out
 
 
 def _fold(parts: list[np.ndarray], op) -> np.ndarray:
