@@ -214,7 +214,7 @@ def byte_codes(a: np.ndarray) -> np.ndarray | None:
     return codes
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)  # 512 ranges, 1.5 MB
 def _level_bins(bins: int, low: float, top: float) -> tuple[np.ndarray, np.ndarray]:
     """(1 + the bin np.histogram(a, bins, (low, top)) puts each of the 256 levels in, 0 where it
     leaves it out; the bin edges). numpy keeps the values in [low, top] and corrects its
