@@ -121,6 +121,7 @@ def main() -> None:
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="digitnet-preprocess-speed-"))
     inputs = make_inputs(work, args.data_dir)
     trees = {"this": str(HERE.parent / "src")}
@@ -153,7 +154,8 @@ def main() -> None:
     report = dict(command=" ".join(sys.argv),
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-                  load_average_after=load, threads=args.threads, repeats=args.repeats,
+                  load_average_before=load_before, load_average_after=load,
+                  threads=args.threads, repeats=args.repeats,
                   rounds=args.rounds, photo_size=PHOTO_SIZE, n_scans=N_SCANS, summary=summary)
     print(json.dumps(summary, indent=2))
     if args.out:

@@ -3,6 +3,7 @@ statistics, Otsu's threshold and connected components (scipy.ndimage, scikit-ima
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -10,16 +11,39 @@ from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+SMALL_FILTER = 9  # bool dilations up to this size are shifted ORs, not scipy's filter
+
 
 def odd(value: float) -> int:
     """The nearest odd integer >= 3."""
     return max(3, round(value) // 2 * 2 + 1)
 
 
+def _spread_true(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary dilation of a bool array with a size x size square by shifted ORs, row pass then
+    column pass: the same as scipy's maximum_filter with edges replicated (the edge pixel is in
+    every window that would reach past it), in a few whole-array operations."""
+    reach = size // 2
+    out = mask
+    for axis in (0, 1):
+        src, out = out, out.copy()
+        n = src.shape[axis]
+        for k in range(1, min(reach, n - 1) + 1):
+            if axis == 0:
+                out[k:] |= src[:-k]
+                out[:-k] |= src[k:]
+            else:
+                out[:, k:] |= src[:, :-k]
+                out[:, :-k] |= src[:, k:]
+    return out
+
+
 def max_filter(a: np.ndarray, size: int) -> np.ndarray:
     """Grey dilation with a size x size square (size odd), edges replicated."""
     if size <= 1:
         return a
+    if a.dtype == np.bool_ and size <= SMALL_FILTER and a.ndim == 2:
+        return _spread_true(a, size)
     return ndimage.maximum_filter(a, size, mode="nearest")
 
 
@@ -36,9 +60,71 @@ def block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> 
         return a
     h, w = a.shape
     ph, pw = -h % factor, -w % factor
-    a = np.pad(a, [(0, ph), (0, pw)], mode=pad_mode)
+    a = _pad_end(a, ph, pw, pad_mode)
     blocks = a.reshape((h + ph) // factor, factor, (w + pw) // factor, factor)
+    if (reduce is np.min or reduce is np.max) and a.dtype == np.bool_:
+        fold = np.logical_or if reduce is np.max else np.logical_and  # exact in any order
+        return _fold([_fold([blocks[:, i, :, j] for j in range(factor)], fold)
+                      for i in range(factor)], fold)
+    if (reduce is np.min or reduce is np.max) and a.dtype.kind == "f" and not np.signbit(a).any():
+        return reduce(reduce(blocks, axis=1), axis=2)  # exact in any order without -0.0
+    if reduce is np.sum and a.dtype.kind == "f" and blocks.shape[2] > 1 and factor <= 8:
+        rows = [_pairwise_sum([blocks[:, i, :, j] for j in range(factor)])
+                for i in range(factor)]
+        return _fold([rows[0] + a.dtype.type(0), *rows[1:]], np.add)
     return reduce(blocks, axis=(1, 3))
+
+
+def _pad_end(a: np.ndarray, ph: int, pw: int, mode: str) -> np.ndarray:
+    """np.pad(a, [(0, ph), (0, pw)], mode) for "edge" and "constant" (zeros), by two slice
+    copies instead of np.pad's general machinery."""
+    if mode not in ("edge", "constant"):
+        return np.pad(a, [(0, ph), (0, pw)], mode=mode)
+    h, w = a.shape
+    out = (np.empty if mode == "edge" else np.zeros)((h + ph, w + pw), dtype=a.dtype)
+    out[:h, :w] = a
+    if mode == "edge":
+        out[h:, :w] = a[h - 1]
+        out[:, w:] = out[:, w - 1 : w]
+    return out
+
+
+def _fold(parts: list[np.ndarray], op) -> np.ndarray:
+    """op(...op(op(parts[0], parts[1]), parts[2])..., parts[-1]), elementwise, in one buffer."""
+    out = parts[0].copy()
+    for part in parts[1:]:
+        op(out, part, out=out)
+    return out
+
+
+def _pairwise_sum(parts: list[np.ndarray]) -> np.ndarray:
+    """The elementwise sum of up to 127 arrays, added in the order numpy's pairwise summation
+    adds a run of that many values (one after another below 8; else in 8 interleaved partial
+    sums, combined as a tree, then the rest one by one), so the result is bit for bit numpy's.
+
+    `block_reduce` sums a block as numpy's `sum(axis=(1, 3))` does, a block row's run at a time
+    and the rows in order (with more than one block across: with one, numpy merges the axes),
+    in a few whole-grid operations instead of numpy's slow two-axis reduction.
+    """
+    n = len(parts)
+    if n < 8:
+        return _fold(parts, np.add)
+    acc = [part.copy() for part in parts[:8]]
+    i = 8
+    while i < n - n % 8:
+        for j in range(8):
+            acc[j] += parts[i + j]
+        i += 8
+    return _fold([((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])),
+                  *parts[i:]], np.add)
+
+
+def repeat_blocks(a: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Each cell of a coarse grid as a factor x factor block, cropped to `shape`: the inverse of
+    `block_reduce`."""
+    if factor == 1:
+        return a[: shape[0], : shape[1]]
+    return np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]
 
 
 def resize(a: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
@@ -65,22 +151,32 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def robust_stats(a: np.ndarray) -> tuple[float, float]:
+def robust_stats(a: np.ndarray | Counted) -> tuple[float, float]:
     """Median and noise standard deviation (1.4826 x median absolute deviation) of `a` (an image,
-    or a 1-D array of pixel values)."""
+    a 1-D array of pixel values, or such values counted: up to the subsample's size)."""
+    if isinstance(a, Counted):
+        if a.size > 1_000_000:
+            raise ValueError("robust_stats subsamples more than 1,000,000 values: pass the array")
+        median = float(a.median())
+        return median, 1.4826 * float(a.deviations(median).median())
     step = max(1, math.ceil(math.sqrt(a.size / 1_000_000)))  # a subsample suffices for big images
     sample = a[::step, ::step] if a.ndim == 2 else a[:: step * step]
     median = float(np.median(sample))
     return median, 1.4826 * float(np.median(np.abs(sample - median)))
 
 
-def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0) -> float:
+def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0,
+                   counted: Counted | None = None) -> float:
     """Otsu's threshold between two classes of values (scikit-image), on a histogram over
-    [low, max]; `low` for an image with no value above it."""
+    [low, max]; `low` for an image with no value above it. `counted`: a's values, counted (the
+    same histogram, from the counts)."""
     top = float(a.max())
     if top <= low:
         return low
-    hist, edges = np.histogram(a, bins=bins, range=(low, top))
+    if counted is not None:
+        hist, edges = counted.histogram(bins, (low, top))
+    else:
+        hist, edges = np.histogram(a, bins=bins, range=(low, top))
     return float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
 
 
@@ -95,3 +191,110 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 def box_mean3(a: np.ndarray) -> np.ndarray:
     """Mean over each pixel's 3x3 neighbourhood, edges replicated."""
     return ndimage.uniform_filter(a, 3, mode="nearest")
+
+
+# --------------------------------------------------------------------- 8-bit images, counted
+BYTE_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)  # an 8-bit image read as float
+
+
+def byte_codes(a: np.ndarray) -> np.ndarray | None:
+    """The 8-bit codes k of a float32 image whose every value is exactly k / 255 (bit for bit: a
+    PNG or JPEG read as float), else None. With the codes, histograms and order statistics are
+    computed from 256 counts (`Counted`) instead of every pixel, with the same results."""
+    if a.dtype != np.float32 or a.size == 0:
+        return None
+    head = a.flat[:64]  # fails fast on a large image that is not 8-bit (a photo's residual)
+    if a.size > 1024 and not np.array_equal(
+            BYTE_LEVELS[np.rint(head * 255).astype(np.uint8)].view(np.uint32),
+            head.view(np.uint32)):
+        return None
+    codes = np.rint(a * 255).astype(np.uint8)
+    if not np.array_equal(BYTE_LEVELS[codes].view(np.uint32), a.view(np.uint32)):
+        return None
+    return codes
+
+
+@functools.lru_cache(maxsize=512)  # 512 ranges, 1.5 MB
+def _level_bins(bins: int, low: float, top: float) -> tuple[np.ndarray, np.ndarray]:
+    """(1 + the bin np.histogram(a, bins, (low, top)) puts each of the 256 levels in, 0 where it
+    leaves it out; the bin edges). numpy keeps the values in [low, top] and corrects its
+    estimate until edges[i] <= value < edges[i + 1] (the top value in the last bin), so a value's
+    bin is the count of inner edges at or below it."""
+    edges = np.histogram_bin_edges(BYTE_LEVELS, bins=bins, range=(low, top))
+    inside = (BYTE_LEVELS >= low) & (BYTE_LEVELS <= top)
+    index = np.searchsorted(edges[1:-1], BYTE_LEVELS, side="right") + 1
+    index[~inside] = 0
+    index.flags.writeable = False
+    edges.flags.writeable = False
+    return index, edges
+
+
+class Counted:
+    """A multiset of float32 values as its distinct values and their counts: the median,
+    percentiles and Otsu histogram that numpy and scikit-image compute on the whole array, bit
+    for bit (the same arithmetic on the same order statistics), from the counts alone."""
+
+    def __init__(self, values: np.ndarray, counts: np.ndarray):
+        if values is BYTE_LEVELS:  # sorted already
+            self.values, self.counts = values, counts
+        else:
+            order = np.argsort(values, kind="stable")
+            self.values, self.counts = values[order], counts[order]
+        self.cumulative = np.cumsum(self.counts)
+        self.size = int(self.cumulative[-1]) if len(self.cumulative) else 0
+
+    @classmethod
+    def of_codes(cls, codes: np.ndarray) -> Counted:
+        return cls(BYTE_LEVELS, np.bincount(codes.ravel(), minlength=256))
+
+    def _at(self, positions) -> np.ndarray:
+        """The values at these positions (0-based, negative from the end) of the sorted array."""
+        positions = np.asarray(positions, dtype=np.intp) % self.size
+        return self.values[np.searchsorted(self.cumulative, positions, side="right")]
+
+    def median(self) -> np.floating:
+        """np.median of the array: the mean (in its dtype) of the middle one or two values."""
+        n = self.size
+        middle = self._at([n // 2 - 1, n // 2] if n % 2 == 0 else [(n - 1) // 2])
+        # np.mean of those: their float32 sum over the count as an intp (float64), as float32
+        # (the sum starts from -0.0, which changes no value)
+        total = middle[0] + middle[1] if len(middle) == 2 else middle[0]
+        return total.dtype.type(total / np.intp(len(middle)))
+
+    def deviations(self, center: float) -> Counted:
+        """|values - center| (elementwise, as numpy computes it on the array), counted."""
+        return Counted(np.abs(self.values - center), self.counts)
+
+    def percentile(self, q: list[float]) -> np.ndarray:
+        """np.percentile(array, q) with the default "linear" method: the same float64 arithmetic
+        on the same two neighbouring order statistics (numpy's _quantile and _lerp)."""
+        out = []
+        for quantile in np.true_divide(q, 100).tolist():
+            virtual = (self.size - 1) * quantile
+            if virtual >= self.size - 1:
+                previous = following = -1
+            elif virtual < 0:
+                previous = following = 0
+            else:
+                previous = math.floor(virtual)
+                following = previous + 1
+            gamma = virtual - previous
+            a, b = self._at([previous, following])
+            diff_b_a = float(b - a)  # float32, as numpy subtracts the two
+            if gamma >= 0.5:
+                out.append(float(b) - diff_b_a * (1 - gamma))
+            else:
+                out.append(float(a) + diff_b_a * gamma)
+        return np.array(out, dtype=np.float64)
+
+    def histogram(self, bins: int, value_range: tuple[float, float]) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+        """np.histogram(array, bins, range): its edges (for the values' dtype), and each value's
+        count added in the bin numpy puts that value in."""
+        if self.values is BYTE_LEVELS:  # the bin of each level, looked up once per range
+            index, edges = _level_bins(bins, *value_range)
+            hist = np.bincount(index, weights=self.counts, minlength=bins + 1)[1:]
+        else:
+            hist, edges = np.histogram(self.values, bins=bins, range=value_range,
+                                       weights=self.counts)
+        return hist.astype(np.intp), edges

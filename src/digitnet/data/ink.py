@@ -18,14 +18,17 @@ from scipy import ndimage
 from skimage.transform import hough_line, hough_line_peaks
 
 from digitnet.data.imageops import (
+    Counted,
     block_reduce,
     bounding_box,
     box_mean3,
+    byte_codes,
     label_components,
     max_filter,
     min_filter,
     odd,
     otsu_threshold,
+    repeat_blocks,
     resize,
     robust_stats,
     shrink,
@@ -146,8 +149,7 @@ def _line_pixels(mask: np.ndarray) -> np.ndarray:
             distance = np.abs(cols * math.cos(angle) + rows * math.sin(angle) - dist)
             width = np.count_nonzero(m & (distance <= 4)) / h  # the line's thickness, px
             out |= m & (distance <= width / 2 + 1.5)
-    full = np.repeat(np.repeat(lines, factor, axis=0), factor, axis=1)
-    return full[: mask.shape[0], : mask.shape[1]] & mask
+    return repeat_blocks(lines, factor, mask.shape) & mask
 
 
 def keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
@@ -183,8 +185,7 @@ def keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     keep = np.zeros(count + 1, dtype=bool)
     keep[1:] = group
     keep = max_filter(keep[labels], 3)  # a cell of margin for faint stroke edges
-    full = np.repeat(np.repeat(keep, factor, axis=0), factor, axis=1)
-    return full[: mask.shape[0], : mask.shape[1]]
+    return repeat_blocks(keep, factor, mask.shape)
 
 
 class _Detection(NamedTuple):
@@ -265,6 +266,12 @@ class CleanSplit(NamedTuple):
     side: int  # px, the image's longer side
 
 
+def _share(flags: np.ndarray) -> float:
+    """float(flags.mean()) of a bool array, exactly (numpy sums the 0s and 1s in float64 and
+    divides by the count), without np.mean's overhead on a tiny array."""
+    return np.count_nonzero(flags) / flags.size
+
+
 def split_clean(gray: np.ndarray) -> CleanSplit | None:
     """Paper and ink of an image with two clear brightness classes, or None (one class only).
 
@@ -276,14 +283,16 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
     lo, hi = float(sample.min()), float(sample.max())
     if hi - lo < MIN_CONTRAST:
         return None
-    dark = sample < otsu_threshold(sample, low=lo)
+    codes = byte_codes(sample)  # an 8-bit image: its statistics from counts of its 256 levels
+    counted = Counted.of_codes(codes) if codes is not None else None
+    dark = sample < otsu_threshold(sample, low=lo, counted=counted)
     ring = max(1, min(sample.shape) // 32)
     border = np.concatenate([dark[:ring].ravel(), dark[-ring:].ravel(),
                              dark[ring:-ring, :ring].ravel(), dark[ring:-ring, -ring:].ravel()])
-    ring_dark = float(border.mean())
+    ring_dark = _share(border)
     c = max(1, min(sample.shape) // 6)  # the corners: paper in nearly every digit, even stretched
-    corners = float(np.concatenate([dark[:c, :c].ravel(), dark[:c, -c:].ravel(),
-                                    dark[-c:, :c].ravel(), dark[-c:, -c:].ravel()]).mean())
+    corners = _share(np.concatenate([dark[:c, :c].ravel(), dark[:c, -c:].ravel(),
+                                     dark[-c:, :c].ravel(), dark[-c:, -c:].ravel()]))
     if abs(corners - 0.5) >= 0.25:  # three quarters of the corners agree
         dark_share = corners
     elif abs(ring_dark - 0.5) >= 0.1:
@@ -294,15 +303,22 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
     ink_mask = dark if polarity == DARK_ON_LIGHT else ~dark
     # the paper's statistics away from the strokes' anti-aliased edges (2 px, 1 in small images)
     near = max_filter(ink_mask, 5 if min(sample.shape) > 32 else 3)
-    paper_px, ink_px = sample[~near], sample[ink_mask]
+    values = codes if codes is not None else sample
+    paper_px, ink_px = values[~near], values[ink_mask]
     if paper_px.size == 0:
-        paper_px = sample[~ink_mask]
+        paper_px = values[~ink_mask]
     if paper_px.size == 0 or ink_px.size == 0:
         return None
+    if codes is not None:
+        paper_px, ink_px = Counted.of_codes(paper_px), Counted.of_codes(ink_px)
+        low, high = paper_px.percentile([1, 99])
+        ink = float(ink_px.median())
+    else:
+        low, high = np.percentile(paper_px, [1, 99])
+        ink = float(np.median(ink_px))
     paper, noise = robust_stats(paper_px)
-    low, high = np.percentile(paper_px, [1, 99])
     frame_ink = 1.0 - ring_dark if polarity == LIGHT_ON_DARK else ring_dark
-    return CleanSplit(polarity, paper, float(np.median(ink_px)), noise, float(high - low),
+    return CleanSplit(polarity, paper, ink, noise, float(high - low),
                        frame_ink if max(gray.shape) > SCAN_MAX_SIDE else 0.0, max(gray.shape))
 
 

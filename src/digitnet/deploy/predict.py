@@ -108,9 +108,11 @@ def _entry(name: str, digit_found: bool = False, reason: str | None = None,
                 reason=reason, error=error, path=path)
 
 
-def _labelled(entry: dict, probs: torch.Tensor, top_k: int) -> dict:
-    values = [round(float(p), PROB_DECIMALS) for p in probs]
-    ranked = sorted(range(NUM_CLASSES), key=lambda c: (-float(probs[c]), c))
+def _labelled(entry: dict, probs: list[float], top_k: int) -> dict:
+    """`probs`: the ten probabilities as Python floats (a row of `Tensor.tolist()`: the same
+    values as float() of each element, without ten tensor indexings per image)."""
+    values = [round(p, PROB_DECIMALS) for p in probs]
+    ranked = sorted(range(NUM_CLASSES), key=lambda c: (-probs[c], c))
     entry.update(label=ranked[0], probabilities=values,
                  top_k=[[c, values[c]] for c in ranked[:top_k]])
     return entry
@@ -193,7 +195,7 @@ def predict_images(
         entries.append(entry)
     if digits:
         probs = prepare_for_prediction(loaded).probs(torch.stack(digits))  # (N, 10), batched
-        for i, p in zip(found, probs, strict=True):
+        for i, p in zip(found, probs.tolist(), strict=True):
             _labelled(entries[i], p, top_k)
     return entries
 
