@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install
 	@echo "==> verifying MNIST in $(DATA_DIR)"
 	$(BIN)/digitnet data verify --data-dir $(DATA_DIR)
-	@echo "==> training the default model into models/ (about 1.5 minutes on a 2-core CPU)"
+	@echo "==> training the default model into models/ (1-1.5 minutes on a 2-core CPU)"
 	$(BIN)/digitnet train --data-dir $(DATA_DIR) --json reports/train.json
 	@echo "==> evaluating it on clean and augmented MNIST test sets (reports/evaluation)"
 	$(BIN)/digitnet evaluate latest --dataset mnist-test --dataset mnist-test-augmented \
