@@ -44,15 +44,21 @@ WARMUP = 20
 
 
 def test_images(data_dir: str) -> dict[str, bytes]:
-    """The first MNIST test digit as the demo page sends a drawing (280x280 PNG, white on black)
-    and as a phone photo (4000x3000 JPEG, dark ink on light grey paper)."""
+    """The first MNIST test digit as the demo page sends a drawing (its canvas: white brush
+    strokes on black, 280x280 PNG: the drawing-light rendering of benchmarks/renderings.py), the
+    same digit upscaled (bicubic, grey edges: the input of the runs before 3 December 2026) and
+    as a phone photo (4000x3000 JPEG, dark ink on light grey paper)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import renderings
+
     digit = read_idx(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz"))[0]
-    drawing = Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC)
+    canvas = renderings.render_one("drawing-light", digit, 0)[0]
+    upscaled = Image.fromarray(digit).resize((280, 280), Image.Resampling.BICUBIC)
     ink = Image.fromarray(255 - digit).resize((1800, 1800), Image.Resampling.BICUBIC)
     photo = Image.new("L", (4000, 3000), 235)
     photo.paste(ink, (1100, 600))
-    out = {}
-    for name, image, fmt in (("drawing 280x280 PNG", drawing, "PNG"),
+    out = {"demo-canvas drawing PNG": canvas}
+    for name, image, fmt in (("upscaled digit 280x280 PNG", upscaled, "PNG"),
                              ("photo 4000x3000 JPEG", photo.convert("RGB"), "JPEG")):
         buffer = io.BytesIO()
         image.save(buffer, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
