@@ -20,8 +20,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -186,16 +184,14 @@ def worker(args) -> None:
 
 
 def run_tree(src: str, manifest: Path, args) -> dict:
-    env = dict(os.environ, PYTHONPATH=src)
-    cmd = [sys.executable, __file__, "--worker", "--manifest", str(manifest)]
+    from trees import run_worker
+
+    worker_args = ["--manifest", str(manifest)]
     if args.model:
-        cmd += ["--model", args.model]
+        worker_args += ["--model", args.model]
     if args.models_dir:
-        cmd += ["--models-dir", args.models_dir]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"worker for {src} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        worker_args += ["--models-dir", args.models_dir]
+    return run_worker(src, __file__, worker_args)
 
 
 def compare(this: dict, baseline: dict) -> list[str]:

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -95,15 +94,13 @@ def worker(args) -> None:
 
 
 def run_tree(src: str, inputs: dict, args) -> dict:
-    env = dict(os.environ, PYTHONPATH=src)
-    cmd = [sys.executable, __file__, "--worker", "--inputs", json.dumps(inputs), "--model",
-           args.model, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    from trees import run_worker
+
+    worker_args = ["--inputs", json.dumps(inputs), "--model", args.model, "--repeats",
+                   str(args.repeats), "--threads", str(args.threads)]
     if args.models_dir:
-        cmd += ["--models-dir", args.models_dir]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"worker for {src} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        worker_args += ["--models-dir", args.models_dir]
+    return run_worker(src, __file__, worker_args)
 
 
 def main() -> None:
