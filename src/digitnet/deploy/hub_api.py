@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet.errors import DigitnetError
-from digitnet.store.hub import first_line, hub_endpoint, network_errors
+from digitnet.errors import DigitnetError, first_line
+from digitnet.store.hub import hub_endpoint, network_errors
 from digitnet.version import __version__
 
 

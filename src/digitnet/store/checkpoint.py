@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from digitnet.calibration import CALIBRATION_SCHEMA, Calibration, calibration_from_dict
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 from digitnet.fileio import (
     Check,
     atomic_write_bytes,
@@ -266,7 +266,7 @@ def load_training_state(path: Path) -> dict:
         ) from None
     except Exception as e:  # a damaged file fails in torch's unpickler in many ways (IndexError,
         # KeyError, TypeError, ...); none of them runs code
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        detail = first_line(e)
         raise CheckpointError(f"{path}: corrupt training state ({detail})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: corrupt training state (expected a dict, found "

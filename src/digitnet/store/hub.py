@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitnet.calibration import CALIBRATION_SCHEMA, calibration_from_dict
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 from digitnet.fileio import check_json, read_json
 from digitnet.store.loaded import LoadedModel, ModelRef
 from digitnet.store.records import (
@@ -54,13 +54,8 @@ OFFLINE_HINTS = ("could not resolve", "failed to connect", "couldn't connect",
                   "could not read from remote", "unable to access")
 __all__ = ["EXPORT_CONFIG_SCHEMA", "EXPORT_FORMAT", "EXPORT_FORMAT_VERSION", "HUB_PREFIX",
            "LFS_POINTER_PREFIX", "HubModelRef", "check_repo_id", "check_revision",
-           "OFFLINE_HINTS", "download_from_hub", "first_line", "hub_endpoint", "is_export_folder",
+           "OFFLINE_HINTS", "download_from_hub", "hub_endpoint", "is_export_folder",
            "is_hub_ref", "load_exported", "load_from_hub", "network_errors", "parse_hub_ref"]
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 @dataclass(frozen=True)

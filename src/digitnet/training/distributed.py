@@ -25,7 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from digitnet.config import DIST_TIMEOUT_S, TrainConfig
 from digitnet.data.datasets import TensorDataset
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, first_line
 from digitnet.store import list_runs, read_run_config, training_done
 from digitnet.training.device import resolve_device
 from digitnet.training.epoch import epoch_seed
@@ -94,13 +94,13 @@ def processes(device: str = "auto", timeout_s: float = DIST_TIMEOUT_S) -> Iterat
             dist.init_process_group(backend, timeout=timeout, **_attempt_store(timeout))
         except (RuntimeError, ValueError) as e:
             raise DigitnetError(f"rank {os.environ.get('RANK', '?')}: cannot join the other "
-                                f"processes ({_first_line(e)})") from None
+                                f"processes ({first_line(e)})") from None
     try:
         yield Processes(dist.get_rank(), dist.get_world_size(), local_rank,
                         dist.get_backend(), torch_device)
     except (RuntimeError, dist.DistError) as e:  # a rank died, hung, or broke a collective
         raise DigitnetError(f"rank {dist.get_rank()} of {dist.get_world_size()}: the distributed "
-                            f"run failed ({_first_line(e)}); another rank died, hung for "
+                            f"run failed ({first_line(e)}); another rank died, hung for "
                             f"{timeout_s:g} s (--dist-timeout) or failed (see its error); "
                             f"continue with `digitnet train --resume REF`") from None
     finally:
@@ -137,11 +137,6 @@ def _device_of_rank(name: str, local_rank: int) -> torch.device:
                                 f"many processes per machine")
         device = torch.device("cuda", local_rank)
     return device
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def check_batch(batch_size: int, world_size: int) -> None:
