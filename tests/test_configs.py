@@ -37,14 +37,15 @@ def test_default_recipe_file_is_the_no_flag_default():
 
 
 # ------------------------------------------- one rule for keys and types in every file (issue 15)
+LEGACY_TRAIN = Path(__file__).parent / "data" / "legacy-v1-keys.json"  # its "train": the section
+
+
 def _resumed_run_config(tmp_path: Path, **train) -> Path:
-    """A copy of the run written by an older digitnet (tests/data/legacy-v1) with `train` keys
-    added to its config.json."""
+    """A run config.json whose `train` section is the one an older digitnet wrote
+    (tests/data/legacy-v1-keys.json), with `train` keys added."""
     import json
 
-    legacy = Path(__file__).parent / "data" / "legacy-v1" / "models" / "fast-v2" / "legacy"
-    config = json.loads((legacy / "config.json").read_text())
-    config["train"].update(train)
+    config = {"train": {**json.loads(LEGACY_TRAIN.read_text())["train"], **train}}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     return path
@@ -79,8 +80,7 @@ def test_a_run_written_by_an_older_digitnet_has_only_known_keys():
 
     from digitnet.config import RETIRED_KEYS, config_from_dict
 
-    legacy = Path(__file__).parent / "data" / "legacy-v1" / "models" / "fast-v2" / "legacy"
-    train = json.loads((legacy / "config.json").read_text())["train"]
+    train = json.loads(LEGACY_TRAIN.read_text())["train"]
     assert RETIRED_KEYS == {}
     resumed = config_from_dict(train).to_dict()
     assert {k: v for k, v in resumed.items() if k in train} == train
