@@ -13,7 +13,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 from scipy import ndimage
 from skimage.transform import hough_line, hough_line_peaks
 
@@ -35,7 +35,8 @@ from digitnet.data.imageops import (
 )
 
 COARSE_SIDE = 128  # px; background and connected components are worked out on a grid this size
-POLARITY_SIDE = 64  # px; polarity is decided on an area-averaged copy this size
+POLARITY_SIDE = 128  # px; polarity is decided on an area-averaged copy this size...
+POLARITY_BLUR = 1 / 16  # ... less its Gaussian blur of this std (of its shorter side): strokes
 BACKGROUND_ELEMENT = 0.2  # opening element, as a fraction of the shorter side; wider than strokes
 MIN_PAPER_BRIGHTNESS = 0.25  # dark ink is measured relative to paper at least this bright
 MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full range
@@ -55,6 +56,7 @@ CLEAN_MAX_SPREAD = 0.12  # ... and its paper brightness spans at most this (no s
 CLEAN_MAX_FRAME_INK = 0.2  # ... and, above SCAN_MAX_SIDE px, ink along at most this of its edge
 SMALL_SIDE = 64  # px; images this small with two clear classes are scans (no lighting to undo)
 SCAN_MAX_SIDE = 128  # px; larger images with dark edges are shadows or tables, not scans
+AMBIGUOUS_DARK_SHARE = 0.8  # a frame-filling image is light ink on dark paper only this dark
 TIGHT_CROP_SHARE = 0.85  # ink spanning this share of the image across or down: a tight crop
 
 DARK_ON_LIGHT = "dark-on-light"
@@ -68,21 +70,21 @@ def _coarse_factor(shape: tuple[int, int]) -> int:
 def detect_polarity(gray: np.ndarray) -> str:
     """Decide whether the ink is darker or lighter than the paper.
 
-    Compares what sticks out of a local median background on each side, on an area-averaged
-    copy: the side with more ink mass wins, so uneven lighting and shadows (which stick out
-    equally on both sides of their edges) do not decide it.
+    Ink is thin strokes; lighting, shadows and paper are broad. On an area-averaged copy, the
+    image less its Gaussian blur (at a scale wider than strokes) keeps the strokes as a long
+    one-sided tail of values: negative for dark ink, positive for light ink. An edge of a
+    shadow or a lighting step leaves equal tails on both of its sides, so the sign of the third
+    moment of that high-pass copy decides. (The previous rule, ink mass standing out of a local
+    median, took a sharp shadow that darkens most of a photo for light paper with dark ink
+    around it.)
 
     Returns:
         DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image).
     """
-    small = shrink(gray, POLARITY_SIDE)
-    size = odd(min(small.shape) / 2)
-    background = Image.fromarray(small).filter(ImageFilter.MedianFilter(size))
-    diff = small - np.asarray(background, dtype=np.float32)
-    _, noise = robust_stats(diff)
-    dark = np.clip(-diff - 3 * noise, 0, None).sum()
-    light = np.clip(diff - 3 * noise, 0, None).sum()
-    return DARK_ON_LIGHT if dark >= light else LIGHT_ON_DARK
+    small = shrink(gray, POLARITY_SIDE).astype(np.float64)
+    sigma = POLARITY_BLUR * min(small.shape)
+    detail = small - ndimage.gaussian_filter(small, sigma, mode="reflect")
+    return DARK_ON_LIGHT if float(np.sum(detail ** 3)) <= 0.0 else LIGHT_ON_DARK
 
 
 def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.ndarray]:
@@ -294,12 +296,12 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
     corners = _share(np.concatenate([dark[:c, :c].ravel(), dark[:c, -c:].ravel(),
                                      dark[-c:, :c].ravel(), dark[-c:, -c:].ravel()]))
     if abs(corners - 0.5) >= 0.25:  # three quarters of the corners agree
-        dark_share = corners
+        light_ink = corners >= 0.5
     elif abs(ring_dark - 0.5) >= 0.1:
-        dark_share = ring_dark
-    else:
-        dark_share = float(dark.mean())
-    polarity = DARK_ON_LIGHT if dark_share < 0.5 else LIGHT_ON_DARK
+        light_ink = ring_dark >= 0.5
+    else:  # the ink fills the frame: dark ink on light paper, as pages come, unless nearly all
+        light_ink = _share(dark) >= AMBIGUOUS_DARK_SHARE  # is dark (thick strokes pass 50%)
+    polarity = LIGHT_ON_DARK if light_ink else DARK_ON_LIGHT
     ink_mask = dark if polarity == DARK_ON_LIGHT else ~dark
     # the paper's statistics away from the strokes' anti-aliased edges (2 px, 1 in small images)
     near = max_filter(ink_mask, 5 if min(sample.shape) > 32 else 3)
