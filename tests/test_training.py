@@ -636,7 +636,7 @@ def test_shift_augmentation_in_training_shifts_by_whole_pixels():
 
     images = torch.randint(1, 256, (64, 28, 28), dtype=torch.uint8)
     augment = batch_augmentation(TrainConfig(augment_kind="shift", augment_severity=2))
-    out = augment(images, torch.Generator().manual_seed(0))
+    out = augment(images, None, torch.Generator().manual_seed(0))
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     shifts = []
     for i in range(len(images)):
@@ -647,7 +647,7 @@ def test_shift_augmentation_in_training_shifts_by_whole_pixels():
     assert sum(s != (0, 0) for s in shifts) >= 48  # 24 of the 25 shifts move the image
     assert len(set(shifts)) >= 10
     warp = batch_augmentation(TrainConfig(augment_kind="warp"))(
-        images, torch.Generator().manual_seed(0))
+        images, None, torch.Generator().manual_seed(0))
     assert not torch.equal(warp, out)
     assert batch_augmentation(TrainConfig(augment=False)) is None
 
@@ -865,7 +865,7 @@ def test_training_augmentation_uses_the_transforms_of_the_augmented_test_set():
     labels = torch.arange(40) % 10
     for severity in (2, 4):
         train = batch_augmentation(TrainConfig(augment_kind="warp", augment_severity=severity))(
-            images, torch.Generator().manual_seed(5))
+            images, labels, torch.Generator().manual_seed(5))
         fixed, _ = make_augmented_dataset(images, labels, severity, seed=5)
         assert torch.equal(train, fixed) and not torch.equal(train, images)
 

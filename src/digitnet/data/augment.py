@@ -9,7 +9,8 @@ and computed by data/handwriting.py's pure batch operations.
 
 Every operation acts on a whole batch at once (no per-sample Python loop), and all randomness
 comes from an explicit `torch.Generator`, so a seed fixes the result. Labels are never changed:
-each augmentation keeps a digit the digit it was.
+each augmentation keeps a digit the digit it was (the label-aware styles draw only what belongs
+to the digit's own class).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from digitnet.data.augment_config import HANDWRITING, MAX_SEVERITY, SEVERITIES, AugmentConfig
 from digitnet.data.handwriting import affine_grid, change_stroke_width, normalize_peak
 from digitnet.data.strokes import binarize_and_lower_resolution, change_thickness, draw_stroke_radii
+from digitnet.data.styles import draw_styles
 from digitnet.data.warp import draw_affine_theta, draw_elastic_field, draw_refit_theta
 from digitnet.errors import DigitnetError
 
@@ -35,11 +37,13 @@ AUGMENTED_SEED = 0  # every model sees the same augmented images
 
 
 def augment_batch(
-    images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+    images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Randomly perturb every image of a batch; labels stay valid because no digit changes class.
 
-    Steps, each skipped when its setting is zero: stroke thickening/thinning (thickness_prob,
+    Steps, each skipped when its setting is zero: writing styles of the digit's own class
+    (flag_one_prob, cross_seven_prob: data/styles.py), stroke thickening/thinning (thickness_prob,
     then stroke_prob), then one `grid_sample` call for aspect stretch, rotation, zoom, shear,
     shift and elastic distortion (bilinear, zero padding; with `refit`, the ink placed as the
     new-image pipeline places it, and its peak set to 1), then low resolution and binarisation,
@@ -51,19 +55,25 @@ def augment_batch(
         cfg: augmentation strengths; an identity config returns a copy of `images`.
         generator: the only source of randomness (CPU generator). The same generator state, config
             and batch give the same result; the result also depends on the batch size.
+        labels: (B,) classes; needed only by the label-aware styles (`cfg.needs_labels`).
 
     Returns:
         A new tensor of the same shape and dtype: uint8 rounded and clamped to 0-255, floats
         clamped to [0, 1].
 
     Raises:
-        DigitnetError: `images` is not a batch of square single-channel images.
+        DigitnetError: `images` is not a batch of square single-channel images, or `cfg` needs
+            labels and none (or not one per image) were given.
     """
     single_channel = images.dim() == 3 or (images.dim() == 4 and images.shape[1] == 1)
     if not single_channel or images.shape[-1] != images.shape[-2]:
         raise DigitnetError(
             f"expected images of shape (B, H, H) or (B, 1, H, H), got {tuple(images.shape)}"
         )
+    if cfg.needs_labels and (labels is None or labels.shape != (len(images),)):
+        got = "none" if labels is None else f"shape {tuple(labels.shape)}"
+        raise DigitnetError(f"this augmentation draws class-specific styles and needs one label "
+                            f"per image ({len(images)}), got {got}")
     if cfg.is_identity or len(images) == 0:
         return images.clone()
     is_uint8 = images.dtype == torch.uint8
@@ -71,6 +81,8 @@ def augment_batch(
     if is_uint8:
         x = x / 255.0
     n, size = len(x), x.shape[-1]
+    if cfg.needs_labels:
+        x = draw_styles(x, labels, cfg.flag_one_prob, cfg.cross_seven_prob, generator)
     if cfg.thickness_prob > 0:
         x = change_thickness(x, cfg, generator)
     if cfg.stroke_prob > 0:

@@ -41,6 +41,9 @@ class AugmentConfig:
     binarize_prob: float = 0.0  # chance of a hard threshold at a level drawn from 0.3..0.6
     lowres_prob: float = 0.0  # chance of shrinking to lowres_min..H-1 px and enlarging back
     lowres_min: int = 16  # smallest side of the low-resolution copy, px
+    # Label-aware (data/styles.py; `augment_batch` then needs the labels):
+    flag_one_prob: float = 0.0  # chance that a 1 gets a European flag (and maybe a base)
+    cross_seven_prob: float = 0.0  # chance that a 7 gets a crossbar
 
     def __post_init__(self):
         for name in ("scale", "stroke"):  # YAML gives lists
@@ -53,7 +56,8 @@ class AugmentConfig:
         if len(self.stroke) != 2 or not -MAX_THINNING <= self.stroke[0] <= self.stroke[1]:
             raise DigitnetError(f"AugmentConfig.stroke: expected (min, max) with "
                                 f"-{MAX_THINNING} <= min <= max, got {self.stroke}")
-        for name in ("thickness_prob", "stroke_prob", "fill_prob", "binarize_prob", "lowres_prob"):
+        for name in ("thickness_prob", "stroke_prob", "fill_prob", "binarize_prob", "lowres_prob",
+                     "flag_one_prob", "cross_seven_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise DigitnetError(f"AugmentConfig.{name}: expected 0..1, got {value}")
@@ -79,6 +83,11 @@ class AugmentConfig:
     def is_identity(self) -> bool:
         """True when augmenting with this config returns the images unchanged."""
         return self == AugmentConfig(elastic_sigma=self.elastic_sigma)
+
+    @property
+    def needs_labels(self) -> bool:
+        """True when some step depends on the class (data/styles.py)."""
+        return self.flag_one_prob > 0 or self.cross_seven_prob > 0
 
     @property
     def has_warp(self) -> bool:
@@ -136,17 +145,22 @@ SEVERITIES: dict[int, AugmentConfig] = {
 HANDWRITING: dict[int, AugmentConfig] = {
     1: AugmentConfig(rotate=5, scale=(0.95, 1.0), shift=0.5, shear=8, refit=True, aspect=1.15,
                      fill_prob=0.03, stroke_prob=0.2, stroke=(-1.0, 1.0), binarize_prob=0.05,
-                     lowres_prob=0.05, lowres_min=22),
+                     lowres_prob=0.05, lowres_min=22,
+                     flag_one_prob=0.1, cross_seven_prob=0.05),
     2: AugmentConfig(rotate=8, scale=(0.93, 1.02), shift=1, shear=12, refit=True, aspect=1.25,
                      fill_prob=0.05, stroke_prob=0.35, stroke=(-1.0, 1.5), binarize_prob=0.1,
-                     lowres_prob=0.1, lowres_min=20),
+                     lowres_prob=0.1, lowres_min=20,
+                     flag_one_prob=0.2, cross_seven_prob=0.1),
     3: AugmentConfig(rotate=10, scale=(0.9, 1.03), shift=1, shear=16, refit=True, aspect=1.4,
                      fill_prob=0.08, stroke_prob=0.5, stroke=(-1.5, 2.5), binarize_prob=0.15,
-                     lowres_prob=0.15, lowres_min=18),
+                     lowres_prob=0.15, lowres_min=18,
+                     flag_one_prob=0.25, cross_seven_prob=0.15),
     4: AugmentConfig(rotate=12, scale=(0.88, 1.04), shift=1.5, shear=20, refit=True, aspect=1.5,
                      fill_prob=0.12, stroke_prob=0.6, stroke=(-1.5, 3.0), binarize_prob=0.2,
-                     lowres_prob=0.2, lowres_min=16),
+                     lowres_prob=0.2, lowres_min=16,
+                     flag_one_prob=0.3, cross_seven_prob=0.2),
     5: AugmentConfig(rotate=15, scale=(0.85, 1.05), shift=1.5, shear=25, refit=True, aspect=1.6,
                      fill_prob=0.16, stroke_prob=0.7, stroke=(-2.0, 3.5), binarize_prob=0.25,
-                     lowres_prob=0.25, lowres_min=14),
+                     lowres_prob=0.25, lowres_min=14,
+                     flag_one_prob=0.35, cross_seven_prob=0.25),
 }

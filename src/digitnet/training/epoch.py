@@ -54,7 +54,7 @@ def train_one_epoch(
     seen = steps = 0
     for images, labels in batches:
         if augment is not None:
-            images = augment(images, generator)
+            images = augment(images, labels, generator)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         x = to_model_input(images, data_config["mean"], data_config["std"])
         x = x.contiguous(memory_format=torch.channels_last)

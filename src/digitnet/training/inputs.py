@@ -21,18 +21,20 @@ def load_training_data(cfg: TrainConfig, data_dir) -> dict:
 
 
 def batch_augmentation(cfg: TrainConfig):
-    """The training augmentation as `f(uint8 images, generator) -> images`, or None when off."""
+    """The training augmentation as `f(uint8 images, labels, generator) -> images`, or None when
+    off."""
     if not cfg.augment:
         return None
     from digitnet.data.augment import AugmentConfig, augment_batch, shift_batch
 
     if cfg.augment_kind == "shift":  # whole-pixel shifts of up to `augment_severity` pixels
-        return lambda images, generator: shift_batch(images, cfg.augment_severity, generator)
+        return lambda images, labels, generator: shift_batch(images, cfg.augment_severity,
+                                                            generator)
     if cfg.augment_kind == "handwriting":
         warp = AugmentConfig.for_handwriting(cfg.augment_severity)
     else:
         warp = AugmentConfig.for_severity(cfg.augment_severity)
-    return lambda images, generator: augment_batch(images, warp, generator)
+    return lambda images, labels, generator: augment_batch(images, warp, generator, labels)
 
 
 def class_weights_for(train: TensorDataset) -> torch.Tensor:
