@@ -13,6 +13,7 @@ both routes on varied images.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -144,3 +145,134 @@ def keep_small(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     if count != 1:
         return keep_main_components(mask, ink)
     return max_filter(mask, 3)
+
+
+# ----------------------------------------------------------------- many images of one size at once
+@functools.lru_cache(maxsize=4096)
+def _otsu_bins(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the bin of each byte level, the bin centres) of `otsu_threshold`'s 256-bin histogram over
+    [level lo, level hi], as `imageops._level_bins` and `otsu_threshold` compute them."""
+    index, edges = _level_bins(256, float(BYTE_LEVELS[lo]), float(BYTE_LEVELS[hi]))
+    return index, (edges[:-1] + edges[1:]) / 2
+
+
+def _spread_stack(mask: np.ndarray, size: int) -> np.ndarray:
+    """`imageops.max_filter` of each (H, W) bool image of an (N, H, W) stack: the same shifted
+    ORs as `imageops._spread_true`, along axes 1 and 2."""
+    reach = size // 2
+    out = mask
+    for axis in (1, 2):
+        src, out = out, out.copy()
+        for k in range(1, min(reach, src.shape[axis] - 1) + 1):
+            if axis == 1:
+                out[:, k:] |= src[:, :-k]
+                out[:, :-k] |= src[:, k:]
+            else:
+                out[:, :, k:] |= src[:, :, :-k]
+                out[:, :, :-k] |= src[:, :, k:]
+    return out
+
+
+def _rows_at(cumulative: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Per row, the byte level at `positions` (N,) of the sorted multiset whose cumulative counts
+    are `cumulative` (N, 256): searchsorted(side="right") as a count."""
+    found = np.count_nonzero(cumulative <= positions[:, None], axis=1)
+    return np.minimum(found, 255)  # 256 only in a row with nothing counted (its split is None)
+
+
+def _rows_median(cumulative: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`Counted.median` per row (float32): `values` (N, 256) sorted as counted by `cumulative`."""
+    size = cumulative[:, -1]
+    even = size % 2 == 0
+    first = np.where(even, size // 2 - 1, (size - 1) // 2)
+    rows = np.arange(len(size))
+    a = values[rows, _rows_at(cumulative, first)]
+    b = values[rows, _rows_at(cumulative, np.where(even, size // 2, first))]
+    total = np.where(even, a + b, a).astype(np.float64)  # the float32 sum, as numpy adds the two
+    return (total / np.where(even, 2, 1)).astype(np.float32)
+
+
+def split_many(gray: np.ndarray, codes: np.ndarray) -> list[CleanSplit | None]:
+    """`ink.split_clean` of each image of an (N, H, W) stack that `small_codes` gave the codes
+    of: `split_small`'s arithmetic, element by element, for all N at once (the rows of images
+    that split_clean refuses, flat or one-class, compute garbage quietly and give None)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _split_many(gray, codes)
+
+
+def _split_many(gray: np.ndarray, codes: np.ndarray) -> list[CleanSplit | None]:
+    n, h, w = codes.shape
+    flat = codes.reshape(n, -1)
+    offsets = (np.arange(n) * 256)[:, None]
+    lo_code, hi_code = flat.min(axis=1), flat.max(axis=1)
+    lo, hi = BYTE_LEVELS[lo_code].astype(np.float64), BYTE_LEVELS[hi_code].astype(np.float64)
+    counts = np.bincount((flat + offsets).ravel(), minlength=256 * n).reshape(n, 256)
+    bins = [_otsu_bins(a, b) for a, b in zip(lo_code.tolist(), hi_code.tolist(), strict=True)]
+    index = np.stack([b[0] for b in bins]) + (np.arange(n) * 257)[:, None]
+    centers = np.stack([b[1] for b in bins])
+    c = np.bincount(index.ravel(), weights=counts.ravel(), minlength=257 * n).reshape(
+        n, 257)[:, 1:].astype(np.intp).astype(np.float32)  # skimage's threshold_otsu from here
+    weight1 = np.cumsum(c, axis=1)
+    weight2 = np.cumsum(c[:, ::-1], axis=1)[:, ::-1]
+    mean1 = np.cumsum(c * centers, axis=1) / weight1
+    mean2 = (np.cumsum((c * centers)[:, ::-1], axis=1) / weight2[:, ::-1])[:, ::-1]
+    variance12 = weight1[:, :-1] * weight2[:, 1:] * (mean1[:, :-1] - mean2[:, 1:]) ** 2
+    threshold = centers[np.arange(n), np.argmax(variance12, axis=1)]
+    dark = gray < threshold.astype(np.float32)[:, None, None]  # a Python float meets float32
+    ring = max(1, min(h, w) // 32)
+    inner = dark[:, ring:-ring]
+    parts = (dark[:, :ring], dark[:, -ring:], inner[:, :, :ring], inner[:, :, -ring:])
+    ring_dark = sum(np.count_nonzero(p, axis=(1, 2)) for p in parts) / sum(p[0].size for p in parts)
+    k = max(1, min(h, w) // 6)
+    parts = (dark[:, :k, :k], dark[:, :k, -k:], dark[:, -k:, :k], dark[:, -k:, -k:])
+    corners = sum(np.count_nonzero(p, axis=(1, 2)) for p in parts) / sum(p[0].size for p in parts)
+    share = np.where(np.abs(corners - 0.5) >= 0.25, corners, np.where(
+        np.abs(ring_dark - 0.5) >= 0.1, ring_dark, np.count_nonzero(dark, axis=(1, 2)) / (h * w)))
+    dark_on_light = share < 0.5
+    ink_mask = dark == dark_on_light[:, None, None]
+    near = _spread_stack(ink_mask, 5 if min(h, w) > 32 else 3)
+    keys = (flat + offsets).ravel()
+
+    def counted(where: np.ndarray) -> np.ndarray:
+        return np.bincount(keys[where.ravel()], minlength=256 * n).reshape(n, 256)
+
+    paper_counts, ink_counts = counted(~near), counted(ink_mask)
+    empty = paper_counts.sum(axis=1) == 0
+    if empty.any():
+        paper_counts[empty] = counted(~ink_mask)[empty]
+    valid = (paper_counts.sum(axis=1) > 0) & (ink_counts.sum(axis=1) > 0)
+    paper_cum = np.cumsum(paper_counts, axis=1)
+    size = paper_cum[:, -1]
+    levels = np.broadcast_to(BYTE_LEVELS, (n, 256))
+    percentiles = []
+    for quantile in _QUANTILES:
+        virtual = (size - 1) * quantile
+        top = virtual >= size - 1
+        previous = np.where(top, -1, np.floor(virtual).astype(np.intp))
+        following = np.where(top, -1, previous + 1)
+        a = BYTE_LEVELS[_rows_at(paper_cum, np.where(top, size - 1, previous))]
+        b = BYTE_LEVELS[_rows_at(paper_cum, np.where(top, size - 1, following))]
+        gamma = virtual - previous
+        diff_b_a = (b - a).astype(np.float64)  # float32, as numpy subtracts the two
+        percentiles.append(np.where(gamma >= 0.5, b.astype(np.float64) - diff_b_a * (1 - gamma),
+                                    a.astype(np.float64) + diff_b_a * gamma))
+    paper = _rows_median(paper_cum, levels)
+    deviations = np.abs(BYTE_LEVELS[None, :] - paper[:, None])
+    order = np.argsort(deviations, axis=1, kind="stable")
+    mad = _rows_median(np.cumsum(np.take_along_axis(paper_counts, order, axis=1), axis=1),
+                       np.take_along_axis(deviations, order, axis=1))
+    ink = _rows_median(np.cumsum(ink_counts, axis=1), levels)
+    noise = 1.4826 * mad.astype(np.float64)
+    spread = percentiles[1] - percentiles[0]
+    frame_ink = np.where(dark_on_light, ring_dark, 1.0 - ring_dark)
+    side = max(h, w)
+    out: list[CleanSplit | None] = []
+    for i, fields in enumerate(zip(paper.tolist(), ink.tolist(), noise.tolist(), spread.tolist(),
+                                   frame_ink.tolist(), strict=True)):
+        if not valid[i] or hi[i] - lo[i] < MIN_CONTRAST:
+            out.append(None)
+            continue
+        p, q, z, s, f = fields
+        polarity = DARK_ON_LIGHT if dark_on_light[i] else LIGHT_ON_DARK
+        out.append(CleanSplit(polarity, p, q, z, s, f if side > SCAN_MAX_SIDE else 0.0, side))
+    return out
