@@ -128,9 +128,14 @@ def repeat_blocks(a: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndar
 
 
 def resize(a: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
-    """Resize a float32 array with Pillow (mode "F" keeps full precision)."""
-    img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
-    return np.asarray(img.resize((width, height), resample), dtype=np.float32)
+    """Resize a float32 array with Pillow (mode "F" keeps full precision). Read-only result.
+
+    (Image.fromarray and np.asarray, without their generic checks: the same image in and the
+    same bytes out.)"""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    img = Image.frombuffer("F", (a.shape[1], a.shape[0]), a, "raw", "F", 0, 1)
+    out = img.resize((width, height), resample)
+    return np.frombuffer(out.tobytes(), dtype=np.float32).reshape(height, width)
 
 
 def shrink(a: np.ndarray, max_side: int) -> np.ndarray:

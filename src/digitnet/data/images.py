@@ -120,7 +120,7 @@ def _read_image(source, max_pixels: int | None, decode: bool):
                     return img.size
                 _draft(img)
                 img.load()  # the first frame of an animation
-                return ImageOps.exif_transpose(img)
+                return _oriented(img)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageTooLargeError(
             f"{name}: refused as a possible decompression bomb ({e}); expected at most "
@@ -133,6 +133,18 @@ def _read_image(source, max_pixels: int | None, decode: bool):
     except _DECODE_ERRORS as e:
         raise ImageError(f"{name}: truncated or corrupt image data ({e}); expected a complete "
                          f"{_FORMATS} file") from None
+
+
+_ORIENTATION_KEYS = {"exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"}
+
+
+def _oriented(img: Image.Image) -> Image.Image:
+    """`ImageOps.exif_transpose(img)` of a loaded image: a PNG with none of the chunks an
+    orientation is read from (Pillow's `getexif`: eXIf, a raw EXIF profile, XMP) is returned
+    as it is, instead of the copy that exif_transpose returns when there is nothing to turn."""
+    if img.format == "PNG" and not _ORIENTATION_KEYS & img.info.keys():
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -213,6 +225,20 @@ def to_array(image, max_pixels: int | None) -> np.ndarray:
                          f"C in 1-4, got {image.shape}")
     _check_size(image.shape[1], image.shape[0], name, max_pixels)
     return _as_float(image, name)
+
+
+def read_gray(image, max_pixels: int | None, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(to_array(image, max_pixels), to_grayscale(that, name)): for a file decoded as 8-bit
+    grayscale without transparency, both are the same array (its values k / 255 need none of
+    to_grayscale's checks, and its copy would be the same values)."""
+    if isinstance(image, (str, os.PathLike, bytes)):
+        img = _open_image(image, max_pixels)
+        original = _pil_to_array(img)
+        if img.mode == "L" and "transparency" not in img.info:
+            return original, original
+    else:
+        original = to_array(image, max_pixels)
+    return original, to_grayscale(original, name)
 
 
 def describe(image) -> str:

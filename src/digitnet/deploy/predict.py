@@ -1,7 +1,8 @@
 """Predictions on new images: the one path from a file, array or drawing to a label.
 
-Every image goes through `digitnet.data.preprocess.preprocess` (never a copy of it); the images
-with a digit then go through the model in one batched forward pass. The CLI (`digitnet predict`)
+Every image goes through `digitnet.data.preprocess.preprocess` (never a copy of it; through
+`preprocess_many`, which gives each image's `preprocess` result); the images with a digit then go
+through the model in one batched forward pass. The CLI (`digitnet predict`)
 and any demo call `predict_files` or `predict_images`.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from digitnet.constants import NUM_CLASSES
-from digitnet.data.preprocess import ImageError, preprocess
+from digitnet.data.preprocess import ImageError, preprocess_many
 from digitnet.deploy.fast import optimize_for_inference
 from digitnet.errors import DigitnetError
 from digitnet.fileio import check_regular_file
@@ -112,7 +113,8 @@ def _labelled(entry: dict, probs: list[float], top_k: int) -> dict:
     """`probs`: the ten probabilities as Python floats (a row of `Tensor.tolist()`: the same
     values as float() of each element, without ten tensor indexings per image)."""
     values = [round(p, PROB_DECIMALS) for p in probs]
-    ranked = sorted(range(NUM_CLASSES), key=lambda c: (-probs[c], c))
+    # most probable first, ties by label: a stable sort keeps equal keys in order, also reversed
+    ranked = sorted(range(NUM_CLASSES), key=probs.__getitem__, reverse=True)
     entry.update(label=ranked[0], probabilities=values,
                  top_k=[[c, values[c]] for c in ranked[:top_k]])
     return entry
@@ -179,11 +181,10 @@ def predict_images(
     if len(names) != len(images):
         raise DigitnetError(f"{len(images)} images but {len(names)} names")
     entries, found, digits = [], [], []
-    for image, name in zip(images, names, strict=True):
-        try:
-            result = preprocess(image, max_pixels=max_pixels)
-        except ImageError as e:
-            entries.append(_entry(name or _name_of(image), error=str(e)))
+    results = preprocess_many(images, max_pixels)  # each image's preprocess(), or its ImageError
+    for image, name, result in zip(images, names, results, strict=True):
+        if isinstance(result, ImageError):
+            entries.append(_entry(name or _name_of(image), error=str(result)))
             continue
         entry = _entry(name or result.source, digit_found=result.digit_found,
                        reason=result.reason or None, path=result.path or None)
