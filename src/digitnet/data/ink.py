@@ -274,12 +274,23 @@ def _share(flags: np.ndarray) -> float:
     return np.count_nonzero(flags) / flags.size
 
 
-def split_clean(gray: np.ndarray) -> CleanSplit | None:
-    """Paper and ink of an image with two clear brightness classes, or None (one class only).
+def ink_is_light(corners, ring: float, image: float):
+    """Whether a two-class image's ink is its light class, from the dark class's share of the
+    image's corners, of its outer ring and of the whole image (floats, or arrays of them for a
+    stack of images: data/small.py).
 
-    The paper is the class that holds the image's corners (paper in nearly every digit, even
-    one stretched to fill its frame), else most of its outer ring, else most of the image.
+    The paper is the class that holds three quarters of the corners (paper in nearly every digit,
+    even one stretched to fill its frame), else 60% of the outer ring. When the ink fills both,
+    it is dark ink on light paper, as pages come, unless nearly all of the image is dark: thick
+    strokes stretched over a frame cover more than half of it.
     """
+    return np.where(np.abs(corners - 0.5) >= 0.25, corners >= 0.5,
+                    np.where(np.abs(ring - 0.5) >= 0.1, ring >= 0.5, image >= AMBIGUOUS_DARK_SHARE))
+
+
+def split_clean(gray: np.ndarray) -> CleanSplit | None:
+    """Paper and ink of an image with two clear brightness classes, or None (one class only);
+    which class is the paper: `ink_is_light`."""
     step = max(1, math.ceil(math.sqrt(gray.size / 250_000)))  # a subsample for big images
     sample = gray[::step, ::step]
     lo, hi = float(sample.min()), float(sample.max())
@@ -295,13 +306,7 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
     c = max(1, min(sample.shape) // 6)  # the corners: paper in nearly every digit, even stretched
     corners = _share(np.concatenate([dark[:c, :c].ravel(), dark[:c, -c:].ravel(),
                                      dark[-c:, :c].ravel(), dark[-c:, -c:].ravel()]))
-    if abs(corners - 0.5) >= 0.25:  # three quarters of the corners agree
-        light_ink = corners >= 0.5
-    elif abs(ring_dark - 0.5) >= 0.1:
-        light_ink = ring_dark >= 0.5
-    else:  # the ink fills the frame: dark ink on light paper, as pages come, unless nearly all
-        light_ink = _share(dark) >= AMBIGUOUS_DARK_SHARE  # is dark (thick strokes pass 50%)
-    polarity = LIGHT_ON_DARK if light_ink else DARK_ON_LIGHT
+    polarity = LIGHT_ON_DARK if ink_is_light(corners, ring_dark, _share(dark)) else DARK_ON_LIGHT
     ink_mask = dark if polarity == DARK_ON_LIGHT else ~dark
     # the paper's statistics away from the strokes' anti-aliased edges (2 px, 1 in small images)
     near = max_filter(ink_mask, 5 if min(sample.shape) > 32 else 3)

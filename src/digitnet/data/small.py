@@ -28,6 +28,7 @@ from digitnet.data.ink import (
     SCAN_MAX_SIDE,
     SMALL_SIDE,
     CleanSplit,
+    ink_is_light,
     keep_main_components,
 )
 
@@ -112,13 +113,8 @@ def split_small(gray: np.ndarray, codes: np.ndarray) -> CleanSplit | None:
     c = max(1, min(h, w) // 6)
     parts = (dark[:c, :c], dark[:c, -c:], dark[-c:, :c], dark[-c:, -c:])
     corners = sum(map(np.count_nonzero, parts)) / sum(p.size for p in parts)
-    if abs(corners - 0.5) >= 0.25:
-        dark_share = corners
-    elif abs(ring_dark - 0.5) >= 0.1:
-        dark_share = ring_dark
-    else:
-        dark_share = float(dark.mean())
-    polarity = DARK_ON_LIGHT if dark_share < 0.5 else LIGHT_ON_DARK
+    light = ink_is_light(corners, ring_dark, np.count_nonzero(dark) / dark.size)
+    polarity = LIGHT_ON_DARK if light else DARK_ON_LIGHT
     ink_mask = dark if polarity == DARK_ON_LIGHT else ~dark
     near = max_filter(ink_mask, 5 if min(h, w) > 32 else 3)
     paper_px, ink_px = codes[~near], codes[ink_mask]
@@ -226,9 +222,7 @@ def _split_many(gray: np.ndarray, codes: np.ndarray) -> list[CleanSplit | None]:
     k = max(1, min(h, w) // 6)
     parts = (dark[:, :k, :k], dark[:, :k, -k:], dark[:, -k:, :k], dark[:, -k:, -k:])
     corners = sum(np.count_nonzero(p, axis=(1, 2)) for p in parts) / sum(p[0].size for p in parts)
-    share = np.where(np.abs(corners - 0.5) >= 0.25, corners, np.where(
-        np.abs(ring_dark - 0.5) >= 0.1, ring_dark, np.count_nonzero(dark, axis=(1, 2)) / (h * w)))
-    dark_on_light = share < 0.5
+    dark_on_light = ~ink_is_light(corners, ring_dark, np.count_nonzero(dark, axis=(1, 2)) / (h * w))
     ink_mask = dark == dark_on_light[:, None, None]
     near = _spread_stack(ink_mask, 5 if min(h, w) > 32 else 3)
     keys = (flat + offsets).ravel()
