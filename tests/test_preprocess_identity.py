@@ -4,8 +4,8 @@ reason, path and polarity pinned in tests/data/preprocess_pins.json (first writt
 before the speed work, PREPROCESS_VERSION 2; rewritten for version 3, whose polarity rules for
 frame-filling scans and shadowed photos changed some outputs on purpose); and the faster
 formulations in imageops (block pooling, dilation, statistics of 8-bit images from counts) must
-give numpy's and scipy's results bit for bit. The full comparison, on 1,381 inputs against another tree, is
-benchmarks/preprocess_identity.py.
+give numpy's and scipy's results bit for bit. The full comparison, on 1,381 inputs against
+another tree, is benchmarks/preprocess_identity.py.
 
 A change that means to alter outputs bumps PREPROCESS_VERSION and rewrites the pins:
     PYTHONPATH=src python tests/test_preprocess_identity.py --pin
