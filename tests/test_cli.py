@@ -216,7 +216,7 @@ def test_train_flags_are_generated_from_the_config_fields(capsys):
     for phrase in ("--epochs EPOCHS full passes over the training split, 1-10000 (default: 6)",
                    "--optimizer {sgd,adamw}", "--augment-kind {warp,shift,handwriting}",
                    "--augment, --no-augment augment training batches (default: on)",
-                   "--lr LR peak learning rate (one-cycle schedule), > 0 and finite (default: 0.4)",
+                   "--lr LR peak learning rate (one-cycle schedule), > 0 and finite (default: 0.3)",
                    "--seed SEED random seed (weights, shuffling, augmentation, dropout), "
                    "0-2**63-1 (default: 0)",
                    "--arch-version ARCH_VERSION architecture version, >= 1 (default: the newest)",

@@ -745,7 +745,7 @@ def test_recipes_are_what_the_readme_says():
     assert arch_id(default) == "fast-v2"
     assert (default.epochs, default.augment, default.augment_kind, default.augment_severity,
             default.label_smoothing, default.val_size) == (6, True, "handwriting", 2, 0.1, 5000)
-    assert (default.precision, default.batch_size, default.lr) == ("fp32", 512, 0.4)
+    assert (default.precision, default.batch_size, default.lr) == ("fp32", 512, 0.3)
     fast = recipe("fast")
     assert arch_id(fast) == "fast-v2"
     assert (fast.precision, fast.augment_kind, fast.batch_size, fast.epochs) == (

@@ -103,7 +103,7 @@ class TrainConfig:
                                  range=Range(1), default_help="the newest")
     epochs: int = option(6, "full passes over the training split", range=Range(1, 10_000))
     batch_size: int = option(512, "images per optimizer step", range=Range(1, 65_536))
-    lr: float = option(0.4, "peak learning rate (one-cycle schedule)",  # too large a value
+    lr: float = option(0.3, "peak learning rate (one-cycle schedule)",  # too large a value
                        range=Range(0.0, lo_open=True))  # diverges, with a message saying so
     optimizer: str = option("sgd", "optimizer: sgd (Nesterov momentum 0.9) or adamw",
                             choices=("sgd", "adamw"))
