@@ -17,6 +17,7 @@ from PIL import Image, ImageFilter
 from scipy import ndimage
 from skimage.transform import hough_line, hough_line_peaks
 
+from digitnet.data.candidates import PICKED, REJECTED, Detection, find_digit
 from digitnet.data.imageops import (
     Counted,
     block_reduce,
@@ -35,7 +36,9 @@ from digitnet.data.imageops import (
 )
 
 COARSE_SIDE = 128  # px; background and connected components are worked out on a grid this size
-POLARITY_SIDE = 64  # px; polarity is decided on an area-averaged copy this size
+POLARITY_SIDE = 64  # px; polarity's coarse evidence is taken on an area-averaged copy this size
+POLARITY_ELEMENT = 12  # its fine evidence: structures narrower than 1/12 of the shorter side
+COARSE_WEIGHT = 0.5  # the coarse evidence counts half as much as the fine
 BACKGROUND_ELEMENT = 0.2  # opening element, as a fraction of the shorter side; wider than strokes
 MIN_PAPER_BRIGHTNESS = 0.25  # dark ink is measured relative to paper at least this bright
 MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full range
@@ -48,6 +51,11 @@ LINE_MIN_SPAN = 0.7  # a line runs across at least this share of the image (a di
 LINE_MAX_TILT = 10  # degrees from horizontal or vertical
 _LINE_ANGLES = np.deg2rad(np.arange(-LINE_MAX_TILT, LINE_MAX_TILT + 0.25, 0.5))
 NEAR_DIGIT = 0.25  # blobs this close to the digit's blobs (of the group's size) join the digit
+SPECK_SIZE = 0.5  # blobs this small beside the digit are dust, not a rival for its ink
+REFINE_MARGIN = 0.3  # the digit's box is worked again with this much of its size around it
+REFINE_MIN_MARGIN = 8  # px, at least
+REFINE_TRIES = 4  # groups refined at most, heaviest first, until one has a digit's strokes
+MIN_STROKE_SHARE = 0.012  # strokes thinner than this share of the ink's size are not a digit's
 INK_WHITE_PERCENTILE = 90  # the ink residual at this percentile becomes white (255)
 CLEAN_MIN_CONTRAST = 0.3  # a clean image's ink and paper differ by this much at least...
 CLEAN_MAX_NOISE = 0.02  # ... its paper noise (std) is at most this ...
@@ -65,24 +73,43 @@ def _coarse_factor(shape: tuple[int, int]) -> int:
     return max(1, math.ceil(max(shape) / COARSE_SIDE))
 
 
+def _evidence(dark: float, light: float) -> float:
+    """How much more dark ink than light there is, as a log ratio (0: as much of each)."""
+    return math.log((dark + 1e-3) / (light + 1e-3))
+
+
 def detect_polarity(gray: np.ndarray) -> str:
     """Decide whether the ink is darker or lighter than the paper.
 
-    Compares what sticks out of a local median background on each side, on an area-averaged
-    copy: the side with more ink mass wins, so uneven lighting and shadows (which stick out
-    equally on both sides of their edges) do not decide it.
+    Two scales of evidence, added as log ratios of dark to light ink mass. Fine: on a grid of at
+    most COARSE_SIDE cells, the darkest and the lightest pixel of each cell (so 1 px strokes
+    survive), and what a closing (opening) with an element of 1/POLARITY_ELEMENT of the shorter
+    side removes from them: the dark (light) structures narrower than strokes. Broad regions
+    (a shadow, a lit corner, a table at the edge) and the edges between them are not that.
+    Coarse: what sticks out of a local median background on an area-averaged copy
+    POLARITY_SIDE px a side, which sees bold strokes wider than the fine element. Uneven
+    lighting sticks out equally on both sides of its edges, so it does not decide.
 
     Returns:
         DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image).
     """
+    factor = _coarse_factor(gray.shape)
+    low, high = block_reduce(gray, factor, np.min), block_reduce(gray, factor, np.max)
+    size = odd(min(low.shape) / POLARITY_ELEMENT)
+    dark = min_filter(max_filter(low, size), size) - low
+    light = high - max_filter(min_filter(high, size), size)
+    (dark_level, dark_noise), (light_level, light_noise) = robust_stats(dark), robust_stats(light)
+    floor = max(dark_level, light_level) + 3 * max(dark_noise, light_noise)
+    fine = _evidence(float(np.clip(dark - floor, 0, None).sum()),
+                     float(np.clip(light - floor, 0, None).sum()))
     small = shrink(gray, POLARITY_SIDE)
     size = odd(min(small.shape) / 2)
     background = Image.fromarray(small).filter(ImageFilter.MedianFilter(size))
     diff = small - np.asarray(background, dtype=np.float32)
     _, noise = robust_stats(diff)
-    dark = np.clip(-diff - 3 * noise, 0, None).sum()
-    light = np.clip(diff - 3 * noise, 0, None).sum()
-    return DARK_ON_LIGHT if dark >= light else LIGHT_ON_DARK
+    coarse = _evidence(float(np.clip(-diff - 3 * noise, 0, None).sum()),
+                       float(np.clip(diff - 3 * noise, 0, None).sum()))
+    return DARK_ON_LIGHT if fine + COARSE_WEIGHT * coarse >= 0 else LIGHT_ON_DARK
 
 
 def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.ndarray]:
@@ -223,35 +250,122 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
     return _Detection(residual, no_mask if reason else mask, level, noise, snr, reason)
 
 
-def find_ink(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
+class InkFound(NamedTuple):
+    """The photo path's ink, or why there is none, and how the digit was picked."""
 
-    Ink is looked for pixel by pixel and after 3x3 averaging, and the scale where it stands
-    out more from the noise wins: averaging rescues broad strokes in a noisy photo, while
-    1 px strokes on clean paper are found at full resolution. The residual is then stretched
-    so the paper noise floor becomes 0 and solid ink 1, and blobs too small to matter are
-    dropped.
+    ink: np.ndarray  # float32 (H, W) in [0, 1]; empty when reason is set
+    mask: np.ndarray  # bool (H, W)
+    reason: str  # "" when a digit was found
+    detection: Detection | None = None  # the page's marks and their verdicts (candidates.py)
 
-    Returns:
-        (ink, mask, reason): ink float32 in [0, 1], mask bool, both (H, W); reason is "" when
-        a digit was found, else why not (and ink and mask are then empty).
-    """
-    found = max((_detect_ink(r) for r in (residual, box_mean3(residual))),
-                key=lambda d: (not d.reason, d.snr))
-    if found.reason:
-        return np.zeros_like(residual), found.mask, found.reason
+
+def _best_detection(residual: np.ndarray) -> _Detection:
+    """Ink looked for pixel by pixel and after 3x3 averaging: the scale where it stands out
+    more from the noise wins (averaging rescues broad strokes in a noisy photo, while 1 px
+    strokes on clean paper are found at full resolution)."""
+    return max((_detect_ink(r) for r in (residual, box_mean3(residual))),
+               key=lambda d: (not d.reason, d.snr))
+
+
+def _stretch(found: _Detection) -> np.ndarray:
+    """The residual stretched so the paper noise floor becomes 0 and solid ink 1."""
     values = found.residual[found.mask]
     low = found.level + 3 * found.noise
     high = max(float(np.percentile(values, INK_WHITE_PERCENTILE)), low + 1e-3)
-    ink = np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    return np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndarray,
+            fallback: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ink and mask found again in a window around the digit's box, at full resolution and by
+    the window's own statistics: a faint or thin digit among darker marks is measured against
+    its own paper, not the page's. The page-wide result (`fallback`) stands where the window
+    alone finds no ink."""
+    top, bottom, left, right = box
+    margin = max(REFINE_MARGIN * max(bottom - top, right - left), REFINE_MIN_MARGIN)
+    h, w = residual.shape
+    window = np.s_[max(0, int(top - margin)):min(h, int(bottom + margin)),
+                   max(0, int(left - margin)):min(w, int(right + margin))]
+    off = ~lines[window]
+    found = _best_detection(residual[window])
+    keep = None
+    if not found.reason:
+        ink, mask = _stretch(found), found.mask
+        keep = keep_main_components(mask & off, ink * off) & off
+    if keep is None or np.count_nonzero(mask & keep) < MIN_INK_PIXELS:
+        ink, mask = fallback[0][window], fallback[1][window]
+        keep = keep_main_components(mask & off, ink * off) & off
+    full_ink, full_mask = np.zeros_like(residual), np.zeros(residual.shape, dtype=bool)
+    full_ink[window], full_mask[window] = ink * keep, mask & keep
+    return full_ink, full_mask
+
+
+def _stroke_share(mask: np.ndarray) -> float:
+    """Typical stroke width (area over half the boundary length) over the ink's longer side."""
+    box = bounding_box(mask)
+    if box is None:
+        return 0.0
+    top, bottom, left, right = box
+    m = np.pad(mask[top:bottom, left:right], 1)
+    edges = np.count_nonzero(m[1:] != m[:-1]) + np.count_nonzero(m[:, 1:] != m[:, :-1])
+    return 2.0 * np.count_nonzero(m) / max(edges, 1) / max(bottom - top, right - left)
+
+
+def _refine_best(residual, detection: Detection, lines, fallback):
+    """`_refine` the picked group; should its strokes come out hairlines for its size (print,
+    or marks crossing each other), the next groups by weight are tried (verdict "fine")."""
+    tries = [g for g in detection.groups if g.verdict in ("", PICKED)][:REFINE_TRIES]
+    tries.sort(key=lambda g: g.verdict != PICKED)
+    groups, first = list(detection.groups), None
+    for group in tries:
+        ink, mask = _refine(residual, group.box, lines, fallback)
+        first = first or (ink, mask, group)
+        if _stroke_share(mask) >= MIN_STROKE_SHARE:
+            break
+        groups[groups.index(group)] = group._replace(verdict="fine")
+    else:
+        ink, mask, group = first
+    picked = group._replace(verdict=PICKED)
+    groups = [picked if g.box == group.box and g.mass == group.mass else
+              g._replace(verdict="") if g.verdict == PICKED else g for g in groups]
+    return ink, mask, detection._replace(picked=picked, groups=groups)
+
+
+def find_ink(residual: np.ndarray) -> InkFound:
+    """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
+
+    Detect, then refine. The residual is thresholded page-wide (`_best_detection`) and
+    stretched so the paper noise floor becomes 0 and solid ink 1; lines across the page are left
+    out, and of the other marks the digit's group is picked (candidates.py: not the table's edge,
+    a line, print or specks). Its box is then worked again at full resolution (`_refine`), and
+    blobs too small to matter are dropped.
+
+    Returns:
+        InkFound: ink float32 in [0, 1], mask bool, both (H, W); reason is "" when a digit was
+        found, else why not (and ink and mask are then empty).
+    """
+    found = _best_detection(residual)
+    if found.reason:
+        return InkFound(np.zeros_like(residual), found.mask, found.reason)
+    ink = _stretch(found)
     lines = _line_pixels(found.mask)
     off_lines = ink * ~lines
-    keep = keep_main_components(found.mask & ~lines, off_lines) & ~lines
-    kept = float((ink * keep).sum()) / max(float(off_lines.sum()), 1e-6)
-    if kept < MIN_KEPT_SHARE:
-        reason = f"only scattered specks (the largest group of blobs holds {kept:.0%} of the ink)"
-        return np.zeros_like(residual), np.zeros_like(found.mask), reason
-    return ink * keep, found.mask & keep, ""
+    detection = find_digit(residual, found.mask, ink, lines)
+    picked = detection.picked
+    # the digit's share of the weight of the marks that might be it (not other marks, nor
+    # specks far smaller): noise gives many alike
+    rivals = sum(g.weight for g in detection.groups if g.verdict not in REJECTED
+                 and g.size >= SPECK_SIZE * (picked.size if picked else 0))
+    share = (picked.weight if picked else 0.0) / max(rivals, 1e-6)
+    if picked is None or share < MIN_KEPT_SHARE:
+        reason = f"only scattered specks (the largest group of blobs holds {share:.0%} of the ink)"
+        return InkFound(np.zeros_like(residual), np.zeros_like(found.mask), reason, detection)
+    ink, mask, detection = _refine_best(residual, detection, lines, (ink, found.mask))
+    count = np.count_nonzero(mask)
+    if count < MIN_INK_PIXELS:
+        reason = f"only {count} ink pixels (expected >= {MIN_INK_PIXELS})"
+        return InkFound(np.zeros_like(residual), np.zeros_like(mask), reason, detection)
+    return InkFound(ink, mask, "", detection)
 
 
 class CleanSplit(NamedTuple):

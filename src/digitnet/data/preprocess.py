@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from digitnet.constants import IMAGE_SIZE
+from digitnet.data.candidates import picture as candidates_picture
 from digitnet.data.imageops import bounding_box, max_filter, resize, shrink
 from digitnet.data.images import (  # noqa: F401  (re-exported: the pipeline's public names)
     MAX_PIXELS,
@@ -47,7 +48,7 @@ from digitnet.data.ink import (
 )
 from digitnet.fileio import atomic_write_bytes
 
-PREPROCESS_VERSION = 2  # bump whenever a change alters outputs; recorded in data manifests
+PREPROCESS_VERSION = 3  # bump whenever a change alters outputs; recorded in data manifests
 
 BOX_SIZE = 20  # MNIST fits each digit into a 20x20 box (test set: 9,997 of 10,000 span 20 px)
 MIN_STROKE_WIDTH = 1.5  # px at 28x28; MNIST test by the same estimator: 5% 1.3, median 2.0
@@ -267,11 +268,13 @@ def preprocess(image, debug: bool = False, max_pixels: int | None = None) -> Pre
         path = PHOTO
         polarity = detect_polarity(gray)
         residual, background = remove_background(gray, polarity)
-        ink, mask, reason = find_ink(residual)
+        ink, mask, reason, detection = find_ink(residual)
         if debug:
             paper = 1.0 - background if polarity == DARK_ON_LIGHT else background
-            stages.update(background=_to_uint8(paper), background_removed=_to_uint8(ink),
-                          ink_mask=_to_uint8(mask.astype(np.float32)))
+            stages.update(background=_to_uint8(paper), background_removed=_to_uint8(ink))
+            if detection is not None:
+                stages["candidates"] = candidates_picture(detection)
+            stages["ink_mask"] = _to_uint8(mask.astype(np.float32))
     if reason:
         blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
         return PreprocessResult(blank, False, reason, source, polarity, stages, path)
