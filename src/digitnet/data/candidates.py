@@ -23,15 +23,17 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
+from skimage.transform import hough_line, hough_line_peaks
 
-from digitnet.data.imageops import block_reduce, label_components, robust_stats
+from digitnet.data.imageops import block_reduce, label_components, repeat_blocks, robust_stats
 
 DETECT_SIDE = 512  # px; blobs are found on a grid this size (thin strokes survive max pooling)
 DETECT_SNR = 4.0  # a cell whose mean stands out this much from the page's is a mark
 MAX_BLOBS = 300  # the heaviest blobs taken into account (noise makes thousands of one-cell ones)
 MIN_BLOB_SHARE = 0.002  # ... of the heaviest blob's ink, at least: lighter ones are noise
 JOIN_REACH = 0.25  # blobs this close (of their mean size) are one mark: a stroke's pieces
-EDGE_SPAN = 0.6  # a group touching a side and spanning this much of it is the table or page edge
+EDGE_SPAN = 0.6  # a band touching a side and spanning this much of it is the table or page edge
+EDGE_DEPTH = 0.25  # ... when it reaches no further in than this
 LINE_ELONGATION = 10.0  # length over width beyond which a tilted group is a line...
 UPRIGHT = 45.0  # ... more than this from vertical (closer, it may be a 1)
 LINE_MAX_ELONGATION = 25.0  # beyond this a group is a line whatever its direction
@@ -39,6 +41,10 @@ PRINT_PIECES = 6  # a group of at least this many pieces ...
 PRINT_MAX_SHARE = 0.35  # ... none holding this much of its ink is print or specks
 FRAME_WEIGHT = 0.2  # a group touching the frame counts this much
 MAX_WIDTH_RATIO = 1.8  # width over height beyond which a group is not a digit
+LINE_SIDE = 512  # px; straight lines across the page are looked for on a copy this size
+LINE_MIN_SPAN = 0.7  # a line runs across at least this share of the image (a digit does not)
+LINE_MAX_TILT = 10  # degrees from horizontal or vertical
+_LINE_ANGLES = np.deg2rad(np.arange(-LINE_MAX_TILT, LINE_MAX_TILT + 0.25, 0.5))
 PICKED, REJECTED = "digit", ("edge", "line", "print", "wide", "fine")
 
 
@@ -60,6 +66,7 @@ class Detection(NamedTuple):
     groups: list[Group]
     labels: np.ndarray  # int (h, w): blob labels on the detection grid
     factor: int  # full-size px per detection-grid cell
+    forced: bool = False  # every group was rejected: the heaviest was picked all the same
 
 
 def detect_factor(shape: tuple[int, int]) -> int:
@@ -81,6 +88,38 @@ def _join(boxes: np.ndarray) -> np.ndarray:
     i, j = np.nonzero(near)
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=near.shape)
     return connected_components(graph, directed=False)[1]
+
+
+def line_pixels(mask: np.ndarray) -> np.ndarray:
+    """The pixels of `mask` on straight lines that run across most of the image, within
+    LINE_MAX_TILT of horizontal or vertical: ruled and squared paper, a form's frame, a table
+    edge. Found by a Hough transform (scikit-image) on a copy at most LINE_SIDE px a side.
+
+    Returns:
+        bool (H, W).
+    """
+    factor = max(1, math.ceil(max(mask.shape) / LINE_SIDE))
+    small = block_reduce(mask, factor, np.max, pad_mode="constant")
+    lines = np.zeros(small.shape, dtype=bool)
+    # vertical lines, then horizontal ones as vertical lines of the transpose
+    for turned in (False, True):
+        m = small.T if turned else small
+        h = m.shape[0]
+        if h < 16 or not m.any():
+            continue
+        hspace, angles, dists = hough_line(m, theta=_LINE_ANGLES)
+        _, found_angles, found_dists = hough_line_peaks(
+            hspace, angles, dists, min_distance=3, min_angle=len(_LINE_ANGLES),
+            threshold=LINE_MIN_SPAN * h)
+        if not len(found_angles):
+            continue
+        rows, cols = np.indices(m.shape, dtype=np.float32)
+        out = lines.T if turned else lines
+        for angle, dist in zip(found_angles, found_dists, strict=True):
+            distance = np.abs(cols * math.cos(angle) + rows * math.sin(angle) - dist)
+            width = np.count_nonzero(m & (distance <= 4)) / h  # the line's thickness, px
+            out |= m & (distance <= width / 2 + 1.5)
+    return repeat_blocks(lines, factor, mask.shape) & mask
 
 
 def _moments(labels: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
@@ -106,11 +145,12 @@ def _is_line(m: np.ndarray) -> bool:
 
 
 def _on_edge(box, grid: tuple[int, int]) -> bool:
-    """Whether a box lies along a side of the grid, spanning most of it."""
+    """Whether a box is a band along a side of the grid, spanning most of it."""
     top, bottom, left, right = box
     rows, cols = grid
-    return ((top == 0 or bottom == rows) and right - left >= EDGE_SPAN * cols) or (
-        (left == 0 or right == cols) and bottom - top >= EDGE_SPAN * rows)
+    h, w = bottom - top, right - left
+    return ((top == 0 or bottom == rows) and w >= EDGE_SPAN * cols and h <= EDGE_DEPTH * rows) or (
+        (left == 0 or right == cols) and h >= EDGE_SPAN * rows and w <= EDGE_DEPTH * cols)
 
 
 def _touches_frame(box, grid: tuple[int, int]) -> bool:
@@ -118,24 +158,26 @@ def _touches_frame(box, grid: tuple[int, int]) -> bool:
     return top == 0 or left == 0 or bottom == grid[0] or right == grid[1]
 
 
-def find_digit(residual: np.ndarray, mask: np.ndarray, ink: np.ndarray,
-               lines: np.ndarray) -> Detection:
+def find_digit(residual: np.ndarray, mask: np.ndarray, ink: np.ndarray, lines: np.ndarray,
+               faint: bool = False) -> Detection:
     """Group the marks on the page and pick the digit's.
 
-    The marks are the ink of `mask` (bool (H, W)) and, so that a faint digit among darker marks
-    is seen too, the cells of the detection grid whose mean `residual` stands DETECT_SNR noise
-    standard deviations above the page's; `lines` are left out. Blobs that are lines or lie
-    along an edge are judged alone, before they could join other marks; the rest are grouped.
+    The marks are the ink of `mask` (bool (H, W)) and, with `faint` (so that a faint digit
+    among darker marks is seen too), the cells of the detection grid whose mean `residual`
+    stands DETECT_SNR noise standard deviations above the page's; `lines` are left out. Blobs
+    that are lines or lie along an edge are judged alone, before they could join other marks;
+    the rest are grouped.
     A group's weight is the `ink` it holds times the square root of its size (a digit outweighs
     a speck even when its ink is fainter), cut to FRAME_WEIGHT when it touches the frame (a
     digit photographed on a page lies inside the photo).
     """
     factor = detect_factor(mask.shape)
-    mean = block_reduce(residual, factor, np.sum) / (factor * factor)
-    level, noise = robust_stats(mean)
-    on_lines = block_reduce(lines, factor, np.max, pad_mode="constant")
-    grid = block_reduce(mask & ~lines, factor, np.max, pad_mode="constant") | (
-        (mean > level + DETECT_SNR * max(noise, 1e-4)) & ~on_lines)
+    grid = block_reduce(mask & ~lines, factor, np.max, pad_mode="constant")
+    if faint:
+        mean = block_reduce(residual, factor, np.sum) / (factor * factor)
+        level, noise = robust_stats(mean)
+        on_lines = block_reduce(lines, factor, np.max, pad_mode="constant")
+        grid |= (mean > level + DETECT_SNR * max(noise, 1e-4)) & ~on_lines
     mass = block_reduce(ink * ~lines, factor, np.sum, pad_mode="constant")
     labels, count = label_components(grid)
     if count == 0:
@@ -186,10 +228,12 @@ def find_digit(residual: np.ndarray, mask: np.ndarray, ink: np.ndarray,
             verdict = "line"
         add(members, box, verdict)
     groups.sort(key=lambda g: -g.weight)
-    kept = [g for g in groups if not g.verdict] or groups[:1]
+    kept = [g for g in groups if not g.verdict]
+    forced = not kept
+    kept = kept or groups[:1]
     picked = kept[0]._replace(verdict=PICKED)
     groups = [picked if g is kept[0] else g for g in groups]
-    return Detection(picked, groups, labels, factor)
+    return Detection(picked, groups, labels, factor, forced)
 
 
 def picture(detection: Detection) -> np.ndarray:

@@ -13,11 +13,10 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 from scipy import ndimage
-from skimage.transform import hough_line, hough_line_peaks
 
-from digitnet.data.candidates import PICKED, REJECTED, Detection, find_digit
+from digitnet.data.candidates import PICKED, REJECTED, Detection, find_digit, line_pixels
 from digitnet.data.imageops import (
     Counted,
     block_reduce,
@@ -32,13 +31,14 @@ from digitnet.data.imageops import (
     repeat_blocks,
     resize,
     robust_stats,
-    shrink,
+)
+from digitnet.data.polarity import (  # noqa: F401  (re-exported: preprocess imports them here)
+    DARK_ON_LIGHT,
+    LIGHT_ON_DARK,
+    detect_polarity,
 )
 
 COARSE_SIDE = 128  # px; background and connected components are worked out on a grid this size
-POLARITY_SIDE = 64  # px; polarity's coarse evidence is taken on an area-averaged copy this size
-POLARITY_ELEMENT = 12  # its fine evidence: structures narrower than 1/12 of the shorter side
-COARSE_WEIGHT = 0.5  # the coarse evidence counts half as much as the fine
 BACKGROUND_ELEMENT = 0.2  # opening element, as a fraction of the shorter side; wider than strokes
 MIN_PAPER_BRIGHTNESS = 0.25  # dark ink is measured relative to paper at least this bright
 MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full range
@@ -46,14 +46,11 @@ MIN_SNR = 6.0  # ... and by this many noise standard deviations (pure noise reac
 MIN_INK_PIXELS = 4  # fewer ink pixels than this is a speck, not a digit
 MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are dropped as dirt
 MIN_KEPT_SHARE = 0.15  # when the digit's blobs hold less of the ink, it is specks, not a digit
-LINE_SIDE = 512  # px; straight lines across the page are looked for on a copy this size
-LINE_MIN_SPAN = 0.7  # a line runs across at least this share of the image (a digit does not)
-LINE_MAX_TILT = 10  # degrees from horizontal or vertical
-_LINE_ANGLES = np.deg2rad(np.arange(-LINE_MAX_TILT, LINE_MAX_TILT + 0.25, 0.5))
 NEAR_DIGIT = 0.25  # blobs this close to the digit's blobs (of the group's size) join the digit
 SPECK_SIZE = 0.5  # blobs this small beside the digit are dust, not a rival for its ink
-REFINE_MARGIN = 0.3  # the digit's box is worked again with this much of its size around it
+REFINE_MARGIN = 0.5  # the digit's box is worked again with this much of its size around it
 REFINE_MIN_MARGIN = 8  # px, at least
+REFINE_MAX_SIZE = 0.25  # digits at least this share of the shorter side keep the page's threshold
 REFINE_TRIES = 4  # groups refined at most, heaviest first, until one has a digit's strokes
 MIN_STROKE_SHARE = 0.012  # strokes thinner than this share of the ink's size are not a digit's
 INK_WHITE_PERCENTILE = 90  # the ink residual at this percentile becomes white (255)
@@ -65,51 +62,10 @@ SMALL_SIDE = 64  # px; images this small with two clear classes are scans (no li
 SCAN_MAX_SIDE = 128  # px; larger images with dark edges are shadows or tables, not scans
 TIGHT_CROP_SHARE = 0.85  # ink spanning this share of the image across or down: a tight crop
 
-DARK_ON_LIGHT = "dark-on-light"
-LIGHT_ON_DARK = "light-on-dark"
 
 
 def _coarse_factor(shape: tuple[int, int]) -> int:
     return max(1, math.ceil(max(shape) / COARSE_SIDE))
-
-
-def _evidence(dark: float, light: float) -> float:
-    """How much more dark ink than light there is, as a log ratio (0: as much of each)."""
-    return math.log((dark + 1e-3) / (light + 1e-3))
-
-
-def detect_polarity(gray: np.ndarray) -> str:
-    """Decide whether the ink is darker or lighter than the paper.
-
-    Two scales of evidence, added as log ratios of dark to light ink mass. Fine: on a grid of at
-    most COARSE_SIDE cells, the darkest and the lightest pixel of each cell (so 1 px strokes
-    survive), and what a closing (opening) with an element of 1/POLARITY_ELEMENT of the shorter
-    side removes from them: the dark (light) structures narrower than strokes. Broad regions
-    (a shadow, a lit corner, a table at the edge) and the edges between them are not that.
-    Coarse: what sticks out of a local median background on an area-averaged copy
-    POLARITY_SIDE px a side, which sees bold strokes wider than the fine element. Uneven
-    lighting sticks out equally on both sides of its edges, so it does not decide.
-
-    Returns:
-        DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image).
-    """
-    factor = _coarse_factor(gray.shape)
-    low, high = block_reduce(gray, factor, np.min), block_reduce(gray, factor, np.max)
-    size = odd(min(low.shape) / POLARITY_ELEMENT)
-    dark = min_filter(max_filter(low, size), size) - low
-    light = high - max_filter(min_filter(high, size), size)
-    (dark_level, dark_noise), (light_level, light_noise) = robust_stats(dark), robust_stats(light)
-    floor = max(dark_level, light_level) + 3 * max(dark_noise, light_noise)
-    fine = _evidence(float(np.clip(dark - floor, 0, None).sum()),
-                     float(np.clip(light - floor, 0, None).sum()))
-    small = shrink(gray, POLARITY_SIDE)
-    size = odd(min(small.shape) / 2)
-    background = Image.fromarray(small).filter(ImageFilter.MedianFilter(size))
-    diff = small - np.asarray(background, dtype=np.float32)
-    _, noise = robust_stats(diff)
-    coarse = _evidence(float(np.clip(-diff - 3 * noise, 0, None).sum()),
-                       float(np.clip(diff - 3 * noise, 0, None).sum()))
-    return DARK_ON_LIGHT if fine + COARSE_WEIGHT * coarse >= 0 else LIGHT_ON_DARK
 
 
 def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,38 +101,6 @@ def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.n
     if polarity == DARK_ON_LIGHT:
         residual /= np.maximum(1.0 - background, MIN_PAPER_BRIGHTNESS)
     return np.clip(residual, 0.0, 1.0), background
-
-
-def _line_pixels(mask: np.ndarray) -> np.ndarray:
-    """The pixels of `mask` on straight lines that run across most of the image, within
-    LINE_MAX_TILT of horizontal or vertical: ruled and squared paper, a form's frame, a table
-    edge. Found by a Hough transform (scikit-image) on a copy at most LINE_SIDE px a side.
-
-    Returns:
-        bool (H, W).
-    """
-    factor = max(1, math.ceil(max(mask.shape) / LINE_SIDE))
-    small = block_reduce(mask, factor, np.max, pad_mode="constant")
-    lines = np.zeros(small.shape, dtype=bool)
-    # vertical lines, then horizontal ones as vertical lines of the transpose
-    for turned in (False, True):
-        m = small.T if turned else small
-        h = m.shape[0]
-        if h < 16 or not m.any():
-            continue
-        hspace, angles, dists = hough_line(m, theta=_LINE_ANGLES)
-        _, found_angles, found_dists = hough_line_peaks(
-            hspace, angles, dists, min_distance=3, min_angle=len(_LINE_ANGLES),
-            threshold=LINE_MIN_SPAN * h)
-        if not len(found_angles):
-            continue
-        rows, cols = np.indices(m.shape, dtype=np.float32)
-        out = lines.T if turned else lines
-        for angle, dist in zip(found_angles, found_dists, strict=True):
-            distance = np.abs(cols * math.cos(angle) + rows * math.sin(angle) - dist)
-            width = np.count_nonzero(m & (distance <= 4)) / h  # the line's thickness, px
-            out |= m & (distance <= width / 2 + 1.5)
-    return repeat_blocks(lines, factor, mask.shape) & mask
 
 
 def keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
@@ -278,20 +202,23 @@ def _stretch(found: _Detection) -> np.ndarray:
 def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndarray,
             fallback: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Ink and mask found again in a window around the digit's box, at full resolution and by
-    the window's own statistics: a faint or thin digit among darker marks is measured against
-    its own paper, not the page's. The page-wide result (`fallback`) stands where the window
+    the window's own statistics: a small, faint or thin digit among darker marks is measured
+    against its own paper, not the page's. The page-wide result (`fallback`) stands for a digit
+    of REFINE_MAX_SIZE of the photo or more (the page is mostly its paper) and where the window
     alone finds no ink."""
     top, bottom, left, right = box
-    margin = max(REFINE_MARGIN * max(bottom - top, right - left), REFINE_MIN_MARGIN)
+    size = max(bottom - top, right - left)
+    margin = max(REFINE_MARGIN * size, REFINE_MIN_MARGIN)
     h, w = residual.shape
     window = np.s_[max(0, int(top - margin)):min(h, int(bottom + margin)),
                    max(0, int(left - margin)):min(w, int(right + margin))]
     off = ~lines[window]
-    found = _best_detection(residual[window])
     keep = None
-    if not found.reason:
-        ink, mask = _stretch(found), found.mask
-        keep = keep_main_components(mask & off, ink * off) & off
+    if size < REFINE_MAX_SIZE * min(h, w):  # a small digit: measured in its own window
+        found = _best_detection(residual[window])
+        if not found.reason:
+            ink, mask = _stretch(found), found.mask
+            keep = keep_main_components(mask & off, ink * off) & off
     if keep is None or np.count_nonzero(mask & keep) < MIN_INK_PIXELS:
         ink, mask = fallback[0][window], fallback[1][window]
         keep = keep_main_components(mask & off, ink * off) & off
@@ -331,6 +258,18 @@ def _refine_best(residual, detection: Detection, lines, fallback):
     return ink, mask, detection._replace(picked=picked, groups=groups)
 
 
+def _pick(residual, mask, ink, lines, faint: bool) -> tuple[Detection, float]:
+    """The page's marks (`find_digit`) and the digit's share of the weight of the marks that
+    might be it (not other marks, nor specks far smaller): noise gives many alike."""
+    detection = find_digit(residual, mask, ink, lines, faint)
+    picked = detection.picked
+    if picked is None:
+        return detection, 0.0
+    rivals = sum(g.weight for g in detection.groups if g.verdict not in REJECTED
+                 and g.size >= SPECK_SIZE * picked.size)
+    return detection, picked.weight / max(rivals, 1e-6)
+
+
 def find_ink(residual: np.ndarray) -> InkFound:
     """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
 
@@ -348,16 +287,13 @@ def find_ink(residual: np.ndarray) -> InkFound:
     if found.reason:
         return InkFound(np.zeros_like(residual), found.mask, found.reason)
     ink = _stretch(found)
-    lines = _line_pixels(found.mask)
-    off_lines = ink * ~lines
-    detection = find_digit(residual, found.mask, ink, lines)
-    picked = detection.picked
-    # the digit's share of the weight of the marks that might be it (not other marks, nor
-    # specks far smaller): noise gives many alike
-    rivals = sum(g.weight for g in detection.groups if g.verdict not in REJECTED
-                 and g.size >= SPECK_SIZE * (picked.size if picked else 0))
-    share = (picked.weight if picked else 0.0) / max(rivals, 1e-6)
-    if picked is None or share < MIN_KEPT_SHARE:
+    lines = line_pixels(found.mask)
+    detection, share = _pick(residual, found.mask, ink, lines, faint=False)
+    if detection.forced or share < MIN_KEPT_SHARE:  # look again, for fainter marks too
+        again, share_again = _pick(residual, found.mask, ink, lines, faint=True)
+        if not again.forced and share_again >= MIN_KEPT_SHARE:
+            detection, share = again, share_again
+    if detection.picked is None or share < MIN_KEPT_SHARE:
         reason = f"only scattered specks (the largest group of blobs holds {share:.0%} of the ink)"
         return InkFound(np.zeros_like(residual), np.zeros_like(found.mask), reason, detection)
     ink, mask, detection = _refine_best(residual, detection, lines, (ink, found.mask))

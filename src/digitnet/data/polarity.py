@@ -1,0 +1,58 @@
+"""Whether a photo's ink is darker or lighter than its paper (`detect_polarity`), for the photo
+path of `digitnet.data.ink`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from digitnet.data.imageops import block_reduce, max_filter, min_filter, odd, robust_stats, shrink
+
+FINE_SIDE = 128  # px; the fine evidence is taken on a grid of at most this many cells a side
+POLARITY_SIDE = 64  # px; the coarse evidence on an area-averaged copy this size
+POLARITY_ELEMENT = 12  # fine evidence: structures narrower than 1/12 of the shorter side
+COARSE_WEIGHT = 0.5  # the coarse evidence counts half as much as the fine
+
+DARK_ON_LIGHT = "dark-on-light"
+LIGHT_ON_DARK = "light-on-dark"
+
+
+def _evidence(dark: float, light: float) -> float:
+    """How much more dark ink than light there is, as a log ratio (0: as much of each)."""
+    return math.log((dark + 1e-3) / (light + 1e-3))
+
+
+def detect_polarity(gray: np.ndarray) -> str:
+    """Decide whether the ink is darker or lighter than the paper.
+
+    Two scales of evidence, added as log ratios of dark to light ink mass. Fine: on a grid of at
+    most COARSE_SIDE cells, the darkest and the lightest pixel of each cell (so 1 px strokes
+    survive), and what a closing (opening) with an element of 1/POLARITY_ELEMENT of the shorter
+    side removes from them: the dark (light) structures narrower than strokes. Broad regions
+    (a shadow, a lit corner, a table at the edge) and the edges between them are not that.
+    Coarse: what sticks out of a local median background on an area-averaged copy
+    POLARITY_SIDE px a side, which sees bold strokes wider than the fine element. Uneven
+    lighting sticks out equally on both sides of its edges, so it does not decide.
+
+    Returns:
+        DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image).
+    """
+    factor = max(1, math.ceil(max(gray.shape) / FINE_SIDE))
+    low, high = block_reduce(gray, factor, np.min), block_reduce(gray, factor, np.max)
+    size = odd(min(low.shape) / POLARITY_ELEMENT)
+    dark = min_filter(max_filter(low, size), size) - low
+    light = high - max_filter(min_filter(high, size), size)
+    (dark_level, dark_noise), (light_level, light_noise) = robust_stats(dark), robust_stats(light)
+    floor = max(dark_level, light_level) + 3 * max(dark_noise, light_noise)
+    fine = _evidence(float(np.clip(dark - floor, 0, None).sum()),
+                     float(np.clip(light - floor, 0, None).sum()))
+    small = shrink(gray, POLARITY_SIDE)
+    size = odd(min(small.shape) / 2)
+    background = Image.fromarray(small).filter(ImageFilter.MedianFilter(size))
+    diff = small - np.asarray(background, dtype=np.float32)
+    _, noise = robust_stats(diff)
+    coarse = _evidence(float(np.clip(-diff - 3 * noise, 0, None).sum()),
+                       float(np.clip(diff - 3 * noise, 0, None).sum()))
+    return DARK_ON_LIGHT if fine + COARSE_WEIGHT * coarse >= 0 else LIGHT_ON_DARK
