@@ -8,6 +8,10 @@ benchmarks/preprocess_identity.py.
 
 A change that means to alter outputs bumps PREPROCESS_VERSION and rewrites the pins:
     PYTHONPATH=src python tests/test_preprocess_identity.py --pin
+
+PREPROCESS_VERSION 3 (the photo path's detect then refine, and its polarity test: issue 14)
+rewrote the pins of the 21 inputs that take the photo path, whose outputs changed; the 21 scans,
+drawings and MNIST PNGs kept the pins of version 2 bit for bit (their paths were not touched).
 """
 
 from __future__ import annotations

@@ -25,7 +25,13 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import hough_line, hough_line_peaks
 
-from digitnet.data.imageops import block_reduce, label_components, repeat_blocks, robust_stats
+from digitnet.data.imageops import (
+    block_reduce,
+    bounding_box,
+    label_components,
+    repeat_blocks,
+    robust_stats,
+)
 
 DETECT_SIDE = 512  # px; blobs are found on a grid this size (thin strokes survive max pooling)
 DETECT_SNR = 4.0  # a cell whose mean stands out this much from the page's is a mark
@@ -234,6 +240,17 @@ def find_digit(residual: np.ndarray, mask: np.ndarray, ink: np.ndarray, lines: n
     picked = kept[0]._replace(verdict=PICKED)
     groups = [picked if g is kept[0] else g for g in groups]
     return Detection(picked, groups, labels, factor, forced)
+
+
+def stroke_share(mask: np.ndarray) -> float:
+    """Typical stroke width (area over half the boundary length) over the ink's longer side."""
+    box = bounding_box(mask)
+    if box is None:
+        return 0.0
+    top, bottom, left, right = box
+    m = np.pad(mask[top:bottom, left:right], 1)
+    edges = np.count_nonzero(m[1:] != m[:-1]) + np.count_nonzero(m[:, 1:] != m[:, :-1])
+    return 2.0 * np.count_nonzero(m) / max(edges, 1) / max(bottom - top, right - left)
 
 
 def picture(detection: Detection) -> np.ndarray:

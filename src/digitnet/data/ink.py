@@ -16,7 +16,14 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from digitnet.data.candidates import PICKED, REJECTED, Detection, find_digit, line_pixels
+from digitnet.data.candidates import (
+    PICKED,
+    REJECTED,
+    Detection,
+    find_digit,
+    line_pixels,
+    stroke_share,
+)
 from digitnet.data.imageops import (
     Counted,
     block_reduce,
@@ -227,17 +234,6 @@ def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndar
     return full_ink, full_mask
 
 
-def _stroke_share(mask: np.ndarray) -> float:
-    """Typical stroke width (area over half the boundary length) over the ink's longer side."""
-    box = bounding_box(mask)
-    if box is None:
-        return 0.0
-    top, bottom, left, right = box
-    m = np.pad(mask[top:bottom, left:right], 1)
-    edges = np.count_nonzero(m[1:] != m[:-1]) + np.count_nonzero(m[:, 1:] != m[:, :-1])
-    return 2.0 * np.count_nonzero(m) / max(edges, 1) / max(bottom - top, right - left)
-
-
 def _refine_best(residual, detection: Detection, lines, fallback):
     """`_refine` the picked group; should its strokes come out hairlines for its size (print,
     or marks crossing each other), the next groups by weight are tried (verdict "fine")."""
@@ -247,7 +243,7 @@ def _refine_best(residual, detection: Detection, lines, fallback):
     for group in tries:
         ink, mask = _refine(residual, group.box, lines, fallback)
         first = first or (ink, mask, group)
-        if _stroke_share(mask) >= MIN_STROKE_SHARE:
+        if stroke_share(mask) >= MIN_STROKE_SHARE:
             break
         groups[groups.index(group)] = group._replace(verdict="fine")
     else:
