@@ -13,7 +13,10 @@ of a broken stroke, the letters of a word), and each group is judged by its shap
     wide     far wider than tall (a word, a row of marks; digits are upright or square)
 
 The heaviest group that is none of these is the digit; when every group is one of them, the
-heaviest group is taken as before. Its box is then worked again at full resolution (`ink.py`).
+heaviest group is taken all the same. Its box is then worked again at full resolution
+(`ink.py`), where a group whose strokes come out hairlines for its size (print, marks crossing)
+is judged `fine` and the next one is tried. Lines across the whole page are left out before
+(`line_pixels`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ LINE_ELONGATION = 10.0  # length over width beyond which a tilted group is a lin
 UPRIGHT = 45.0  # ... more than this from vertical (closer, it may be a 1)
 LINE_MAX_ELONGATION = 25.0  # beyond this a group is a line whatever its direction
 PRINT_PIECES = 6  # a group of at least this many pieces ...
-PRINT_MAX_SHARE = 0.35  # ... none holding this much of its ink is print or specks
+PRINT_MAX_SHARE = 0.35  # ... none holding this much of its ink ...
+PRINT_MAX_PIECE = 0.35  # ... nor this long, of the group's size, is print or specks (a digit cut
+#                          by squared paper's lines has longer pieces)
 FRAME_WEIGHT = 0.2  # a group touching the frame counts this much
 MAX_WIDTH_RATIO = 1.8  # width over height beyond which a group is not a digit
 LINE_SIDE = 512  # px; straight lines across the page are looked for on a copy this size
@@ -216,7 +221,16 @@ def find_digit(residual: np.ndarray, mask: np.ndarray, ink: np.ndarray, lines: n
             alone[n] = True
             add(order[n:n + 1], boxes[n], verdict)
     rest = np.flatnonzero(~alone)
-    joined = _join(boxes[rest]) if len(rest) else np.zeros(0, dtype=int)
+    joined = np.arange(len(rest))
+    while len(rest):  # groups grow, and so does their reach: until none joins another
+        b = boxes[rest]
+        grouped = np.array([(b[joined == g, 0].min(), b[joined == g, 1].max(),
+                             b[joined == g, 2].min(), b[joined == g, 3].max())
+                            for g in range(joined.max() + 1)])
+        merged = _join(grouped)
+        if merged.max() == joined.max():
+            break
+        joined = merged[joined]
     for g in range(joined.max() + 1 if len(rest) else 0):
         picks = rest[joined == g]
         members, b = order[picks], boxes[picks]
@@ -226,7 +240,8 @@ def find_digit(residual: np.ndarray, mask: np.ndarray, ink: np.ndarray, lines: n
         verdict = ""
         if _on_edge(box, grid.shape):
             verdict = "edge"
-        elif len(members) >= PRINT_PIECES and piece_mass.max() < PRINT_MAX_SHARE * piece_mass.sum():
+        elif (len(members) >= PRINT_PIECES and piece_mass.max() < PRINT_MAX_SHARE * piece_mass.sum()
+              and (b[:, 1::2] - b[:, ::2]).max() < PRINT_MAX_PIECE * max(h, w)):
             verdict = "print"
         elif w > MAX_WIDTH_RATIO * max(h, 1):
             verdict = "wide"

@@ -3,8 +3,9 @@
 Two ways, chosen by `digitnet.data.preprocess`: a clean image (even paper, solid ink: a scan or a
 drawing) is split into paper and ink by Otsu's threshold and measured against the paper level
 (`split_clean`, `clean_ink`); a photo has its lighting and paper removed by a morphological
-opening (`remove_background`), its ink told from noise (`find_ink`), and lines across the page
-and marks away from the digit left out.
+opening (`remove_background`), its ink told from noise (`find_ink`), lines across the page left
+out, the digit picked among the page's other marks (`digitnet.data.candidates`) and its ink found
+again in a window around it.
 """
 
 from __future__ import annotations
@@ -16,14 +17,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from digitnet.data.candidates import (
-    PICKED,
-    REJECTED,
-    Detection,
-    find_digit,
-    line_pixels,
-    stroke_share,
-)
+from digitnet.data import candidates as marks
+from digitnet.data.candidates import PICKED, REJECTED, Detection, find_digit, line_pixels
 from digitnet.data.imageops import (
     Counted,
     block_reduce,
@@ -55,7 +50,7 @@ MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are d
 MIN_KEPT_SHARE = 0.15  # when the digit's blobs hold less of the ink, it is specks, not a digit
 NEAR_DIGIT = 0.25  # blobs this close to the digit's blobs (of the group's size) join the digit
 SPECK_SIZE = 0.5  # blobs this small beside the digit are dust, not a rival for its ink
-REFINE_MARGIN = 0.5  # the digit's box is worked again with this much of its size around it
+REFINE_MARGIN = 1.0  # the digit's box is worked again with this much of its size around it
 REFINE_MIN_MARGIN = 8  # px, at least
 REFINE_MAX_SIZE = 0.25  # digits at least this share of the shorter side keep the page's threshold
 REFINE_TRIES = 4  # groups refined at most, heaviest first, until one has a digit's strokes
@@ -68,7 +63,6 @@ CLEAN_MAX_FRAME_INK = 0.2  # ... and, above SCAN_MAX_SIDE px, ink along at most 
 SMALL_SIDE = 64  # px; images this small with two clear classes are scans (no lighting to undo)
 SCAN_MAX_SIDE = 128  # px; larger images with dark edges are shadows or tables, not scans
 TIGHT_CROP_SHARE = 0.85  # ink spanning this share of the image across or down: a tight crop
-
 
 
 def _coarse_factor(shape: tuple[int, int]) -> int:
@@ -110,15 +104,16 @@ def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.n
     return np.clip(residual, 0.0, 1.0), background
 
 
-def keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+def keep_main_components(mask: np.ndarray, ink: np.ndarray, factor: int = 0) -> np.ndarray:
     """Full-size boolean map of the digit's ink blobs: the blob with the most ink, and the blobs
     holding at least MIN_COMPONENT_SHARE of the ink that lie near it (within NEAR_DIGIT of the
     group's size, grown blob by blob: the pieces of a broken stroke). Lines, specks and marks
     elsewhere on the page are dropped.
 
-    Works on the coarse grid, so gaps smaller than a grid cell do not split a stroke.
+    Works on the coarse grid (of `mask`, or `factor` px a cell: a window's, at the page's),
+    so gaps smaller than a grid cell do not split a stroke.
     """
-    factor = _coarse_factor(mask.shape)
+    factor = factor or _coarse_factor(mask.shape)
     coarse = block_reduce(mask, factor, np.max, pad_mode="constant")
     mass = block_reduce(ink, factor, np.sum, pad_mode="constant")
     labels, count = label_components(coarse)
@@ -183,7 +178,6 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
 
 class InkFound(NamedTuple):
     """The photo path's ink, or why there is none, and how the digit was picked."""
-
     ink: np.ndarray  # float32 (H, W) in [0, 1]; empty when reason is set
     mask: np.ndarray  # bool (H, W)
     reason: str  # "" when a digit was found
@@ -191,9 +185,8 @@ class InkFound(NamedTuple):
 
 
 def _best_detection(residual: np.ndarray) -> _Detection:
-    """Ink looked for pixel by pixel and after 3x3 averaging: the scale where it stands out
-    more from the noise wins (averaging rescues broad strokes in a noisy photo, while 1 px
-    strokes on clean paper are found at full resolution)."""
+    """Ink looked for pixel by pixel and after 3x3 averaging: the scale where it stands out more
+    from the noise wins (averaging rescues broad strokes in a noisy photo, 1 px ones not)."""
     return max((_detect_ink(r) for r in (residual, box_mean3(residual))),
                key=lambda d: (not d.reason, d.snr))
 
@@ -220,15 +213,15 @@ def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndar
     window = np.s_[max(0, int(top - margin)):min(h, int(bottom + margin)),
                    max(0, int(left - margin)):min(w, int(right + margin))]
     off = ~lines[window]
-    keep = None
+    keep, page_factor = None, _coarse_factor(residual.shape)  # pieces join as on the page
     if size < REFINE_MAX_SIZE * min(h, w):  # a small digit: measured in its own window
         found = _best_detection(residual[window])
         if not found.reason:
             ink, mask = _stretch(found), found.mask
-            keep = keep_main_components(mask & off, ink * off) & off
+            keep = keep_main_components(mask & off, ink * off, page_factor) & off
     if keep is None or np.count_nonzero(mask & keep) < MIN_INK_PIXELS:
         ink, mask = fallback[0][window], fallback[1][window]
-        keep = keep_main_components(mask & off, ink * off) & off
+        keep = keep_main_components(mask & off, ink * off, page_factor) & off
     full_ink, full_mask = np.zeros_like(residual), np.zeros(residual.shape, dtype=bool)
     full_ink[window], full_mask[window] = ink * keep, mask & keep
     return full_ink, full_mask
@@ -243,11 +236,14 @@ def _refine_best(residual, detection: Detection, lines, fallback):
     for group in tries:
         ink, mask = _refine(residual, group.box, lines, fallback)
         first = first or (ink, mask, group)
-        if stroke_share(mask) >= MIN_STROKE_SHARE:
+        if marks.stroke_share(mask) >= MIN_STROKE_SHARE:
             break
         groups[groups.index(group)] = group._replace(verdict="fine")
     else:
         ink, mask, group = first
+        if np.count_nonzero(mask) < MIN_INK_PIXELS:  # nothing there: the page's heaviest ink
+            page = (0, residual.shape[0], 0, residual.shape[1])
+            ink, mask = _refine(residual, page, lines, fallback)
     picked = group._replace(verdict=PICKED)
     groups = [picked if g.box == group.box and g.mass == group.mass else
               g._replace(verdict="") if g.verdict == PICKED else g for g in groups]
@@ -289,14 +285,14 @@ def find_ink(residual: np.ndarray) -> InkFound:
         again, share_again = _pick(residual, found.mask, ink, lines, faint=True)
         if not again.forced and share_again >= MIN_KEPT_SHARE:
             detection, share = again, share_again
-    if detection.picked is None or share < MIN_KEPT_SHARE:
-        reason = f"only scattered specks (the largest group of blobs holds {share:.0%} of the ink)"
+    reason = f"only scattered specks (the largest group of blobs holds {share:.0%} of the ink)"
+    if detection.picked is not None and share >= MIN_KEPT_SHARE:
+        ink, mask, detection = _refine_best(residual, detection, lines, (ink, found.mask))
+        count = np.count_nonzero(mask)
+        reason = "" if count >= MIN_INK_PIXELS else (
+            f"only {count} ink pixels (expected >= {MIN_INK_PIXELS})")
+    if reason:
         return InkFound(np.zeros_like(residual), np.zeros_like(found.mask), reason, detection)
-    ink, mask, detection = _refine_best(residual, detection, lines, (ink, found.mask))
-    count = np.count_nonzero(mask)
-    if count < MIN_INK_PIXELS:
-        reason = f"only {count} ink pixels (expected >= {MIN_INK_PIXELS})"
-        return InkFound(np.zeros_like(residual), np.zeros_like(mask), reason, detection)
     return InkFound(ink, mask, "", detection)
 
 
