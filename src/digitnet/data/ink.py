@@ -69,14 +69,15 @@ def _coarse_factor(shape: tuple[int, int]) -> int:
     return max(1, math.ceil(max(shape) / COARSE_SIDE))
 
 
-def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.ndarray]:
+def remove_background(gray: np.ndarray, polarity: str,
+                      pooled: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Subtract the paper, estimated by a large morphological opening, leaving light ink.
 
     The opening (at a coarse scale, after block-minimum pooling that already erases thin
     strokes) removes every light structure narrower than a third of the image: the strokes.
     What remains follows gradients, coloured or grey paper and broad shadows. Dark ink is
     measured relative to the local paper brightness (light falling on paper multiplies), so a
-    stroke in shadow is as strong as one in full light.
+    stroke in shadow is as strong as one in full light. `pooled`: `detect_polarity`'s grids.
 
     Returns:
         (residual, background): float32 (H, W); residual >= 0 is the ink, light on black, and
@@ -84,7 +85,10 @@ def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.n
     """
     x = 1.0 - gray if polarity == DARK_ON_LIGHT else gray
     factor = _coarse_factor(x.shape)
-    low = block_reduce(x, factor, np.min)
+    if pooled and pooled[2] == factor:  # detect_polarity's block minima and maxima, reused
+        low = 1.0 - pooled[1] if polarity == DARK_ON_LIGHT else pooled[0]
+    else:
+        low = block_reduce(x, factor, np.min)
     size = odd(min(low.shape) * BACKGROUND_ELEMENT)
     # Odd reflection continues slopes past the edges, where an opening would otherwise cut
     # the corners off a lighting gradient; the two filters reach size - 1 cells in all.

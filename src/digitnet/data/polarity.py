@@ -24,7 +24,7 @@ def _evidence(dark: float, light: float) -> float:
     return math.log((dark + 1e-3) / (light + 1e-3))
 
 
-def detect_polarity(gray: np.ndarray) -> str:
+def detect_polarity(gray: np.ndarray, pooled: list | None = None) -> str:
     """Decide whether the ink is darker or lighter than the paper.
 
     Two scales of evidence, added as log ratios of dark to light ink mass. Fine: on a grid of at
@@ -37,10 +37,13 @@ def detect_polarity(gray: np.ndarray) -> str:
     lighting sticks out equally on both sides of its edges, so it does not decide.
 
     Returns:
-        DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image).
+        DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image). `pooled`, if given, is
+        extended by the fine grids: each cell's darkest and lightest pixel, and their factor.
     """
     factor = max(1, math.ceil(max(gray.shape) / FINE_SIDE))
     low, high = block_reduce(gray, factor, np.min), block_reduce(gray, factor, np.max)
+    if pooled is not None:
+        pooled.extend((low, high, factor))
     size = odd(min(low.shape) / POLARITY_ELEMENT)
     dark = min_filter(max_filter(low, size), size) - low
     light = high - max_filter(min_filter(high, size), size)

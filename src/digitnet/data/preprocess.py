@@ -266,8 +266,9 @@ def preprocess(image, debug: bool = False, max_pixels: int | None = None) -> Pre
                           ink_mask=_to_uint8(mask.astype(np.float32)))
     else:
         path = PHOTO
-        polarity = detect_polarity(gray)
-        residual, background = remove_background(gray, polarity)
+        pooled: list = []
+        polarity = detect_polarity(gray, pooled)
+        residual, background = remove_background(gray, polarity, pooled)
         ink, mask, reason, detection = find_ink(residual)
         if debug:
             paper = 1.0 - background if polarity == DARK_ON_LIGHT else background
