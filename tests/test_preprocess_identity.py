@@ -9,6 +9,12 @@ another tree, is benchmarks/preprocess_identity.py.
 
 A change that means to alter outputs bumps PREPROCESS_VERSION and rewrites the pins:
     PYTHONPATH=src python tests/test_preprocess_identity.py --pin
+
+PREPROCESS_VERSION 3 (the photo path's detect then refine, and its polarity test: issue 14)
+rewrote the pins of the 9 inputs whose outputs changed, all on the photo path: photo-euro-one/773,
+photo-grid/15872 and /50629, photo-marker/31354, photo-ruled/38276, photo-showthrough/50629 and
+/773, photo-small-in-large/15872 and /50629. The other 12 photo-path inputs and all 21 scans,
+drawings and MNIST PNGs kept the pins of version 2 bit for bit.
 """
 
 from __future__ import annotations

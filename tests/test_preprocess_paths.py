@@ -215,8 +215,8 @@ def test_a_frame_filling_scan_with_more_ink_than_paper_is_dark_ink(mnist_dir):
 def test_a_sharp_shadow_over_most_of_a_photo_does_not_flip_the_ink(mnist_dir):
     """A hard-edged shadow that darkens most of the page left a lit wedge standing out of the
     local median like light ink, and the pipeline read those photos as light ink on dark paper
-    (15 of 400 validation renderings of photo-shadow, these among them). The polarity now comes
-    from the skew of a high-pass copy, which a shadow's edge leaves symmetric."""
+    (15 of 400 validation renderings of photo-shadow, these among them). The polarity now counts
+    thin structures on each side (data/polarity.py), which a broad shadow is not."""
     from digitnet.data.images import to_array, to_grayscale
     from digitnet.data.ink import detect_polarity
 

@@ -3,8 +3,9 @@
 Two ways, chosen by `digitnet.data.preprocess`: a clean image (even paper, solid ink: a scan or a
 drawing) is split into paper and ink by Otsu's threshold and measured against the paper level
 (`split_clean`, `clean_ink`); a photo has its lighting and paper removed by a morphological
-opening (`remove_background`), its ink told from noise (`find_ink`), and lines across the page
-and marks away from the digit left out.
+opening (`remove_background`), its ink told from noise (`find_ink`), lines across the page left
+out, the digit picked among the page's other marks (`digitnet.data.candidates`) and its ink found
+again in a window around it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 from scipy import ndimage
-from skimage.transform import hough_line, hough_line_peaks
 
+from digitnet.data import candidates as marks
+from digitnet.data.candidates import PICKED, REJECTED, Detection, find_digit, line_pixels
 from digitnet.data.imageops import (
     Counted,
     block_reduce,
@@ -31,12 +33,15 @@ from digitnet.data.imageops import (
     repeat_blocks,
     resize,
     robust_stats,
-    shrink,
+)
+from digitnet.data.polarity import (  # noqa: F401  (re-exported: preprocess imports them here)
+    DARK_ON_LIGHT,
+    LIGHT_ON_DARK,
+    detect_polarity,
+    ink_is_light,
 )
 
 COARSE_SIDE = 128  # px; background and connected components are worked out on a grid this size
-POLARITY_SIDE = 128  # px; polarity is decided on an area-averaged copy this size...
-POLARITY_BLUR = 1 / 16  # ... less its Gaussian blur of this std (of its shorter side): strokes
 BACKGROUND_ELEMENT = 0.2  # opening element, as a fraction of the shorter side; wider than strokes
 MIN_PAPER_BRIGHTNESS = 0.25  # dark ink is measured relative to paper at least this bright
 MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full range
@@ -44,11 +49,13 @@ MIN_SNR = 6.0  # ... and by this many noise standard deviations (pure noise reac
 MIN_INK_PIXELS = 4  # fewer ink pixels than this is a speck, not a digit
 MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are dropped as dirt
 MIN_KEPT_SHARE = 0.15  # when the digit's blobs hold less of the ink, it is specks, not a digit
-LINE_SIDE = 512  # px; straight lines across the page are looked for on a copy this size
-LINE_MIN_SPAN = 0.7  # a line runs across at least this share of the image (a digit does not)
-LINE_MAX_TILT = 10  # degrees from horizontal or vertical
-_LINE_ANGLES = np.deg2rad(np.arange(-LINE_MAX_TILT, LINE_MAX_TILT + 0.25, 0.5))
 NEAR_DIGIT = 0.25  # blobs this close to the digit's blobs (of the group's size) join the digit
+SPECK_SIZE = 0.5  # blobs this small beside the digit are dust, not a rival for its ink
+REFINE_MARGIN = 1.0  # the digit's box is worked again with this much of its size around it
+REFINE_MIN_MARGIN = 8  # px, at least
+REFINE_MAX_SIZE = 0.25  # digits at least this share of the shorter side keep the page's threshold
+REFINE_TRIES = 4  # groups refined at most, heaviest first, until one has a digit's strokes
+MIN_STROKE_SHARE = 0.012  # strokes thinner than this share of the ink's size are not a digit's
 INK_WHITE_PERCENTILE = 90  # the ink residual at this percentile becomes white (255)
 CLEAN_MIN_CONTRAST = 0.3  # a clean image's ink and paper differ by this much at least...
 CLEAN_MAX_NOISE = 0.02  # ... its paper noise (std) is at most this ...
@@ -56,45 +63,22 @@ CLEAN_MAX_SPREAD = 0.12  # ... and its paper brightness spans at most this (no s
 CLEAN_MAX_FRAME_INK = 0.2  # ... and, above SCAN_MAX_SIDE px, ink along at most this of its edge
 SMALL_SIDE = 64  # px; images this small with two clear classes are scans (no lighting to undo)
 SCAN_MAX_SIDE = 128  # px; larger images with dark edges are shadows or tables, not scans
-AMBIGUOUS_DARK_SHARE = 0.8  # a frame-filling image is light ink on dark paper only this dark
 TIGHT_CROP_SHARE = 0.85  # ink spanning this share of the image across or down: a tight crop
-
-DARK_ON_LIGHT = "dark-on-light"
-LIGHT_ON_DARK = "light-on-dark"
 
 
 def _coarse_factor(shape: tuple[int, int]) -> int:
     return max(1, math.ceil(max(shape) / COARSE_SIDE))
 
 
-def detect_polarity(gray: np.ndarray) -> str:
-    """Decide whether the ink is darker or lighter than the paper.
-
-    Ink is thin strokes; lighting, shadows and paper are broad. On an area-averaged copy, the
-    image less its Gaussian blur (at a scale wider than strokes) keeps the strokes as a long
-    one-sided tail of values: negative for dark ink, positive for light ink. An edge of a
-    shadow or a lighting step leaves equal tails on both of its sides, so the sign of the third
-    moment of that high-pass copy decides. (The previous rule, ink mass standing out of a local
-    median, took a sharp shadow that darkens most of a photo for light paper with dark ink
-    around it.)
-
-    Returns:
-        DARK_ON_LIGHT or LIGHT_ON_DARK (DARK_ON_LIGHT for a blank image).
-    """
-    small = shrink(gray, POLARITY_SIDE).astype(np.float64)
-    sigma = POLARITY_BLUR * min(small.shape)
-    detail = small - ndimage.gaussian_filter(small, sigma, mode="reflect")
-    return DARK_ON_LIGHT if float(np.sum(detail ** 3)) <= 0.0 else LIGHT_ON_DARK
-
-
-def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.ndarray]:
+def remove_background(gray: np.ndarray, polarity: str,
+                      pooled: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Subtract the paper, estimated by a large morphological opening, leaving light ink.
 
     The opening (at a coarse scale, after block-minimum pooling that already erases thin
     strokes) removes every light structure narrower than a third of the image: the strokes.
     What remains follows gradients, coloured or grey paper and broad shadows. Dark ink is
     measured relative to the local paper brightness (light falling on paper multiplies), so a
-    stroke in shadow is as strong as one in full light.
+    stroke in shadow is as strong as one in full light. `pooled`: `detect_polarity`'s grids.
 
     Returns:
         (residual, background): float32 (H, W); residual >= 0 is the ink, light on black, and
@@ -102,7 +86,10 @@ def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.n
     """
     x = 1.0 - gray if polarity == DARK_ON_LIGHT else gray
     factor = _coarse_factor(x.shape)
-    low = block_reduce(x, factor, np.min)
+    if pooled and pooled[2] == factor:  # detect_polarity's block minima and maxima, reused
+        low = 1.0 - pooled[1] if polarity == DARK_ON_LIGHT else pooled[0]
+    else:
+        low = block_reduce(x, factor, np.min)
     size = odd(min(low.shape) * BACKGROUND_ELEMENT)
     # Odd reflection continues slopes past the edges, where an opening would otherwise cut
     # the corners off a lighting gradient; the two filters reach size - 1 cells in all.
@@ -122,47 +109,16 @@ def remove_background(gray: np.ndarray, polarity: str) -> tuple[np.ndarray, np.n
     return np.clip(residual, 0.0, 1.0), background
 
 
-def _line_pixels(mask: np.ndarray) -> np.ndarray:
-    """The pixels of `mask` on straight lines that run across most of the image, within
-    LINE_MAX_TILT of horizontal or vertical: ruled and squared paper, a form's frame, a table
-    edge. Found by a Hough transform (scikit-image) on a copy at most LINE_SIDE px a side.
-
-    Returns:
-        bool (H, W).
-    """
-    factor = max(1, math.ceil(max(mask.shape) / LINE_SIDE))
-    small = block_reduce(mask, factor, np.max, pad_mode="constant")
-    lines = np.zeros(small.shape, dtype=bool)
-    # vertical lines, then horizontal ones as vertical lines of the transpose
-    for turned in (False, True):
-        m = small.T if turned else small
-        h = m.shape[0]
-        if h < 16 or not m.any():
-            continue
-        hspace, angles, dists = hough_line(m, theta=_LINE_ANGLES)
-        _, found_angles, found_dists = hough_line_peaks(
-            hspace, angles, dists, min_distance=3, min_angle=len(_LINE_ANGLES),
-            threshold=LINE_MIN_SPAN * h)
-        if not len(found_angles):
-            continue
-        rows, cols = np.indices(m.shape, dtype=np.float32)
-        out = lines.T if turned else lines
-        for angle, dist in zip(found_angles, found_dists, strict=True):
-            distance = np.abs(cols * math.cos(angle) + rows * math.sin(angle) - dist)
-            width = np.count_nonzero(m & (distance <= 4)) / h  # the line's thickness, px
-            out |= m & (distance <= width / 2 + 1.5)
-    return repeat_blocks(lines, factor, mask.shape) & mask
-
-
-def keep_main_components(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+def keep_main_components(mask: np.ndarray, ink: np.ndarray, factor: int = 0) -> np.ndarray:
     """Full-size boolean map of the digit's ink blobs: the blob with the most ink, and the blobs
     holding at least MIN_COMPONENT_SHARE of the ink that lie near it (within NEAR_DIGIT of the
     group's size, grown blob by blob: the pieces of a broken stroke). Lines, specks and marks
     elsewhere on the page are dropped.
 
-    Works on the coarse grid, so gaps smaller than a grid cell do not split a stroke.
+    Works on the coarse grid (of `mask`, or `factor` px a cell: a window's, at the page's),
+    so gaps smaller than a grid cell do not split a stroke.
     """
-    factor = _coarse_factor(mask.shape)
+    factor = factor or _coarse_factor(mask.shape)
     coarse = block_reduce(mask, factor, np.max, pad_mode="constant")
     mass = block_reduce(ink, factor, np.sum, pad_mode="constant")
     labels, count = label_components(coarse)
@@ -225,35 +181,124 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
     return _Detection(residual, no_mask if reason else mask, level, noise, snr, reason)
 
 
-def find_ink(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
-    """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
+class InkFound(NamedTuple):
+    """The photo path's ink, or why there is none, and how the digit was picked."""
+    ink: np.ndarray  # float32 (H, W) in [0, 1]; empty when reason is set
+    mask: np.ndarray  # bool (H, W)
+    reason: str  # "" when a digit was found
+    detection: Detection | None = None  # the page's marks and their verdicts (candidates.py)
 
-    Ink is looked for pixel by pixel and after 3x3 averaging, and the scale where it stands
-    out more from the noise wins: averaging rescues broad strokes in a noisy photo, while
-    1 px strokes on clean paper are found at full resolution. The residual is then stretched
-    so the paper noise floor becomes 0 and solid ink 1, and blobs too small to matter are
-    dropped.
 
-    Returns:
-        (ink, mask, reason): ink float32 in [0, 1], mask bool, both (H, W); reason is "" when
-        a digit was found, else why not (and ink and mask are then empty).
-    """
-    found = max((_detect_ink(r) for r in (residual, box_mean3(residual))),
-                key=lambda d: (not d.reason, d.snr))
-    if found.reason:
-        return np.zeros_like(residual), found.mask, found.reason
+def _best_detection(residual: np.ndarray) -> _Detection:
+    """Ink looked for pixel by pixel and after 3x3 averaging: the scale where it stands out more
+    from the noise wins (averaging rescues broad strokes in a noisy photo, 1 px ones not)."""
+    return max((_detect_ink(r) for r in (residual, box_mean3(residual))),
+               key=lambda d: (not d.reason, d.snr))
+
+
+def _stretch(found: _Detection) -> np.ndarray:
+    """The residual stretched so the paper noise floor becomes 0 and solid ink 1."""
     values = found.residual[found.mask]
     low = found.level + 3 * found.noise
     high = max(float(np.percentile(values, INK_WHITE_PERCENTILE)), low + 1e-3)
-    ink = np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
-    lines = _line_pixels(found.mask)
-    off_lines = ink * ~lines
-    keep = keep_main_components(found.mask & ~lines, off_lines) & ~lines
-    kept = float((ink * keep).sum()) / max(float(off_lines.sum()), 1e-6)
-    if kept < MIN_KEPT_SHARE:
-        reason = f"only scattered specks (the largest group of blobs holds {kept:.0%} of the ink)"
-        return np.zeros_like(residual), np.zeros_like(found.mask), reason
-    return ink * keep, found.mask & keep, ""
+    return np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndarray,
+            fallback: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ink and mask found again in a window around the digit's box, at full resolution and by
+    the window's own statistics: a small, faint or thin digit among darker marks is measured
+    against its own paper, not the page's. The page-wide result (`fallback`) stands for a digit
+    of REFINE_MAX_SIZE of the photo or more (the page is mostly its paper) and where the window
+    alone finds no ink."""
+    top, bottom, left, right = box
+    size = max(bottom - top, right - left)
+    margin = max(REFINE_MARGIN * size, REFINE_MIN_MARGIN)
+    h, w = residual.shape
+    window = np.s_[max(0, int(top - margin)):min(h, int(bottom + margin)),
+                   max(0, int(left - margin)):min(w, int(right + margin))]
+    off = ~lines[window]
+    keep, page_factor = None, _coarse_factor(residual.shape)  # pieces join as on the page
+    if size < REFINE_MAX_SIZE * min(h, w):  # a small digit: measured in its own window
+        found = _best_detection(residual[window])
+        if not found.reason:
+            ink, mask = _stretch(found), found.mask
+            keep = keep_main_components(mask & off, ink * off, page_factor) & off
+    if keep is None or np.count_nonzero(mask & keep) < MIN_INK_PIXELS:
+        ink, mask = fallback[0][window], fallback[1][window]
+        keep = keep_main_components(mask & off, ink * off, page_factor) & off
+    full_ink, full_mask = np.zeros_like(residual), np.zeros(residual.shape, dtype=bool)
+    full_ink[window], full_mask[window] = ink * keep, mask & keep
+    return full_ink, full_mask
+
+
+def _refine_best(residual, detection: Detection, lines, fallback):
+    """`_refine` the picked group; should its strokes come out hairlines for its size (print,
+    or marks crossing each other), the next groups by weight are tried (verdict "fine")."""
+    tries = [g for g in detection.groups if g.verdict in ("", PICKED)][:REFINE_TRIES]
+    tries.sort(key=lambda g: g.verdict != PICKED)
+    groups, first = list(detection.groups), None
+    for group in tries:
+        ink, mask = _refine(residual, group.box, lines, fallback)
+        first = first or (ink, mask, group)
+        if marks.stroke_share(mask) >= MIN_STROKE_SHARE:
+            break
+        groups[groups.index(group)] = group._replace(verdict="fine")
+    else:
+        ink, mask, group = first
+        if np.count_nonzero(mask) < MIN_INK_PIXELS:  # nothing there: the page's heaviest ink
+            page = (0, residual.shape[0], 0, residual.shape[1])
+            ink, mask = _refine(residual, page, lines, fallback)
+    picked = group._replace(verdict=PICKED)
+    groups = [picked if g.box == group.box and g.mass == group.mass else
+              g._replace(verdict="") if g.verdict == PICKED else g for g in groups]
+    return ink, mask, detection._replace(picked=picked, groups=groups)
+
+
+def _pick(residual, mask, ink, lines, faint: bool) -> tuple[Detection, float]:
+    """The page's marks (`find_digit`) and the digit's share of the weight of the marks that
+    might be it (not other marks, nor specks far smaller): noise gives many alike."""
+    detection = find_digit(residual, mask, ink, lines, faint)
+    picked = detection.picked
+    if picked is None:
+        return detection, 0.0
+    rivals = sum(g.weight for g in detection.groups if g.verdict not in REJECTED
+                 and g.size >= SPECK_SIZE * picked.size)
+    return detection, picked.weight / max(rivals, 1e-6)
+
+
+def find_ink(residual: np.ndarray) -> InkFound:
+    """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
+
+    Detect, then refine. The residual is thresholded page-wide (`_best_detection`) and
+    stretched so the paper noise floor becomes 0 and solid ink 1; lines across the page are left
+    out, and of the other marks the digit's group is picked (candidates.py: not the table's edge,
+    a line, print or specks). Its box is then worked again at full resolution (`_refine`), and
+    blobs too small to matter are dropped.
+
+    Returns:
+        InkFound: ink float32 in [0, 1], mask bool, both (H, W); reason is "" when a digit was
+        found, else why not (and ink and mask are then empty).
+    """
+    found = _best_detection(residual)
+    if found.reason:
+        return InkFound(np.zeros_like(residual), found.mask, found.reason)
+    ink = _stretch(found)
+    lines = line_pixels(found.mask)
+    detection, share = _pick(residual, found.mask, ink, lines, faint=False)
+    if detection.forced or share < MIN_KEPT_SHARE:  # look again, for fainter marks too
+        again, share_again = _pick(residual, found.mask, ink, lines, faint=True)
+        if not again.forced and share_again >= MIN_KEPT_SHARE:
+            detection, share = again, share_again
+    reason = f"only scattered specks (the largest group of blobs holds {share:.0%} of the ink)"
+    if detection.picked is not None and share >= MIN_KEPT_SHARE:
+        ink, mask, detection = _refine_best(residual, detection, lines, (ink, found.mask))
+        count = np.count_nonzero(mask)
+        reason = "" if count >= MIN_INK_PIXELS else (
+            f"only {count} ink pixels (expected >= {MIN_INK_PIXELS})")
+    if reason:
+        return InkFound(np.zeros_like(residual), np.zeros_like(found.mask), reason, detection)
+    return InkFound(ink, mask, "", detection)
 
 
 class CleanSplit(NamedTuple):
@@ -272,20 +317,6 @@ def _share(flags: np.ndarray) -> float:
     """float(flags.mean()) of a bool array, exactly (numpy sums the 0s and 1s in float64 and
     divides by the count), without np.mean's overhead on a tiny array."""
     return np.count_nonzero(flags) / flags.size
-
-
-def ink_is_light(corners, ring: float, image: float):
-    """Whether a two-class image's ink is its light class, from the dark class's share of the
-    image's corners, of its outer ring and of the whole image (floats, or arrays of them for a
-    stack of images: data/small.py).
-
-    The paper is the class that holds three quarters of the corners (paper in nearly every digit,
-    even one stretched to fill its frame), else 60% of the outer ring. When the ink fills both,
-    it is dark ink on light paper, as pages come, unless nearly all of the image is dark: thick
-    strokes stretched over a frame cover more than half of it.
-    """
-    return np.where(np.abs(corners - 0.5) >= 0.25, corners >= 0.5,
-                    np.where(np.abs(ring - 0.5) >= 0.1, ring >= 0.5, image >= AMBIGUOUS_DARK_SHARE))
 
 
 def split_clean(gray: np.ndarray) -> CleanSplit | None:

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from digitnet.constants import IMAGE_SIZE
+from digitnet.data.candidates import picture as candidates_picture
 from digitnet.data.imageops import bounding_box, max_filter, resize, shrink
 from digitnet.data.images import (  # noqa: F401  (re-exported: the pipeline's public names)
     MAX_PIXELS,
@@ -284,13 +285,16 @@ def _preprocess_gray(source: str, gray: np.ndarray, stages: dict, debug: bool,
                           ink_mask=_to_uint8(mask.astype(np.float32)))
     else:
         path = PHOTO
-        polarity = detect_polarity(gray)
-        residual, background = remove_background(gray, polarity)
-        ink, mask, reason = find_ink(residual)
+        pooled: list = []
+        polarity = detect_polarity(gray, pooled)
+        residual, background = remove_background(gray, polarity, pooled)
+        ink, mask, reason, detection = find_ink(residual)
         if debug:
             paper = 1.0 - background if polarity == DARK_ON_LIGHT else background
-            stages.update(background=_to_uint8(paper), background_removed=_to_uint8(ink),
-                          ink_mask=_to_uint8(mask.astype(np.float32)))
+            stages.update(background=_to_uint8(paper), background_removed=_to_uint8(ink))
+            if detection is not None:
+                stages["candidates"] = candidates_picture(detection)
+            stages["ink_mask"] = _to_uint8(mask.astype(np.float32))
     if reason:
         blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
         return PreprocessResult(blank, False, reason, source, polarity, stages, path)
