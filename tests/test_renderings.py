@@ -203,12 +203,12 @@ def test_render_split_renders_the_same_digits_for_every_rendering(mnist_dir, mon
             assert np.array_equal(np.asarray(_decoded(data)), test_images[i])
 
 
-def _run(args: list[str], mnist_dir) -> subprocess.CompletedProcess:
+def _run(args: list[str], mnist_dir, script: str | None = None) -> subprocess.CompletedProcess:
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src, "DIGITNET_DATA_DIR": str(mnist_dir),
            "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, str(BENCHMARKS / "real_world.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, script or str(BENCHMARKS / "real_world.py"), *args],
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_real_world_evaluate_writes_the_report(serve_model, mnist_dir, tmp_path):
@@ -234,6 +234,33 @@ def test_real_world_evaluate_writes_the_report(serve_model, mnist_dir, tmp_path)
     real_world = _load_script("real_world")
     compared = real_world.to_markdown(report, baseline=report)
     assert "| baseline | change |" in compared and "| +0.00 |" in compared
+
+
+def test_real_world_cache_scores_what_evaluate_scores(serve_model, mnist_dir, tmp_path):
+    """benchmarks/real_world_cache.py: the images preprocessed once, then a model's accuracy per
+    rendering equals what `real_world.py evaluate` reports for the same digits (both processes
+    of the pool and one process give the same cache)."""
+    cache, one, out = tmp_path / "c.npz", tmp_path / "one.npz", tmp_path / "run.json"
+    names = "scan16-grey,mnist-png,photo-euro-one"
+    script = str(BENCHMARKS / "real_world_cache.py")
+    for path, workers in ((cache, "2"), (one, "1")):
+        done = _run(["build", str(path), "--split", "val", "--n-per-class", "1", "--names",
+                     names, "--workers", workers], mnist_dir, script)
+        assert done.returncode == 0 and "30 images" in done.stdout, done.stderr[-2000:]
+    a, b = np.load(cache), np.load(one)
+    assert all(np.array_equal(a[k], b[k]) for k in ("images", "found", "labels", "names"))
+    assert set(a["labels"][a["names"] == "photo-euro-one"]) == {1}
+    scored = _run(["score", str(cache), "cnn-v1/tiny", "--models-dir", serve_model["models"]],
+                  mnist_dir, script)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    done = _run(["evaluate", "cnn-v1/tiny", "--models-dir", serve_model["models"], "--split",
+                 "val", "--n-per-class", "1", "--names", names, "--json", str(out),
+                 "--threads", "1"], mnist_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["models"][0]["renderings"]
+    for name in names.split(","):
+        line = next(x for x in scored.stdout.splitlines() if x.startswith(name + " "))
+        assert float(line.split()[-1]) == pytest.approx(100 * rows[name]["accuracy"]), name
 
 
 def test_baseline_change_is_this_run_minus_the_baseline():
