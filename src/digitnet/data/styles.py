@@ -14,6 +14,8 @@ Everything is batched: one distance field per drawn segment over the whole batch
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from digitnet.data.warp import uniform
@@ -61,29 +63,42 @@ def draw_segments(x: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
     return torch.maximum(x, (stroke * peak).unsqueeze(1))
 
 
-def _stem(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The top and bottom of each sample's ink, the ink's column there, height and stroke width."""
-    n, size = len(x), x.shape[-1]
-    img = x[:, 0]
+class _Stem(NamedTuple):
+    """Where each sample's ink starts and ends (rows, and the ink's mean column there), its
+    height and its stroke width, all (B,) floats."""
+
+    top: torch.Tensor
+    bottom: torch.Tensor
+    x_top: torch.Tensor
+    x_bottom: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+
+
+def _column_near(img: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The ink-weighted mean column of each sample's rows lo..hi; img (B, S, S), lo, hi (B,)."""
+    rows = torch.arange(img.shape[-1])
+    band = (rows.view(1, -1) >= lo.view(-1, 1)) & (rows.view(1, -1) <= hi.view(-1, 1))
+    w = img * band.unsqueeze(-1)
+    px, _ = _pixel_centres(img.shape[-1])
+    return (w * px).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1e-6)
+
+
+def _stem(img: torch.Tensor) -> _Stem:
+    """The stem of each sample of img (B, S, S): ink above INK of its peak."""
+    n, size = len(img), img.shape[-1]
     ink = img > INK * img.flatten(1).amax(1).clamp(min=1e-6).view(n, 1, 1)
     rows = ink.any(2)  # (B, S)
     idx = torch.arange(size)
     top = torch.where(rows, idx, size).amin(1)
     bottom = torch.where(rows, idx, -1).amax(1)
-    px, _ = _pixel_centres(size)
-
-    def column_near(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        band = ((idx.view(1, -1) >= lo.view(-1, 1)) & (idx.view(1, -1) <= hi.view(-1, 1)))
-        w = img * band.view(n, size, 1)
-        return (w * px).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1e-6)
-
     height = (bottom - top + 1).clamp(min=1).float()
-    x_top, x_bottom = column_near(top, top + END_ROWS), column_near(bottom - END_ROWS, bottom)
+    x_top = _column_near(img, top, top + END_ROWS)
+    x_bottom = _column_near(img, bottom - END_ROWS, bottom)
     # a stroke's width is its ink (pixels at full ink) over its length; a 1 is one slanted stem
     length = torch.hypot(height, x_top - x_bottom)
     width = (img.flatten(1).sum(1) / length).clamp(*STROKE_RANGE)
-    return dict(top=top.float(), bottom=bottom.float(), height=height, width=width, x_top=x_top,
-                x_bottom=x_bottom, column_near=column_near)
+    return _Stem(top.float(), bottom.float(), x_top, x_bottom, height, width)
 
 
 def draw_styles(x: torch.Tensor, labels: torch.Tensor, one_prob: float, seven_prob: float,
@@ -96,39 +111,34 @@ def draw_styles(x: torch.Tensor, labels: torch.Tensor, one_prob: float, seven_pr
     """
     n = len(x)
     chance = torch.rand(n, generator=generator)
-    one = (labels == ONE) & (chance < one_prob)
-    seven = (labels == SEVEN) & (chance < seven_prob)
     flag_len, flag_angle = uniform(n, *FLAG_LENGTH, generator), uniform(n, *FLAG_ANGLE, generator)
     base = torch.rand(n, generator=generator) < BASE_PROB
     base_half = uniform(n, *BASE_HALF, generator)
     cross_half, cross_at = uniform(n, *CROSS_HALF, generator), uniform(n, *CROSS_HEIGHT, generator)
     cross_tilt = uniform(n, -CROSS_TILT, CROSS_TILT, generator)
-    chosen = torch.nonzero(one | seven).flatten()
-    if len(chosen) == 0:
-        return x.clone()
     out = x.clone()
-    sub = x[chosen]
-    stem = _stem(sub)
-    h, w = stem["height"], stem["width"]
-    k = chosen
-    # the 1's flag: from the top of the stem down and to the left
-    angle = torch.deg2rad(flag_angle[k])
-    top = torch.stack([stem["x_top"], stem["top"]], 1)
-    flag_end = top + torch.stack([-torch.cos(angle), torch.sin(angle)], 1) * (flag_len[k] * h
-                                                                               ).unsqueeze(1)
-    # the 1's base, under the bottom of the stem
-    foot = torch.stack([stem["x_bottom"], stem["bottom"]], 1)
-    half = (base_half[k] * h).unsqueeze(1) * torch.tensor([1.0, 0.0])
-    # the 7's crossbar, through the stem a little below the middle
-    at = stem["top"] + cross_at[k] * h
-    centre = torch.stack([stem["column_near"]((at - 1).round().long(), (at + 1).round().long()),
-                          at], 1)
-    tilt = torch.deg2rad(cross_tilt[k])
-    bar = (cross_half[k] * h).unsqueeze(1) * torch.stack([torch.cos(tilt), torch.sin(tilt)], 1)
-    is_one = one[k]
-    flagged = draw_segments(sub, top, flag_end, w)
-    based = draw_segments(flagged, foot - half, foot + half, w)
-    flagged = torch.where((base[k] & is_one).view(-1, 1, 1, 1), based, flagged)
-    crossed = draw_segments(sub, centre - bar, centre + bar, w)
-    out[chosen] = torch.where(is_one.view(-1, 1, 1, 1), flagged, crossed)
+    ones = torch.nonzero((labels == ONE) & (chance < one_prob)).flatten()
+    if len(ones):  # a flag from the top of the stem down to the left, often a base under it
+        sub = x[ones]
+        stem = _stem(sub[:, 0])
+        angle = torch.deg2rad(flag_angle[ones])
+        top = torch.stack([stem.x_top, stem.top], 1)
+        reach = (flag_len[ones] * stem.height).unsqueeze(1)
+        flagged = draw_segments(sub, top, top + reach * torch.stack(
+            [-torch.cos(angle), torch.sin(angle)], 1), stem.width)
+        foot = torch.stack([stem.x_bottom, stem.bottom], 1)
+        half = (base_half[ones] * stem.height).unsqueeze(1) * torch.tensor([1.0, 0.0])
+        based = draw_segments(flagged, foot - half, foot + half, stem.width)
+        out[ones] = torch.where(base[ones].view(-1, 1, 1, 1), based, flagged)
+    sevens = torch.nonzero((labels == SEVEN) & (chance < seven_prob)).flatten()
+    if len(sevens):  # a crossbar through the stem, a little below the middle
+        sub = x[sevens]
+        stem = _stem(sub[:, 0])
+        at = stem.top + cross_at[sevens] * stem.height
+        centre = torch.stack([_column_near(sub[:, 0], (at - 1).round().long(),
+                                           (at + 1).round().long()), at], 1)
+        tilt = torch.deg2rad(cross_tilt[sevens])
+        bar = (cross_half[sevens] * stem.height).unsqueeze(1) * torch.stack(
+            [torch.cos(tilt), torch.sin(tilt)], 1)
+        out[sevens] = draw_segments(sub, centre - bar, centre + bar, stem.width)
     return out
