@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from renderings import EURO_ONE, RENDERINGS, count_for, pick_digits, render_one  # noqa: E402
+from renderings import EURO_ONE, count_for, pick_digits, render_one  # noqa: E402
 
 
 def _one(task: tuple[str, np.ndarray, int]) -> tuple[np.ndarray, bool, str]:
@@ -60,16 +60,30 @@ def build(out: Path, split: str, n_per_class: int, names: list[str], workers: in
 
 
 def score(cache: Path, refs: list[str], models_dir: str | None) -> str:
+    from digitnet.errors import DigitnetError
     from digitnet.store import load_model
     from real_world import model_probs
 
-    d = np.load(cache)
+    try:
+        d = np.load(cache)
+        missing = {"images", "found", "labels", "names", "index"} - set(d.files)
+    except OSError as e:
+        raise SystemExit(f"{cache}: cannot read it ({e.strerror or e})") from None
+    except ValueError:
+        missing = {"an .npz archive"}
+    if missing:
+        raise SystemExit(f"{cache}: not a cache written by `build` (expected "
+                         f"{', '.join(sorted(missing))})")
     names = list(dict.fromkeys(d["names"].tolist()))
     ten = [n for n in names if n != EURO_ONE.name]
     lines = [f"{'rendering':26s}" + "".join(f"{r.split('/')[-1][-16:]:>17s}" for r in refs)]
     table, clean = {}, {}
     for ref in refs:
-        probs = model_probs(load_model(ref, models_dir), d["images"])
+        try:
+            loaded = load_model(ref, models_dir)
+        except DigitnetError as e:
+            raise SystemExit(f"{ref}: {e}") from None
+        probs = model_probs(loaded, d["images"])
         right = np.where(d["found"], probs.argmax(1), -1) == d["labels"]
         table[ref] = {n: right[d["names"] == n].mean() for n in names}
         png = d["names"] == "mnist-png"
@@ -103,12 +117,9 @@ def main() -> None:
     p.add_argument("--models-dir", default=None)
     args = parser.parse_args()
     if args.command == "build":
-        known = [*RENDERINGS, EURO_ONE.name]
-        names = args.names.split(",") if args.names else known
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise SystemExit(f"unknown rendering(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(known)}")
+        from real_world import _names  # the one check of --names
+
+        names = _names(args.names)
         start = time.perf_counter()
         n = build(args.out, args.split, args.n_per_class, names, args.workers, args.data_dir)
         print(f"{n} images in {time.perf_counter() - start:.0f} s -> {args.out}")

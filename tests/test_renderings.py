@@ -253,6 +253,12 @@ def test_real_world_cache_scores_what_evaluate_scores(serve_model, mnist_dir, tm
     scored = _run(["score", str(cache), "cnn-v1/tiny", "--models-dir", serve_model["models"]],
                   mnist_dir, script)
     assert scored.returncode == 0, scored.stderr[-2000:]
+    (tmp_path / "notes.txt").write_text("not an archive")
+    for bad, says in ((tmp_path / "notes.txt", "not a cache written by `build`"),
+                      (tmp_path / "missing.npz", "cannot read it")):
+        refused = _run(["score", str(bad), "cnn-v1/tiny"], mnist_dir, script)
+        assert refused.returncode == 1 and says in refused.stderr, refused.stderr[-2000:]
+        assert "Traceback" not in refused.stderr
     done = _run(["evaluate", "cnn-v1/tiny", "--models-dir", serve_model["models"], "--split",
                  "val", "--n-per-class", "1", "--names", names, "--json", str(out),
                  "--threads", "1"], mnist_dir)
