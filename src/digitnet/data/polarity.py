@@ -63,7 +63,8 @@ def detect_polarity(gray: np.ndarray, pooled: list | None = None) -> str:
     return DARK_ON_LIGHT if fine + COARSE_WEIGHT * coarse >= 0 else LIGHT_ON_DARK
 
 
-def ink_is_light(corners, ring: float, image: float):
+def ink_is_light(corners: float | np.ndarray, ring: float | np.ndarray,
+                 image: float | np.ndarray) -> np.ndarray:
     """Whether a two-class image's ink is its light class, from the dark class's share of the
     image's corners, of its outer ring and of the whole image (floats, or arrays of them for a
     stack of images: data/small.py).
