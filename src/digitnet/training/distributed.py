@@ -103,6 +103,10 @@ def processes(device: str = "auto", timeout_s: float = DIST_TIMEOUT_S) -> Iterat
                             f"run failed ({first_line(e)}); another rank died, hung for "
                             f"{timeout_s:g} s (--dist-timeout) or failed (see its error); "
                             f"continue with `digitnet train --resume REF`") from None
+    else:  # every rank done before the group goes: a gloo rank whose peer has already left
+        if own_group:  # can abort at teardown ("terminate called without an active exception")
+            with contextlib.suppress(RuntimeError, dist.DistError):
+                dist.barrier()
     finally:
         if own_group:
             with contextlib.suppress(RuntimeError, ValueError):
