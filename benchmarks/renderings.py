@@ -298,14 +298,16 @@ def _photo_digit(digit: np.ndarray, rng: np.random.Generator, height: int,
 
 
 def _stroked(digit: np.ndarray, height: int, stroke: float | None,
-             degrees: float = 0.0) -> np.ndarray:
+             degrees: float = 0.0, keep_filled: bool = False) -> np.ndarray:
     """The digit, rotated by `degrees`, scaled so that it was `height` px tall before rotating,
     redrawn along its skeleton with a pen `stroke` px wide (None: MNIST's own strokes).
 
     A thin ballpoint, a thick marker or a drawing program differ from MNIST's pressure-varying
     strokes like this: the same path, a constant width. The shape is worked out at 4x MNIST's
     size and only then scaled: the distance to the skeleton scales with the image, so the pen
-    width comes out the same, far faster than skeletonising a large image.
+    width comes out the same, far faster than skeletonising a large image. With `keep_filled`,
+    parts of the ink far thicker than its strokes (a loop its writer filled in) stay filled: a
+    skeleton would redraw them as a line, another digit (an 8 as a P).
     """
     cover = _coverage(digit)
     work = _rotated(_scaled(cover, cover.shape[0] * 4), degrees)
@@ -314,17 +316,31 @@ def _stroked(digit: np.ndarray, height: int, stroke: float | None,
         return _resize(work, max(1, round(work.shape[1] * factor)),
                        max(1, round(work.shape[0] * factor)))
     pad = math.ceil(stroke / 2 / factor) + 1  # room for the pen beyond the skeleton
-    dist = _skeleton_distance(np.pad(work, pad))
+    dist = _skeleton_distance(np.pad(work, pad), keep_filled)
     far = _resize_any(dist, round(dist.shape[1] * factor), round(dist.shape[0] * factor)) * factor
     return _crop(np.clip(stroke / 2 + 0.5 - far, 0, 1).astype(np.float32))
 
 
-def _skeleton_distance(cover: np.ndarray) -> np.ndarray:
-    """Distance (px) from each pixel to the skeleton of the ink (cover > 0.5)."""
+FILLED_WIDTH = 1.8  # ink this many times as thick as its typical stroke is a filled-in area
+
+
+def _skeleton_distance(cover: np.ndarray, keep_filled: bool = False) -> np.ndarray:
+    """Distance (px) from each pixel to the skeleton of the ink (cover > 0.5); with
+    `keep_filled`, to the skeleton or to the ink's filled-in areas: where a disk FILLED_WIDTH
+    times as wide as the ink's median stroke fits inside it."""
     mask = cover > 0.5
     skeleton = skeletonize(mask) if mask.any() else mask
     if not skeleton.any():
         skeleton = cover >= cover.max()
+    if keep_filled and mask.any():
+        depth = ndimage.distance_transform_edt(mask)  # on the skeleton: half the stroke's width
+        on = skeleton & mask
+        radius = FILLED_WIDTH * float(np.median(depth[on])) if on.any() else 0.0
+        if radius >= 1:
+            r = int(math.ceil(radius))
+            yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+            disk = yy ** 2 + xx ** 2 <= radius ** 2
+            skeleton = skeleton | ndimage.binary_opening(mask, structure=disk)
     return ndimage.distance_transform_edt(~skeleton).astype(np.float32)
 
 
@@ -751,7 +767,9 @@ def _drawing(digit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, d
     side = 280
     digit_h = round(side * float(rng.uniform(0.5, 0.85)))
     brush = float(rng.uniform(18, 25))
-    cover = _stroked(digit, digit_h, brush)
+    ink = _coverage(digit)  # a wide digit is drawn as wide as it fits: nobody draws off the canvas
+    digit_h = min(digit_h, math.floor((side - brush - 2) * ink.shape[0] / ink.shape[1]))
+    cover = _stroked(digit, digit_h, brush, keep_filled=True)
     cover = cover[:side, :side]
     canvas = np.zeros((side, side), np.float32)
     top = int(rng.integers(0, side - cover.shape[0] + 1))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -139,6 +140,34 @@ def test_exif_rendering_stores_rotated_pixels_with_an_orientation_tag(mnist_dir,
     assert list(upright.size) == params["size"]
     if orientation in (6, 8):
         assert image.size == upright.size[::-1]
+
+
+@pytest.mark.parametrize("name", ["drawing-dark", "drawing-light", "drawing-transparent"])
+def test_drawings_keep_a_wide_digit_on_the_canvas_and_filled_loops_filled(name):
+    """A wide digit (a flat 0 stretched over MNIST's box) is drawn inside the 280x280 canvas, as
+    a person draws, not cut at its edge; a loop filled in (a solid disk under a stem, as in some
+    MNIST 8s and 9s) stays filled instead of being redrawn as the skeleton's line."""
+    yy, xx = np.mgrid[0:28, 0:28]
+    flat = (((yy - 14) / 5.0) ** 2 + ((xx - 14) / 13.0) ** 2)
+    ring = ((flat > 0.55) & (flat < 1.0)).astype(np.uint8) * 255
+    blob = (((yy - 18) ** 2 + (xx - 14) ** 2) <= 25) | ((abs(xx - 14) <= 1) & (yy >= 4) & (yy < 18))
+    for digit, filled in ((ring, False), (blob.astype(np.uint8) * 255, True)):
+        for seed in range(3):
+            image = _decoded(R.render_one(name, digit, seed)[0])
+            alpha = np.asarray(image.getchannel("A") if image.mode == "RGBA" else
+                               ImageOps.invert(image.convert("L")) if name == "drawing-dark" else
+                               image.convert("L"), np.float32) / 255
+            ink = alpha > 0.5
+            assert not (ink[:, 0].any() and ink[:, -1].any()), (name, seed)  # not cut at both sides
+            if not filled:  # the ring is whole: its hole is not joined to the paper around it
+                labels, _ = ndimage.label(~ink)  # (pockets where it touches an edge aside)
+                assert np.count_nonzero(np.bincount(labels.ravel())[1:] > 1000) == 2, (name, seed)
+            else:  # the disk's centre, 4 px of 28 below the middle, is inked
+                rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+                height = rows[-1] - rows[0]
+                cy = rows[0] + round(height * (18 - 4 + 0.5) / (23.5 - 4 + 0.5))
+                cx = (cols[0] + cols[-1]) // 2
+                assert ink[cy - 3:cy + 4, cx - 3:cx + 4].all(), (name, seed)
 
 
 def test_mnist_png_is_the_digit_itself(mnist_dir):
