@@ -198,7 +198,7 @@ def test_arrays_and_tensors(seven, reference, make):
 
 
 def test_version_and_grayscale_contract(seven):
-    assert PREPROCESS_VERSION == 3  # 3: polarity rules, a small digit among marks on a page
+    assert PREPROCESS_VERSION == 4  # 3: polarity rules, a small digit among marks; 4: faint digits
     gray = to_grayscale(np.asarray(on_paper(seven)))
     assert gray.dtype == np.float32 and gray.shape == seven.shape
     assert 0.0 <= gray.min() and gray.max() <= 1.0

@@ -15,6 +15,10 @@ rewrote the pins of the 9 inputs whose outputs changed, all on the photo path: p
 photo-grid/15872 and /50629, photo-marker/31354, photo-ruled/38276, photo-showthrough/50629 and
 /773, photo-small-in-large/15872 and /50629. The other 12 photo-path inputs and all 21 scans,
 drawings and MNIST PNGs kept the pins of version 2 bit for bit.
+
+PREPROCESS_VERSION 4 (a faint digit beside darker marks is looked for below the page's threshold,
+`ink.FAINT_SNR`) changed none of the 42 pinned outputs; on the validation renderings it changed
+photo-small-in-large only (benchmarks/real_world_cache.py, 40 digits per class).
 """
 
 from __future__ import annotations

@@ -28,14 +28,15 @@ def _two(size: int = DIGIT, width: int = STROKE) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def _page(with_marks: bool, digit_at=(560, 900), table: str = "right") -> np.ndarray:
+def _page(with_marks: bool, digit_at=(560, 900), table: str = "right",
+          digit_ink: float = 1.0) -> np.ndarray:
     """Grey photo of a page, float in [0, 1]: paper, light falling off, noise, the digit and,
     if asked, the other marks."""
     h, w = PAGE
     rng = np.random.default_rng(5)
     marks = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(marks)
-    if with_marks:
+    if with_marks:  # `digit_ink`: how dark the digit is against the marks (pencil: 0.3)
         draw.line([(80, 120), (700, 330)], fill=255, width=4)  # a drawn line, tilted
         draw.line([(1450, 150), (1400, 900)], fill=255, width=3)  # a near-upright one
         for row in range(4):  # rows of small print: letters 16 px tall
@@ -52,7 +53,8 @@ def _page(with_marks: bool, digit_at=(560, 900), table: str = "right") -> np.nda
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     ink = np.asarray(marks, dtype=np.float32) / 255.0 * 0.85
     y, x = digit_at
-    ink[y:y + DIGIT, x:x + DIGIT] = np.maximum(ink[y:y + DIGIT, x:x + DIGIT], _two())
+    ink[y:y + DIGIT, x:x + DIGIT] = np.maximum(ink[y:y + DIGIT, x:x + DIGIT],
+                                              digit_ink * _two())
     paper = 0.92 * (0.75 + 0.25 * np.linspace(0, 1, w, dtype=np.float32)[None, :])
     page = paper * (1 - ink) + 0.12 * ink
     if with_marks and table == "right":  # the table showing along the right edge
@@ -88,6 +90,17 @@ def test_small_digit_among_marks_on_a_large_page_is_found(clean, digit_at):
     # the picked group is the digit's, and the debug stages show the decision
     assert "candidates" in result.stages
     assert result.stages["candidates"].max() == 255
+
+
+@pytest.mark.parametrize("digit_ink", [0.3, 0.45])
+def test_a_faint_pencil_digit_among_darker_marks_is_found(clean, digit_ink):
+    """Dark marks set the page's threshold above a faint digit's strokes: the digit must be
+    found all the same, below the threshold, and not a piece of the marks."""
+    result = preprocess(_page(with_marks=True, digit_ink=digit_ink))
+    assert result.path == PHOTO and result.digit_found, result.reason
+    assert _overlap(result.image, clean) > 0.6
+    corr = np.corrcoef(result.image.ravel().astype(float), clean.ravel().astype(float))[0, 1]
+    assert corr > 0.85
 
 
 @pytest.mark.parametrize("table, lit, shadow", [("right", 0.1, 0.55), ("none", 0.15, 0.4),

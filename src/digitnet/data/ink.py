@@ -48,6 +48,7 @@ MIN_CONTRAST = 0.10  # ink must differ from paper by this fraction of the full r
 MIN_SNR = 6.0  # ... and by this many noise standard deviations (pure noise reaches about 4.3)
 MIN_INK_PIXELS = 4  # fewer ink pixels than this is a speck, not a digit
 MIN_COMPONENT_SHARE = 0.02  # ink blobs holding less of the total ink mass are dropped as dirt
+FAINT_SNR = 8.0  # marks this many noise std above the paper are looked at below the threshold
 MIN_KEPT_SHARE = 0.15  # when the digit's blobs hold less of the ink, it is specks, not a digit
 NEAR_DIGIT = 0.25  # blobs this close to the digit's blobs (of the group's size) join the digit
 SPECK_SIZE = 0.5  # blobs this small beside the digit are dust, not a rival for its ink
@@ -267,14 +268,20 @@ def _pick(residual, mask, ink, lines, faint: bool) -> tuple[Detection, float]:
     return detection, picked.weight / max(rivals, 1e-6)
 
 
+def _apart(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Whether two (top, bottom, left, right) boxes do not overlap."""
+    return a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2]
+
+
 def find_ink(residual: np.ndarray) -> InkFound:
     """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
 
     Detect, then refine. The residual is thresholded page-wide (`_best_detection`) and
     stretched so the paper noise floor becomes 0 and solid ink 1; lines across the page are left
     out, and of the other marks the digit's group is picked (candidates.py: not the table's edge,
-    a line, print or specks). Its box is then worked again at full resolution (`_refine`), and
-    blobs too small to matter are dropped.
+    a line, print or specks), among the marks above the threshold and, for a faint digit beside
+    darker marks, among those down to FAINT_SNR noise levels. Its box is then worked again at
+    full resolution (`_refine`), and blobs too small to matter are dropped.
 
     Returns:
         InkFound: ink float32 in [0, 1], mask bool, both (H, W); reason is "" when a digit was
@@ -286,6 +293,15 @@ def find_ink(residual: np.ndarray) -> InkFound:
     ink = _stretch(found)
     lines = line_pixels(found.mask)
     detection, share = _pick(residual, found.mask, ink, lines, faint=False)
+    # Dark marks raise the page's threshold above a faint pencil digit's strokes: the marks are
+    # looked at again down to FAINT_SNR noise levels, and a digit found there apart from the
+    # first pick, and outweighing it, is taken (show-through merges with a dark digit there).
+    seen = found.mask | (found.residual > found.level + FAINT_SNR * found.noise)
+    again, share_again = _pick(residual, seen, ink, lines, faint=False)
+    if again.picked is not None and not again.forced and share_again >= MIN_KEPT_SHARE and (
+            detection.picked is None or (_apart(again.picked.box, detection.picked.box)
+                                         and again.picked.weight > detection.picked.weight)):
+        detection, share = again, share_again
     if detection.forced or share < MIN_KEPT_SHARE:  # look again, for fainter marks too
         again, share_again = _pick(residual, found.mask, ink, lines, faint=True)
         if not again.forced and share_again >= MIN_KEPT_SHARE:

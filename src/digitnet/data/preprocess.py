@@ -50,7 +50,7 @@ from digitnet.data.ink import (
 from digitnet.data.small import keep_small, small_codes, split_many, split_small
 from digitnet.fileio import atomic_write_bytes
 
-PREPROCESS_VERSION = 3  # bump whenever a change alters outputs; recorded in data manifests
+PREPROCESS_VERSION = 4  # bump whenever a change alters outputs; recorded in data manifests
 
 BOX_SIZE = 20  # MNIST fits each digit into a 20x20 box (test set: 9,997 of 10,000 span 20 px)
 MIN_STROKE_WIDTH = 1.5  # px at 28x28; MNIST test by the same estimator: 5% 1.3, median 2.0
