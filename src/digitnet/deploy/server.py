@@ -1,5 +1,5 @@
-"""Running `digitnet serve`: the packages it needs, a listening socket, and uvicorn serving the
-app (deploy/serve.py) on it.
+"""Running `digitnet serve`: the packages it needs, a listening socket, the process's torch
+threads, and uvicorn serving the app (deploy/serve.py) on it.
 
 uvicorn is optional (`pip install 'digitnet[serve]'`); it is imported inside `serve`, so this
 module imports without it.
@@ -10,12 +10,18 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+from digitnet.config import MAX_THREADS
 from digitnet.errors import DigitnetError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
 MAX_CONNECTIONS = 256  # uvicorn answers 503 beyond this many open connections and requests
+# torch threads of each forward pass: one image gains nothing from a second (0.35 ms either way
+# on an idle core), --max-decodes uploads already run at once, and an OpenMP thread waiting for
+# a busy core stalls the pass: in process on the 2 cores shared with 2 other jobs, a drawing's
+# forward pass took 40-76 ms p50 with 2 threads, 0.64 ms with 1 (BENCHMARKS.md "Serving")
+DEFAULT_THREADS = 1
 INSTALL_HINT = "pip install 'digitnet[serve]'"
 # import name -> distribution name of what `digitnet serve` needs beyond digitnet itself
 SERVE_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn",
@@ -66,10 +72,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
                             f"--host") from None
 
 
-def serve(app: "FastAPI", sock: socket.socket, log_level: str = "info") -> None:
-    """Serve `app` on a bound socket with uvicorn until interrupted (Ctrl+C, SIGTERM)."""
+def check_threads(threads: int) -> None:
+    """Raises DigitnetError unless `threads` is 1 to MAX_THREADS."""
+    if type(threads) is not int or not 1 <= threads <= MAX_THREADS:
+        raise DigitnetError(f"--threads must be 1 to {MAX_THREADS}, got {threads}")
+
+
+def serve(app: "FastAPI", sock: socket.socket, log_level: str = "info",
+          threads: int = DEFAULT_THREADS) -> None:
+    """Serve `app` on a bound socket with uvicorn until interrupted (Ctrl+C, SIGTERM), with
+    `threads` torch threads for the process (see DEFAULT_THREADS)."""
     check_serve_dependencies()
+    check_threads(threads)
+    import torch
     import uvicorn
+
+    torch.set_num_threads(threads)
 
     config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5,
                             limit_concurrency=MAX_CONNECTIONS)
