@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sys
 import urllib.request
 
 import pytest
@@ -175,11 +176,12 @@ def test_serve_threads_flag_reaches_the_server(model, started, thread_args, thre
 
 
 def test_serve_sets_torch_threads_and_malloc_before_uvicorn_runs(monkeypatch):
-    """`serve` sets the process's torch threads, then runs uvicorn."""
+    """`serve` sets the process's torch threads and glibc's thresholds, then runs uvicorn."""
     import torch
     import uvicorn
 
     seen = {}
+    monkeypatch.setattr(server, "keep_freed_memory", lambda: seen.setdefault("malloc", True))
     monkeypatch.setattr(uvicorn.Server, "run",
                         lambda self, sockets=None: seen.setdefault("threads",
                                                                    torch.get_num_threads()))
@@ -189,6 +191,42 @@ def test_serve_sets_torch_threads_and_malloc_before_uvicorn_runs(monkeypatch):
             server.serve(object(), sock, threads=3)
     finally:
         torch.set_num_threads(before)
-    assert seen == {"threads": 3}
+    assert seen == {"malloc": True, "threads": 3}
     with pytest.raises(DigitnetError, match="--threads must be 1 to 256, got 0"):
         server.serve(object(), socket.socket(), threads=0)
+
+
+# A thread that allocates and frees arrays the size of a drawing's working copies (4 x 0.6 MB)
+# again and again: with glibc's own thresholds (raised only to 0.6 MB by these arrays) each round
+# gives the memory back to the kernel and faults it in again (~430 faults); after
+# keep_freed_memory it stays in the thread's heap.
+FAULTS_SCRIPT = """
+import resource, sys, threading
+import numpy as np
+from digitnet.deploy.server import keep_freed_memory
+if sys.argv[1] == "set":
+    assert keep_freed_memory()
+def work():
+    for _ in range(50):
+        arrays = [np.ones((280, 280)) * k for k in range(4)]; del arrays
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(200):
+        arrays = [np.ones((280, 280)) * k for k in range(4)]; del arrays
+    print(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+t = threading.Thread(target=work); t.start(); t.join()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_stops_page_faults_on_a_thread():
+    import os
+    import subprocess
+
+    def faults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True,
+                              text=True, timeout=120, env=dict(os.environ))
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    assert faults("default") > 200 * 100
+    assert faults("set") < 100
