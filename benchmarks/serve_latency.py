@@ -7,16 +7,17 @@ demo page, an upscaled MNIST digit and a phone-sized photo.
 
 Side by side in the same run:
 - `predict_upload` in this process (this tree, the model prepared once, `--threads` torch
-  threads): decode, preprocess, forward pass, the 28x28 image as a PNG data URL;
+  threads): decode, preprocess, forward pass, the 28x28 image as a PNG data URL (this process
+  made the photo, so glibc's malloc thresholds are already raised here, see deploy/server.py);
 - the whole request over HTTP to `python -m digitnet serve MODEL --port 0` started from this
   tree's src/ and, with --baseline-src, from another tree's, each with its own flags and
   defaults (torch threads, access log), as a user starts it. One client with a kept-alive
   connection (`http.client`, Nagle off) sends the image as the demo page does: multipart upload,
-  JSON answer with the 28x28 image as a PNG data URL. The servers take turns, repeat by repeat,
-  so that a change in the machine's load falls on both.
+  JSON answer with the 28x28 image as a PNG data URL.
+The paths take turns, repeat by repeat, so that a change in the machine's load falls on all.
 Each figure is the p50 and p99 over --calls calls after 20 warm-up calls, repeated --repeats
-times; the median of the repeats is reported with their range. Every path must give the same
-label.
+times; the median of the repeats is reported with their range, and for each server its CPU time
+(all threads) and minor page faults per call, from /proc. Every path must give the same label.
 """
 
 from __future__ import annotations
@@ -88,9 +89,10 @@ def percentiles(call, calls: int) -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """The median of the repeats' p50 and p99, with their range."""
+    """The median of the repeats' p50 and p99, with their range and each repeat's value."""
     return {key: dict(median=statistics.median(r[key] for r in runs),
-                      low=min(r[key] for r in runs), high=max(r[key] for r in runs))
+                      low=min(r[key] for r in runs), high=max(r[key] for r in runs),
+                      repeats=[round(r[key], 3) for r in runs])
             for key in ("p50_ms", "p99_ms")}
 
 
@@ -141,50 +143,52 @@ def calls_for(content: bytes, calls: int) -> int:
     return calls if len(content) < 100_000 else max(20, calls // 10)
 
 
-def measure_in_process(args, images: dict) -> list[dict]:
-    """`predict_upload` of each image in this process, --repeats times in a row."""
-    prepared = prepare_for_prediction(load_model(args.model, args.models_dir))
-    rows = []
-    for name, content in images.values():
-        def call(content=content, name=name):
-            return predict_upload(prepared, content, name)
-
-        calls = calls_for(content, args.calls)
-        runs = [percentiles(call, calls) for _ in range(args.repeats)]
-        rows.append(dict(image=name, bytes=len(content), path="predict_upload in process (this)",
-                         tree="this", calls=calls, label=call()["label"], **summarize(runs)))
-    return rows
+def in_process_caller(prepared, content: bytes, name: str):
+    return lambda: predict_upload(prepared, content, name)
 
 
-def measure_over_http(args, images: dict, trees: dict[str, str]) -> list[dict]:
-    """POST /predict of each image to each tree's `digitnet serve`, the trees taking turns; also
-    the server's CPU time per call (all its threads; less swayed by the load than latency)."""
+def measure(args, images: dict, trees: dict[str, str], loads: list[float]) -> list[dict]:
+    """Each image through `predict_upload` in this process and as POST /predict to each tree's
+    `digitnet serve`, the paths taking turns repeat by repeat; also each server's CPU time per
+    call (all its threads; less swayed by the load than latency). The 1-minute load average at
+    the start of each repeat is appended to `loads`."""
     serve_args = [args.model, *(["--models-dir", args.models_dir] if args.models_dir else [])]
     with contextlib.ExitStack() as stack:
         servers = {tree: stack.enter_context(served(src, serve_args))
                    for tree, src in trees.items()}
-        posters = {(tree, key): http_poster(port, content)
-                   for tree, (port, _) in servers.items() for key, (_, content) in images.items()}
-        labels = {k: post()["label"] for k, post in posters.items()}
-        runs: dict[tuple, list[dict]] = {k: [] for k in posters}
+        prepared = prepare_for_prediction(load_model(args.model, args.models_dir))
+        callers = {("in process", key): in_process_caller(prepared, content, name)
+                   for key, (name, content) in images.items()}
+        callers.update({(tree, key): http_poster(port, content)
+                        for tree, (port, _) in servers.items()
+                        for key, (_, content) in images.items()})
+        labels = {k: call()["label"] for k, call in callers.items()}
+        runs: dict[tuple, list[dict]] = {k: [] for k in callers}
         for _ in range(args.repeats):
-            for tree, (_, pid) in servers.items():
-                for key, (_, content) in images.items():
-                    calls = calls_for(content, args.calls)
-                    before = cpu_seconds(pid)
-                    run = percentiles(posters[tree, key], calls)
-                    if before is not None:  # the warm-up calls count too
-                        run["cpu_ms"] = 1e3 * (cpu_seconds(pid) - before) / (calls + WARMUP)
-                    runs[tree, key].append(run)
+            loads.append(round(os.getloadavg()[0], 2))
+            for path, key in callers:
+                calls = calls_for(images[key][1], args.calls)
+                pid = servers[path][1] if path in servers else None
+                before = None if pid is None else cpu_seconds(pid)
+                run = percentiles(callers[path, key], calls)
+                if before is not None:  # the warm-up calls count too
+                    after = cpu_seconds(pid)
+                    run["cpu_ms"] = 1e3 * (after[0] - before[0]) / (calls + WARMUP)
+                    run["minor_faults"] = (after[1] - before[1]) / (calls + WARMUP)
+                runs[path, key].append(run)
     rows = []
-    for (tree, key), tree_runs in runs.items():
+    for (path, key), path_runs in runs.items():
         name, content = images[key]
-        cpu = [r["cpu_ms"] for r in tree_runs if "cpu_ms" in r]
+        cpu = [r["cpu_ms"] for r in path_runs if "cpu_ms" in r]
+        faults = [r["minor_faults"] for r in path_runs if "minor_faults" in r]
         rows.append(dict(image=name, bytes=len(content),
-                         path=f"HTTP POST /predict to digitnet serve ({tree})", tree=tree,
-                         calls=calls_for(content, args.calls), label=labels[tree, key],
-                         **summarize(tree_runs),
-                         server_cpu_ms=statistics.median(cpu) if cpu else None))
+                         path=("predict_upload in process (this)" if path == "in process" else
+                               f"HTTP POST /predict to digitnet serve ({path})"),
+                         tree="this" if path == "in process" else path,
+                         calls=calls_for(content, args.calls), label=labels[path, key],
+                         **summarize(path_runs),
+                         server_cpu_ms=statistics.median(cpu) if cpu else None,
+                         server_minor_faults=statistics.median(faults) if faults else None))
     return rows
 
 
@@ -212,12 +216,14 @@ def main() -> None:
     trees = {"this": str(HERE.parent / "src")}
     if args.baseline_src:
         trees["baseline"] = str(Path(args.baseline_src).resolve())
-    rows = measure_in_process(args, images) + measure_over_http(args, images, trees)
+    loads: list[float] = []
+    rows = measure(args, images, trees, loads)
     for row in rows:
         print(f"{row['image']:<27} {row['path']:<48} p50 {row['p50_ms']['median']:8.2f} ms "
               f"[{row['p50_ms']['low']:.2f}-{row['p50_ms']['high']:.2f}]  "
               f"p99 {row['p99_ms']['median']:8.2f} ms"
-              + (f"  server CPU {row['server_cpu_ms']:.2f} ms" if row.get("server_cpu_ms") else ""),
+              + (f"  server CPU {row['server_cpu_ms']:.2f} ms, {row['server_minor_faults']:.0f} "
+                 f"page faults" if row.get("server_cpu_ms") else ""),
               flush=True)
     for name in {row["image"] for row in rows}:
         labels = {row["label"] for row in rows if row["image"] == name}
@@ -228,6 +234,7 @@ def main() -> None:
                   machine=f"{platform.machine()}, {os.cpu_count()} cores", torch=torch.__version__,
                   threads_in_process=args.threads, repeats=args.repeats,
                   load_average_before=load_before, load_average_after=os.getloadavg(),
+                  load_average_1min_per_repeat=loads,
                   rows=rows)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
