@@ -25,10 +25,10 @@ MAX_CONNECTIONS = 256  # uvicorn answers 503 beyond this many open connections a
 # forward pass took 40-76 ms p50 with 2 threads, 0.64 ms with 1 (BENCHMARKS.md "Serving")
 DEFAULT_THREADS = 1
 # glibc's malloc serves blocks this large with mmap, and gives the free top of a thread's heap
-# back to the kernel once it passes twice that. It starts at 128 kB and raises both by itself the
-# first time it frees a large block (after a photo), up to these values; a server that had only
-# seen drawings stayed low, so each drawing's working arrays (0.3-0.6 MB) were given back and
-# faulted in again: ~480 page faults and ~1 ms a request on the decode threads (BENCHMARKS.md
+# back to the kernel once it passes twice that. It starts at 128 kB and raises both by itself
+# whenever it frees a larger mmap block (a photo's arrays), up to these values; a server that had
+# only seen drawings stayed low, so each drawing's working arrays (0.3-0.6 MB) were given back and
+# faulted in again: ~1,000 page faults and ~1 ms a request on the decode thread (BENCHMARKS.md
 # "Serving"). Set from the start to where glibc's own adjustment ends.
 MMAP_THRESHOLD = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit machines
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # as glibc sets it when it raises MMAP_THRESHOLD
