@@ -55,9 +55,10 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 # Uploads up to this size have their size and header read on the event loop, not on a thread:
-# a demo drawing (4-10 kB) is spared a thread hop (two context switches, slow on busy cores). A
-# header costs Pillow at most ~0.25 us a byte (a JPEG of 8,000 empty segments: 8 ms at 32 kB on
-# the 2 busy cores), so no upload this small holds the loop for long; larger ones go to a thread.
+# a demo drawing (4.2 kB in benchmarks/serve_latency.py) is spared a thread hop (two context
+# switches, slow on busy cores). A header costs Pillow at most ~0.25 us a byte (a JPEG of 8,000
+# empty segments: 8 ms at 32 kB on the 2 busy cores), so no upload this small holds the loop for
+# long; larger ones go to a thread.
 INLINE_MEASURE_BYTES = 32 * 1024
 NO_FILE = ("no file in the request: send the image as the multipart/form-data field 'file', "
            "e.g. curl -F file=@digit.png http://HOST:PORT/predict")
@@ -234,7 +235,7 @@ def create_app(
             raise HTTPException(503, busy, headers={"Retry-After": str(RETRY_AFTER_S)})
         try:  # reading, decoding and the forward pass run off the event loop, on a thread
             # of the decode pool; awaited shielded, so that the slot is held until the decode
-            # ends, even when the request is cancelled (a running thread cannot be stopped)
+            # ends even when a cancel scope cancels the request (a thread cannot be stopped)
             job = decoders.submit(read_and_predict, file, name, top_k)
             with anyio.CancelScope(shield=True):
                 return await asyncio.wrap_future(job)
