@@ -285,3 +285,83 @@ def test_stalled_upload_is_408(model):
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert start["status"] == 408
     assert "did not arrive within 0.3 s" in json.loads(body)["detail"]
+
+
+def test_cancelled_request_holds_its_slot_until_its_decode_ends(model, monkeypatch):
+    """A request cancelled (by an anyio cancel scope, as Starlette cancels) while its image
+    decodes keeps its slot until the decode is done, since the decode thread cannot be stopped:
+    the next upload gets 503 meanwhile, and one after the decode ends is served."""
+    import threading
+
+    import anyio
+    import httpx2
+
+    started, release = threading.Event(), threading.Event()
+    real = serve.predict_upload
+
+    def slow(*args, **kwargs):
+        started.set()
+        assert release.wait(10), "never released"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve, "predict_upload", slow)
+    app = serve.create_app(model["loaded"], max_decodes=1, queue_timeout_s=0.3)
+    files = {"file": ("7.png", seven_png(), "image/png")}
+    got = {}
+
+    async def requests(http):
+        scope = anyio.CancelScope()
+
+        async def first():
+            with scope:
+                got["first"] = await http.post("/predict", files=files)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(first)
+            while not started.is_set():
+                await anyio.sleep(0.01)
+            scope.cancel()
+            await anyio.sleep(0.05)
+            with anyio.fail_after(5):  # the slot is free: this one waits for the decode thread
+                got["during"] = await http.post("/predict", files=files)
+            release.set()
+        got["after"] = await http.post("/predict", files=files)
+
+    async def scenario():
+        transport = httpx2.ASGITransport(app=app)
+        with anyio.fail_after(30):
+            async with httpx2.AsyncClient(transport=transport, base_url="http://t") as http:
+                await requests(http)
+
+    anyio.run(scenario)
+    assert got["during"].status_code == 503 and "busy" in got["during"].json()["detail"]
+    assert got["after"].status_code == 200 and got["after"].json()["digit_found"]
+
+
+@pytest.mark.parametrize("padding, on_thread", [(0, 0), (serve.INLINE_MEASURE_BYTES, 1)],
+                         ids=["drawing-sized", "over-inline-size"])
+def test_small_uploads_are_measured_without_a_thread_hop(model, monkeypatch, padding, on_thread):
+    """Size and header of an upload up to INLINE_MEASURE_BYTES are read on the event loop (the
+    decode is the request's only thread hop); a larger one's on a thread. Both are predicted."""
+    import anyio.to_thread
+
+    calls = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func, *args, **kwargs):
+        calls.append(func.__name__)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    client = TestClient(serve.create_app(model["loaded"]))
+    png = seven_png()
+    response = post(client, png + b"\0" * padding)  # trailing bytes after IEND: still read
+    assert response.status_code == 200 and response.json()["digit_found"]
+    assert calls.count("measure") == on_thread
+
+
+@pytest.mark.parametrize("padding", [0, serve.INLINE_MEASURE_BYTES],
+                         ids=["inline", "on-thread"])
+def test_bomb_header_is_413_on_either_path(client, no_decoding, padding):
+    response = post(client, png_header(20_000, 20_000) + b"\0" * padding, "bomb.png")
+    assert response.status_code == 413 and "--max-megapixels" in response.json()["detail"]

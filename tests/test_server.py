@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sys
 import urllib.request
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import SERVE_REF as REF
 from conftest import digitnet_server, post_image, seven_png
 from digitnet.cli import main
 from digitnet.deploy import server
+from digitnet.errors import DigitnetError
 from serve_client import post
 
 pytest.importorskip("fastapi", reason="digitnet serve needs pip install 'digitnet[serve]'")
@@ -118,7 +120,7 @@ def started(monkeypatch):
     got = {}
 
     def capture(app, sock, *args, **kwargs):
-        got["app"], got["address"] = app, sock.getsockname()[:2]
+        got["app"], got["address"], got["kwargs"] = app, sock.getsockname()[:2], kwargs
         sock.close()
 
     monkeypatch.setattr(server, "serve", capture)
@@ -155,9 +157,76 @@ def test_serve_max_upload_mb_gives_413_above_the_given_size(model, started, limi
     (["--max-megapixels", "41"], "--max-megapixels"),
     (["--upload-timeout", "-1"], "--upload-timeout"),
     (["--port", "65536"], "--port must be 0 to 65535"),
+    (["--threads", "0"], "--threads must be 1 to 256, got 0"),
 ])
 def test_serve_flags_are_checked_before_the_model_is_loaded(tmp_path, capsys, flags, message):
     """A bad limit is named even when the model reference is bad too: no model is loaded first."""
     assert main(["serve", "cnn-v1/missing", "--models-dir", str(tmp_path), *flags]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err), err
+
+
+@pytest.mark.parametrize("thread_args, threads", [([], server.DEFAULT_THREADS),
+                                                   (["--threads", "2"], 2)])
+def test_serve_threads_flag_reaches_the_server(model, started, thread_args, threads):
+    """--threads N (default: DEFAULT_THREADS, 1) is what `serve` sets torch to."""
+    assert main(["serve", REF, "--models-dir", model["models"], "--port", "0",
+                 *thread_args]) == 0
+    assert started["kwargs"]["threads"] == threads
+
+
+def test_serve_sets_torch_threads_and_malloc_before_uvicorn_runs(monkeypatch):
+    """`serve` sets the process's torch threads and glibc's thresholds, then runs uvicorn."""
+    import torch
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(server, "keep_freed_memory", lambda: seen.setdefault("malloc", True))
+    monkeypatch.setattr(uvicorn.Server, "run",
+                        lambda self, sockets=None: seen.setdefault("threads",
+                                                                   torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        with socket.socket() as sock:
+            server.serve(object(), sock, threads=3)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"malloc": True, "threads": 3}
+    with pytest.raises(DigitnetError, match="--threads must be 1 to 256, got 0"):
+        server.serve(object(), socket.socket(), threads=0)
+
+
+# A thread that allocates and frees arrays the size of a drawing's working copies (4 x 0.6 MB)
+# again and again: with glibc's own thresholds (raised only to 0.6 MB by these arrays) each round
+# gives the memory back to the kernel and faults it in again (~430 faults); after
+# keep_freed_memory it stays in the thread's heap.
+FAULTS_SCRIPT = """
+import resource, sys, threading
+import numpy as np
+from digitnet.deploy.server import keep_freed_memory
+if sys.argv[1] == "set":
+    assert keep_freed_memory()
+def work():
+    for _ in range(50):
+        arrays = [np.ones((280, 280)) * k for k in range(4)]; del arrays
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(200):
+        arrays = [np.ones((280, 280)) * k for k in range(4)]; del arrays
+    print(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+t = threading.Thread(target=work); t.start(); t.join()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_stops_page_faults_on_a_thread():
+    import os
+    import subprocess
+
+    def faults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True,
+                              text=True, timeout=120, env=dict(os.environ))
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout)
+
+    assert faults("default") > 200 * 100
+    assert faults("set") < 100

@@ -38,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bind_socket,
         check_port,
         check_serve_dependencies,
+        check_threads,
         serve,
         url_of,
     )
@@ -45,13 +46,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     check_serve_dependencies()
     check_port(args.port)  # every flag before the model is loaded
+    check_threads(args.threads)
     check_limits(args.max_upload_mb, args.max_megapixels, args.max_decodes, args.upload_timeout)
     loaded = load_model(args.ref, args.models_dir)  # a bad reference fails before anything listens
     app = create_app(loaded, args.max_upload_mb, args.max_megapixels, args.max_decodes,
                      args.upload_timeout)
     sock = bind_socket(args.host, args.port)
     print(f"serving {loaded.ref.label} at {url_of(sock)} (Ctrl+C to stop)", flush=True)
-    serve(app, sock)
+    serve(app, sock, threads=args.threads)
     return 0
 
 
@@ -143,6 +145,9 @@ def _add_serve(sub) -> None:
                    metavar="S",
                    help="seconds a request body may take to arrive; slower ones get HTTP 408 "
                    "(default: 60)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",  # server.DEFAULT_THREADS
+                   help="torch threads of each prediction's forward pass; one image gains "
+                   "nothing from more, and --max-decodes uploads run at once (default: 1)")
     add_models_dir(p)
     p.set_defaults(func=cmd_serve)
 

@@ -96,10 +96,19 @@ class DecodeSlots:
         return self.active < self.count and (
             self.active == 0 or self.in_flight + pixels <= self.pixels)
 
+    def _take(self, pixels: int) -> None:
+        self.active += 1
+        self.in_flight += pixels
+
     async def acquire(self, pixels: int, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for room for an image of `pixels`; False if none came."""
         import anyio
 
+        # no one waits: taken at once, without anyio's lock and condition, whose checkpoints go
+        # round the event loop (~0.1 ms a request on the busy 2 cores)
+        if not self._queue and self._fits(pixels):
+            self._take(pixels)
+            return True
         if self._changed is None:
             self._changed = anyio.Condition()
         ticket = object()
@@ -110,8 +119,7 @@ class DecodeSlots:
                     while self._queue[0] is not ticket or not self._fits(pixels):
                         await self._changed.wait()
                     self._queue.popleft()
-                    self.active += 1
-                    self.in_flight += pixels
+                    self._take(pixels)
                     self._changed.notify_all()  # the next in line may fit as well
                     return True
             return False
@@ -123,6 +131,10 @@ class DecodeSlots:
                         self._changed.notify_all()
 
     async def release(self, pixels: int) -> None:
+        if not self._queue:  # no one to wake
+            self.active -= 1
+            self.in_flight -= pixels
+            return
         async with self._changed:
             self.active -= 1
             self.in_flight -= pixels
