@@ -729,7 +729,7 @@ def test_config_records_the_git_commit(tmp_path, synthetic_mnist, monkeypatch):
 
 
 def test_recipes_are_what_the_readme_says():
-    """Default: fast-v2, float32, 6 epochs, handwriting augmentation level 2, label smoothing
+    """Default: fast-v2, float32, 9 epochs, handwriting augmentation level 2, label smoothing
     0.1, a 5,000-image validation split (issue 14); fast.yaml:
     fast-v2 in float32, whole-pixel shifts, batches of 512, 6 epochs; best.yaml: wide-v1;
     ensemble.yaml: best.yaml trained for 20 epochs; fast-v1.yaml: fast-v1."""
@@ -744,7 +744,7 @@ def test_recipes_are_what_the_readme_says():
     default = TrainConfig()
     assert arch_id(default) == "fast-v2"
     assert (default.epochs, default.augment, default.augment_kind, default.augment_severity,
-            default.label_smoothing, default.val_size) == (6, True, "handwriting", 2, 0.1, 5000)
+            default.label_smoothing, default.val_size) == (9, True, "handwriting", 2, 0.1, 5000)
     assert (default.precision, default.batch_size, default.lr) == ("fp32", 512, 0.3)
     fast = recipe("fast")
     assert arch_id(fast) == "fast-v2"

@@ -101,7 +101,7 @@ class TrainConfig:
     # `digitnet --version` is the package's version.
     version: int | None = option(None, "architecture version", flag="arch-version",
                                  range=Range(1), default_help="the newest")
-    epochs: int = option(6, "full passes over the training split", range=Range(1, 10_000))
+    epochs: int = option(9, "full passes over the training split", range=Range(1, 10_000))
     batch_size: int = option(512, "images per optimizer step", range=Range(1, 65_536))
     lr: float = option(0.3, "peak learning rate (one-cycle schedule)",  # too large a value
                        range=Range(0.0, lo_open=True))  # diverges, with a message saying so
