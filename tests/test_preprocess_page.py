@@ -137,3 +137,38 @@ def test_the_decision_names_what_was_left_out():
     top, bottom, left, right = detection.picked.box  # the digit's: its middle, about its size
     assert top <= 560 + DIGIT // 2 <= bottom and left <= 900 + DIGIT // 2 <= right
     assert max(bottom - top, right - left) <= 1.3 * DIGIT
+
+
+def test_a_block_of_rows_of_print_is_print_and_a_broken_digit_is_not():
+    """Rows of print one above another make a square block, neither wide nor in a row; each row
+    is far shorter than the block, while each stroke of a digit broken in pieces (a 7's bar and
+    its stem apart) spans much of its height."""
+    from digitnet.data.candidates import find_digit
+
+    mask = np.zeros((600, 600), dtype=bool)
+    for row in range(4):  # a block of four rows, 16 px tall and 30 px apart: 106 x 120 px
+        mask[100 + 30 * row:116 + 30 * row, 100:220] = True
+    mask[300:312, 360:410] = True  # a bold 7 in two pieces: its bar ...
+    mask[318:400, 396:408] = True  # ... and, apart from it, its stem
+    ink = mask.astype(np.float32)
+    detection = find_digit(ink, mask, ink, np.zeros_like(mask))
+    block = [g for g in detection.groups if g.box[0] == 100 and g.box[2] == 100]
+    assert len(block) == 1 and block[0].verdict == "print" and len(block[0].members) == 4
+    assert detection.picked.box == (300, 400, 360, 410)
+
+
+def test_a_broad_faint_region_does_not_hide_the_ink():
+    """A broad region only a little above the paper (the edge of a shadow the paper's estimate
+    did not follow) takes Otsu's threshold to itself, and the page looked ink too faint as a
+    whole; the threshold is taken again within that region, where the digit stands out."""
+    from digitnet.data.ink import _detect_ink
+
+    rng = np.random.default_rng(3)
+    residual = np.abs(rng.normal(0, 0.01, (400, 400))).astype(np.float32)
+    residual[240:, :] += 0.08  # the faint region: 40% of the image
+    digit = np.zeros_like(residual, dtype=bool)
+    digit[100:180, 150:156] = digit[100:106, 150:200] = True
+    residual[digit] = 0.6
+    found = _detect_ink(residual)
+    assert not found.reason
+    assert found.mask[digit].all() and np.count_nonzero(found.mask[240:]) < 10  # of 64,000

@@ -9,7 +9,8 @@ of a broken stroke, the letters of a word), and each group is judged by its shap
     edge     it lies along a side of the photo, spanning most of it (a table, the page's edge)
     line     long and thin, and not upright (a digit's long stroke, a 1, is upright)
     print    many small pieces side by side, none holding much of the ink (a row of small print,
-             a cluster of specks)
+             a cluster of specks), or pieces one above another, each far shorter than the group
+             (a block of rows of print)
     wide     far wider than tall (a word, a row of marks; digits are upright or square)
 
 The heaviest group that is none of these is the digit; when every group is one of them, the
@@ -50,6 +51,9 @@ PRINT_PIECES = 6  # a group of at least this many pieces ...
 PRINT_MAX_SHARE = 0.35  # ... none holding this much of its ink ...
 PRINT_MAX_PIECE = 0.35  # ... nor this long, of the group's size, is print or specks (a digit cut
 #                          by squared paper's lines has longer pieces)
+PRINT_ROWS = 3  # ... and so is a group of at least this many pieces ...
+PRINT_ROW_HEIGHT = 0.3  # ... none taller than this share of the group (rows of print one above
+#                         another; each of a digit's strokes spans more of its height)
 FRAME_WEIGHT = 0.2  # a group touching the frame counts this much
 MAX_WIDTH_RATIO = 1.8  # width over height beyond which a group is not a digit
 LINE_SIDE = 512  # px; straight lines across the page are looked for on a copy this size
@@ -241,7 +245,8 @@ def find_digit(residual: np.ndarray, mask: np.ndarray, ink: np.ndarray, lines: n
         if _on_edge(box, grid.shape):
             verdict = "edge"
         elif (len(members) >= PRINT_PIECES and piece_mass.max() < PRINT_MAX_SHARE * piece_mass.sum()
-              and (b[:, 1::2] - b[:, ::2]).max() < PRINT_MAX_PIECE * max(h, w)):
+              and (b[:, 1::2] - b[:, ::2]).max() < PRINT_MAX_PIECE * max(h, w)) or (
+                len(members) >= PRINT_ROWS and (b[:, 1] - b[:, 0]).max() < PRINT_ROW_HEIGHT * h):
             verdict = "print"
         elif w > MAX_WIDTH_RATIO * max(h, 1):
             verdict = "wide"

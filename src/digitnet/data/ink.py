@@ -167,7 +167,17 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
     if spread < MIN_CONTRAST:
         return _Detection(residual, no_mask, level, noise, 0.0,
                           f"blank image (contrast {spread:.3f}, expected >= {MIN_CONTRAST})")
-    mask = residual > max(otsu_threshold(residual), level + 4 * noise)
+    threshold = max(otsu_threshold(residual), level + 4 * noise)
+    mask = residual > threshold
+    contrast = float(np.median(residual[mask])) - level if mask.any() else 0.0
+    if np.count_nonzero(mask) >= MIN_INK_PIXELS and (
+            contrast < MIN_CONTRAST or contrast < MIN_SNR * noise):
+        # too faint, or too close to the noise, as a whole: a broad, faint region (the edge of a
+        # shadow that the paper's estimate did not follow) may hold the ink; Otsu's threshold
+        # again within it
+        higher = residual > max(otsu_threshold(residual, low=threshold), threshold)
+        if np.count_nonzero(higher) >= MIN_INK_PIXELS:
+            mask = higher
     count = np.count_nonzero(mask)
     if count < MIN_INK_PIXELS:
         return _Detection(residual, no_mask, level, noise, 0.0,
@@ -273,6 +283,15 @@ def _apart(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return a[1] <= b[0] or b[1] <= a[0] or a[3] <= b[2] or b[3] <= a[2]
 
 
+def _near_rejected(detection: Detection, shape: tuple[int, int]) -> np.ndarray:
+    """bool `shape`: the cells of the lines and edges found by `detection`, and their neighbours."""
+    members = [g.members for g in detection.groups if g.verdict in ("line", "edge")]
+    if not members:
+        return np.zeros(shape, dtype=bool)
+    cells = max_filter(np.isin(detection.labels, np.concatenate(members)), 3)
+    return repeat_blocks(cells, detection.factor, shape)
+
+
 def find_ink(residual: np.ndarray) -> InkFound:
     """Separate ink from paper noise, keeping grey levels, or say why there is no digit.
 
@@ -296,7 +315,9 @@ def find_ink(residual: np.ndarray) -> InkFound:
     # Dark marks raise the page's threshold above a faint pencil digit's strokes: the marks are
     # looked at again down to FAINT_SNR noise levels, and a digit found there apart from the
     # first pick, and outweighing it, is taken (show-through merges with a dark digit there).
-    seen = found.mask | (found.residual > found.level + FAINT_SNR * found.noise)
+    # Lines and edges stay as the first look saw them: their faint halo would make them broad.
+    faint = found.residual > found.level + FAINT_SNR * found.noise
+    seen = found.mask | (faint & ~_near_rejected(detection, found.mask.shape))
     again, share_again = _pick(residual, seen, ink, lines, faint=False)
     if again.picked is not None and not again.forced and share_again >= MIN_KEPT_SHARE and (
             detection.picked is None or (_apart(again.picked.box, detection.picked.box)
