@@ -7,7 +7,7 @@ import functools
 import math
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
@@ -52,6 +52,22 @@ def min_filter(a: np.ndarray, size: int) -> np.ndarray:
     if size <= 1:
         return a
     return ndimage.minimum_filter(a, size, mode="nearest")
+
+
+def median_filter(a: np.ndarray, size: int) -> np.ndarray:
+    """Pillow's `ImageFilter.MedianFilter(size)` of an image as float32 ("F"), edges replicated
+    (Pillow expands the image by its edge pixels): each window's middle value, picked by
+    np.partition from a view of every window instead of Pillow's selection window by window.
+    An image with -0.0 (which Pillow may pick in place of an equal 0.0) or NaN takes Pillow."""
+    a = np.asarray(a, dtype=np.float32)
+    if np.signbit(a).any() or not np.isfinite(a).all():
+        return np.asarray(Image.fromarray(a).filter(ImageFilter.MedianFilter(size)))
+    reach = size // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(a, reach, mode="edge"),
+                                                       (size, size))
+    middle = size * size // 2
+    return np.partition(windows.reshape(a.size, size * size), middle, axis=1)[:, middle].reshape(
+        a.shape)
 
 
 def block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> np.ndarray:
@@ -171,18 +187,61 @@ def robust_stats(a: np.ndarray | Counted) -> tuple[float, float]:
 
 
 def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0,
-                   counted: Counted | None = None) -> float:
+                   counted: Counted | None = None, top: float | None = None) -> float:
     """Otsu's threshold between two classes of values (scikit-image), on a histogram over
     [low, max]; `low` for an image with no value above it. `counted`: a's values, counted (the
-    same histogram, from the counts)."""
-    top = float(a.max())
+    same histogram, from the counts); `top`: float(a.max()), when the caller has it."""
+    top = float(a.max()) if top is None else top
     if top <= low:
         return low
     if counted is not None:
         hist, edges = counted.histogram(bins, (low, top))
     else:
-        hist, edges = np.histogram(a, bins=bins, range=(low, top))
+        hist, edges = histogram(a, bins, low, top)
     return float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
+
+
+FAST_HISTOGRAM_MIN_SIZE = 65_536  # values; below this np.histogram's overhead is small
+_NEAR_EDGE = np.float32(1e-4)  # bins; a value's estimated bin is exact this far from an edge
+
+
+@functools.lru_cache(maxsize=64)
+def _bin_edges(bins: int, low: float, top: float) -> np.ndarray:
+    """np.histogram's bin edges over (low, top) for a float32 array."""
+    edges = np.histogram_bin_edges(np.zeros(1, dtype=np.float32), bins=bins, range=(low, top))
+    edges.flags.writeable = False
+    return edges
+
+
+def histogram(a: np.ndarray, bins: int, low: float, top: float) -> tuple[np.ndarray, np.ndarray]:
+    """np.histogram(a, bins, (low, top)), bit for bit, with top == a.max(); a large float32
+    image of values >= 0 (a photo's residual) in a few whole-array passes instead of numpy's
+    dozen per block.
+
+    numpy puts each value in [low, top] in the bin whose edges hold it, edges[i] <= v <
+    edges[i + 1] (top in the last bin). Here a value's bin is first estimated as
+    trunc(float32(v * float32(bins / top))) and counted by Pillow's 8-bit histogram; the
+    estimate is off only for a value within a few float32 roundings of an edge (under 4e-5 of a
+    bin for 256 bins: the edge and the scale are each rounded once to float32), so the values
+    whose estimate lies within _NEAR_EDGE of a whole number are binned again by the edges
+    themselves (np.searchsorted), and the counts corrected.
+    """
+    if not (a.dtype == np.float32 and a.ndim == 2 and a.size >= FAST_HISTOGRAM_MIN_SIZE
+            and bins <= 256 and low == 0.0 and 1e-20 <= top <= 1e20 and a.min() >= 0.0):
+        return np.histogram(a, bins=bins, range=(low, top))
+    edges = _bin_edges(bins, low, top)
+    estimate = np.multiply(a, np.float32(bins / top))
+    np.minimum(estimate, np.float32(bins - 0.25), out=estimate)  # top goes in the last bin
+    index = estimate.astype(np.uint8)  # truncation: the values are >= 0
+    counts = Image.frombuffer("L", (a.shape[1], a.shape[0]), index, "raw", "L", 0, 1).histogram()
+    hist = np.array(counts[:bins], dtype=np.intp)
+    estimate -= index  # the fraction of a bin past the estimated bin's start
+    near = estimate > 1 - _NEAR_EDGE
+    near |= (estimate < _NEAR_EDGE) & (index != 0)  # no edge is inside bin 0's start
+    if near.any():
+        hist -= np.bincount(index[near], minlength=bins)
+        hist += np.bincount(np.searchsorted(edges[1:-1], a[near], side="right"), minlength=bins)
+    return hist, edges
 
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)

@@ -103,10 +103,12 @@ def remove_background(gray: np.ndarray, polarity: str,
         background = up[:h, :w]
     else:
         background = opened
-    residual = x - background
+    fresh = x is not gray and np.result_type(x, background) == x.dtype
+    residual = np.subtract(x, background, out=x if fresh else None)
     if polarity == DARK_ON_LIGHT:
-        residual /= np.maximum(1.0 - background, MIN_PAPER_BRIGHTNESS)
-    return np.clip(residual, 0.0, 1.0), background
+        paper = np.subtract(1.0, background)
+        residual /= np.maximum(paper, MIN_PAPER_BRIGHTNESS, out=paper)
+    return np.clip(residual, 0.0, 1.0, out=residual), background
 
 
 def keep_main_components(mask: np.ndarray, ink: np.ndarray, factor: int = 0) -> np.ndarray:
@@ -162,11 +164,12 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
     level, noise = robust_stats(residual)
     noise = max(noise, 1.0 / 255.0)  # 8-bit quantisation
     no_mask = np.zeros(residual.shape, dtype=bool)
-    spread = float(residual.max()) - level
+    top = float(residual.max())
+    spread = top - level
     if spread < MIN_CONTRAST:
         return _Detection(residual, no_mask, level, noise, 0.0,
                           f"blank image (contrast {spread:.3f}, expected >= {MIN_CONTRAST})")
-    mask = residual > max(otsu_threshold(residual), level + 4 * noise)
+    mask = residual > max(otsu_threshold(residual, top=top), level + 4 * noise)
     count = np.count_nonzero(mask)
     if count < MIN_INK_PIXELS:
         return _Detection(residual, no_mask, level, noise, 0.0,
@@ -201,7 +204,9 @@ def _stretch(found: _Detection) -> np.ndarray:
     values = found.residual[found.mask]
     low = found.level + 3 * found.noise
     high = max(float(np.percentile(values, INK_WHITE_PERCENTILE)), low + 1e-3)
-    return np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    stretched = np.subtract(found.residual, low)
+    stretched /= high - low
+    return np.clip(stretched, 0.0, 1.0, out=stretched).astype(np.float32, copy=False)
 
 
 def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndarray,
