@@ -79,3 +79,39 @@ def test_median_filter_is_pillows_bit_for_bit(seed):
     for size in (3, 5, 25):
         expected = np.asarray(Image.fromarray(x).filter(ImageFilter.MedianFilter(size)))
         assert _same(median_filter(x, size), expected), (seed, size)
+
+
+@pytest.mark.parametrize("shape, factor", [((1500, 2000), 16), ((1500, 1532), 16), ((375, 500), 4),
+                                           ((377, 502), 4), ((190, 97), 7), ((5, 300), 8)])
+def test_block_reduce_pads_only_the_partial_blocks_bit_for_bit(shape, factor):
+    from digitnet.data.imageops import block_reduce
+
+    rng = np.random.default_rng(factor)
+    mask = rng.random(shape) < 0.1
+    x = rng.random(shape, dtype=np.float32) ** 8
+    x[rng.random(shape) < 0.3] = 0
+    for reduce, a, mode in ((np.max, mask, "constant"), (np.min, mask, "edge"),
+                            (np.sum, x, "constant"), (np.sum, x, "edge"),
+                            (np.min, x, "edge"), (np.max, x, "constant"), (np.min, -x, "edge")):
+        padded = np.pad(a, [(0, -shape[0] % factor), (0, -shape[1] % factor)], mode=mode)
+        blocks = padded.reshape(padded.shape[0] // factor, factor, -1, factor)
+        assert _same(block_reduce(a, factor, reduce, pad_mode=mode),
+                     reduce(blocks, axis=(1, 3))), (reduce.__name__, a.dtype, mode)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_sum_of_large_blocks_is_numpys_bit_for_bit(seed):
+    from digitnet.data.imageops import FOLD_MIN_SIZE, block_reduce
+
+    rng = np.random.default_rng(100 + seed)
+    factor = int(rng.integers(9, 33))
+    h = int(rng.integers(FOLD_MIN_SIZE // 1200, 900))
+    w = int(rng.integers(FOLD_MIN_SIZE // h + 1, 1300))
+    x = rng.random((h, w), dtype=np.float32) ** np.float32(rng.choice([1, 8])) * np.float32(
+        rng.choice([1, 1e4]))
+    x[rng.random((h, w)) < 0.5] = 0
+    for mode in ("constant", "edge"):
+        padded = np.pad(x, [(0, -h % factor), (0, -w % factor)], mode=mode)
+        blocks = padded.reshape(padded.shape[0] // factor, factor, -1, factor)
+        assert _same(block_reduce(x, factor, np.sum, pad_mode=mode), blocks.sum(axis=(1, 3))), (
+            h, w, factor, mode)
