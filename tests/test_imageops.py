@@ -115,3 +115,23 @@ def test_block_sum_of_large_blocks_is_numpys_bit_for_bit(seed):
         blocks = padded.reshape(padded.shape[0] // factor, factor, -1, factor)
         assert _same(block_reduce(x, factor, np.sum, pad_mode=mode), blocks.sum(axis=(1, 3))), (
             h, w, factor, mode)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_robust_stats_is_numpys_medians_bit_for_bit(seed):
+    from digitnet.data.imageops import robust_stats
+
+    rng = np.random.default_rng(200 + seed)
+    shape = [(1, 1), (2, 3), (37, 41), (1200, 1000), (1500, 2000)][seed % 5]
+    x = rng.random(shape, dtype=np.float32) ** np.float32(rng.choice([1, 6]))
+    x[rng.random(shape) < 0.3] = np.float32(0.25)  # ties
+    if seed % 3 == 2:
+        x.flat[int(rng.integers(x.size))] = np.nan
+    for a in (x, x.ravel(), x.astype(np.float64), (np.nan_to_num(x) * 255).astype(np.uint8)):
+        step = max(1, int(np.ceil(np.sqrt(a.size / 1_000_000))))
+        sample = a[::step, ::step] if a.ndim == 2 else a[::step * step]
+        median = float(np.median(sample))
+        expected = median, 1.4826 * float(np.median(np.abs(sample - median)))
+        before = a.copy()
+        assert np.array_equal(robust_stats(a), expected, equal_nan=True), (shape, a.dtype)
+        assert _same(a, before)  # the caller's array untouched

@@ -230,8 +230,25 @@ def robust_stats(a: np.ndarray | Counted) -> tuple[float, float]:
         return median, 1.4826 * float(a.deviations(median).median())
     step = max(1, math.ceil(math.sqrt(a.size / 1_000_000)))  # a subsample suffices for big images
     sample = a[::step, ::step] if a.ndim == 2 else a[:: step * step]
-    median = float(np.median(sample))
-    return median, 1.4826 * float(np.median(np.abs(sample - median)))
+    values = sample.flatten()  # ours to partition, as np.median partitions its own copy
+    median = float(_median_in_place(values))
+    # the same deviations as |sample - median|, in another order (integers: a float64 array)
+    deviations = np.subtract(values, median, out=values if values.dtype.kind == "f" else None)
+    return median, 1.4826 * float(_median_in_place(np.abs(deviations, out=deviations)))
+
+
+def _median_in_place(values: np.ndarray) -> np.floating:
+    """np.median of a 1-D array, partitioning the array itself instead of a copy: numpy's order
+    statistics (kth as numpy picks them), their np.mean, and NaN when there is one."""
+    n = values.size
+    if n == 0:
+        return np.median(values)
+    kth = [n // 2 - 1, n // 2] if n % 2 == 0 else [(n - 1) // 2]
+    inexact = values.dtype.kind in "fc"
+    values.partition(kth + [-1] if inexact else kth)
+    if inexact and np.isnan(values[-1]):
+        return values[-1]
+    return np.mean(values[kth[0]:kth[-1] + 1], axis=0)
 
 
 def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0,
@@ -250,7 +267,7 @@ def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0,
 
 
 FAST_HISTOGRAM_MIN_SIZE = 65_536  # values; below this np.histogram's overhead is small
-_NEAR_EDGE = np.float32(1e-4)  # bins; a value's estimated bin is exact this far from an edge
+_NEAR_EDGE = np.float32(2e-4)  # bins; a value's estimated bin is exact this far from an edge
 
 
 @functools.lru_cache(maxsize=64)
@@ -268,18 +285,21 @@ def histogram(a: np.ndarray, bins: int, low: float, top: float) -> tuple[np.ndar
 
     numpy puts each value in [low, top] in the bin whose edges hold it, edges[i] <= v <
     edges[i + 1] (top in the last bin). Here a value's bin is first estimated as
-    trunc(float32(v * float32(bins / top))) and counted by Pillow's 8-bit histogram; the
-    estimate is off only for a value within a few float32 roundings of an edge (under 4e-5 of a
-    bin for 256 bins: the edge and the scale are each rounded once to float32), so the values
-    whose estimate lies within _NEAR_EDGE of a whole number are binned again by the edges
-    themselves (np.searchsorted), and the counts corrected.
+    trunc(float32(v * scale)), scale float32(bins / top) or up to two float32 steps below it
+    (so that top's estimate stays under bins), and counted by Pillow's 8-bit histogram; the
+    estimate is off only for a value within a few float32 roundings of an edge (under 1e-4 of a
+    bin for 256 bins: the edge, the scale and the product are each rounded to float32 once, the
+    scale stepped twice at most), so the values whose estimate lies within _NEAR_EDGE of a whole
+    number are binned again by the edges themselves (np.searchsorted), and the counts corrected.
     """
     if not (a.dtype == np.float32 and a.ndim == 2 and a.size >= FAST_HISTOGRAM_MIN_SIZE
             and bins <= 256 and low == 0.0 and 1e-20 <= top <= 1e20 and a.min() >= 0.0):
         return np.histogram(a, bins=bins, range=(low, top))
     edges = _bin_edges(bins, low, top)
-    estimate = np.multiply(a, np.float32(bins / top))
-    np.minimum(estimate, np.float32(bins - 0.25), out=estimate)  # top goes in the last bin
+    scale = np.float32(bins / top)
+    while np.float32(top) * scale >= bins:  # at most twice: the top value in the last bin
+        scale = np.nextafter(scale, np.float32(0))
+    estimate = np.multiply(a, scale)
     index = estimate.astype(np.uint8)  # truncation: the values are >= 0
     counts = Image.frombuffer("L", (a.shape[1], a.shape[0]), index, "raw", "L", 0, 1).histogram()
     hist = np.array(counts[:bins], dtype=np.intp)

@@ -233,7 +233,8 @@ def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndar
         ink, mask = fallback[0][window], fallback[1][window]
         keep = keep_main_components(mask & off, ink * off, page_factor) & off
     full_ink, full_mask = np.zeros_like(residual), np.zeros(residual.shape, dtype=bool)
-    full_ink[window], full_mask[window] = ink * keep, mask & keep
+    np.multiply(ink, keep, out=full_ink[window])  # ink * keep, written in place
+    np.logical_and(mask, keep, out=full_mask[window])
     return full_ink, full_mask
 
 
