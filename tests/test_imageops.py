@@ -135,3 +135,13 @@ def test_robust_stats_is_numpys_medians_bit_for_bit(seed):
         before = a.copy()
         assert np.array_equal(robust_stats(a), expected, equal_nan=True), (shape, a.dtype)
         assert _same(a, before)  # the caller's array untouched
+
+
+def test_repeat_blocks_of_an_empty_grid_is_np_repeats():
+    from digitnet.data.imageops import repeat_blocks
+
+    for grid, factor, shape in (((4, 5), 3, (10, 15)), ((4, 5), 3, (12, 15)), ((1, 1), 4, (9, 9)),
+                                ((3, 2), 1, (2, 2))):
+        a = np.zeros(grid, dtype=bool)
+        expected = np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)[:shape[0], :shape[1]]
+        assert _same(repeat_blocks(a, factor, shape), expected)

@@ -182,6 +182,9 @@ def repeat_blocks(a: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndar
     `block_reduce`."""
     if factor == 1:
         return a[: shape[0], : shape[1]]
+    if a.dtype == np.bool_ and not a.any():  # no line on the page, say: nothing to repeat
+        return np.zeros((min(shape[0], a.shape[0] * factor), min(shape[1], a.shape[1] * factor)),
+                        dtype=bool)
     return np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]
 
 
