@@ -145,3 +145,22 @@ def test_repeat_blocks_of_an_empty_grid_is_np_repeats():
         a = np.zeros(grid, dtype=bool)
         expected = np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)[:shape[0], :shape[1]]
         assert _same(repeat_blocks(a, factor, shape), expected)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_median_is_numpys_bit_for_bit(seed):
+    from digitnet.data.imageops import median
+
+    rng = np.random.default_rng(300 + seed)
+    for n in (1, 2, 3, 4, 7, 8, 100, 101, 4096, 30001):
+        x = rng.random(n, dtype=np.float32) ** np.float32(rng.choice([1, 8]))
+        x[rng.random(n) < rng.random()] = np.float32(rng.choice([0.0, 0.5]))  # ties, zeros
+        if seed % 3 == 1:
+            x[rng.random(n) < 0.5] = -0.0
+        if seed % 4 == 3 and n > 2:
+            x[int(rng.integers(n))] = np.nan
+        for a in (x, x.astype(np.float64), x.reshape(-1, 1)[::2], (np.nan_to_num(x) * 9).astype(
+                np.int16)):
+            before = a.copy()
+            assert _same(median(a), np.median(a)), (seed, n, a.dtype)
+            assert _same(a, before)

@@ -234,24 +234,39 @@ def robust_stats(a: np.ndarray | Counted) -> tuple[float, float]:
     step = max(1, math.ceil(math.sqrt(a.size / 1_000_000)))  # a subsample suffices for big images
     sample = a[::step, ::step] if a.ndim == 2 else a[:: step * step]
     values = sample.flatten()  # ours to partition, as np.median partitions its own copy
-    median = float(_median_in_place(values))
-    # the same deviations as |sample - median|, in another order (integers: a float64 array)
-    deviations = np.subtract(values, median, out=values if values.dtype.kind == "f" else None)
-    return median, 1.4826 * float(_median_in_place(np.abs(deviations, out=deviations)))
+    level = float(_median_in_place(values, sample))
+    # the same deviations as |sample - level|, in another order (integers: a float64 array)
+    deviations = np.subtract(values, level, out=values if values.dtype.kind == "f" else None)
+    return level, 1.4826 * float(_median_in_place(np.abs(deviations, out=deviations)))
 
 
-def _median_in_place(values: np.ndarray) -> np.floating:
-    """np.median of a 1-D array, partitioning the array itself instead of a copy: numpy's order
-    statistics (kth as numpy picks them), their np.mean, and NaN when there is one."""
+def median(a: np.ndarray) -> np.floating:
+    """np.median(a), bit for bit, by one partition (see `_median_in_place`)."""
+    return _median_in_place(np.array(a, copy=True).ravel(), a)
+
+
+def _median_in_place(values: np.ndarray, original: np.ndarray | None = None) -> np.floating:
+    """np.median(original) from `values`, a 1-D copy of it that this partitions.
+
+    np.median partitions its copy at the middle positions and the last (for NaN), one by one; a
+    single partition at the middle (numpy's vectorised selection, 4x faster on 750,000 float32
+    values) leaves the same order statistics: the middle value, and below it the one before as
+    the largest of the lower part. np.mean of them, as np.median takes it; NaN if there is one.
+    Only which of -0.0 and 0.0 a zero middle value is depends on the algorithm: then
+    np.median(original) decides (`original` defaults to `values`: any order, without -0.0).
+    """
     n = values.size
-    if n == 0:
-        return np.median(values)
-    kth = [n // 2 - 1, n // 2] if n % 2 == 0 else [(n - 1) // 2]
-    inexact = values.dtype.kind in "fc"
-    values.partition(kth + [-1] if inexact else kth)
-    if inexact and np.isnan(values[-1]):
-        return values[-1]
-    return np.mean(values[kth[0]:kth[-1] + 1], axis=0)
+    if n == 0 or values.dtype.kind != "f":
+        return np.median(values if original is None else original)
+    k = n // 2
+    values.partition(k)
+    last = values[k:].max()
+    if np.isnan(last):  # np.median's answer with a NaN in the array
+        return last
+    middle = np.array([values[:k].max(), values[k]]) if n % 2 == 0 else values[k:k + 1]
+    if not middle.all() and np.signbit(values).any():
+        return np.median(values if original is None else original)
+    return np.mean(middle, axis=0)
 
 
 def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0,

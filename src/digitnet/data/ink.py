@@ -27,6 +27,7 @@ from digitnet.data.imageops import (
     byte_codes,
     label_components,
     max_filter,
+    median,
     min_filter,
     odd,
     otsu_threshold,
@@ -174,7 +175,7 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
     if count < MIN_INK_PIXELS:
         return _Detection(residual, no_mask, level, noise, 0.0,
                           f"only {count} ink pixels (expected >= {MIN_INK_PIXELS})")
-    contrast = float(np.median(residual[mask])) - level
+    contrast = float(median(residual[mask])) - level
     snr = contrast / noise
     reason = ""
     if contrast < MIN_CONTRAST:
@@ -209,6 +210,12 @@ def _stretch(found: _Detection) -> np.ndarray:
     return np.clip(stretched, 0.0, 1.0, out=stretched).astype(np.float32, copy=False)
 
 
+def _off_lines(ink: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """ink * off: the ink with the lines' pixels zeroed; the ink itself where there is no line
+    (the same values, without a pass over the window)."""
+    return ink if off.all() else ink * off
+
+
 def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndarray,
             fallback: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Ink and mask found again in a window around the digit's box, at full resolution and by
@@ -228,10 +235,10 @@ def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndar
         found = _best_detection(residual[window])
         if not found.reason:
             ink, mask = _stretch(found), found.mask
-            keep = keep_main_components(mask & off, ink * off, page_factor) & off
+            keep = keep_main_components(mask & off, _off_lines(ink, off), page_factor) & off
     if keep is None or np.count_nonzero(mask & keep) < MIN_INK_PIXELS:
         ink, mask = fallback[0][window], fallback[1][window]
-        keep = keep_main_components(mask & off, ink * off, page_factor) & off
+        keep = keep_main_components(mask & off, _off_lines(ink, off), page_factor) & off
     full_ink, full_mask = np.zeros_like(residual), np.zeros(residual.shape, dtype=bool)
     np.multiply(ink, keep, out=full_ink[window])  # ink * keep, written in place
     np.logical_and(mask, keep, out=full_mask[window])
@@ -359,7 +366,7 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
         ink = float(ink_px.median())
     else:
         low, high = np.percentile(paper_px, [1, 99])
-        ink = float(np.median(ink_px))
+        ink = float(median(ink_px))
     paper, noise = robust_stats(paper_px)
     frame_ink = 1.0 - ring_dark if polarity == LIGHT_ON_DARK else ring_dark
     return CleanSplit(polarity, paper, ink, noise, float(high - low),
