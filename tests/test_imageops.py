@@ -164,3 +164,23 @@ def test_median_is_numpys_bit_for_bit(seed):
             before = a.copy()
             assert _same(median(a), np.median(a)), (seed, n, a.dtype)
             assert _same(a, before)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_box_mean3_is_scipys_uniform_filter_bit_for_bit(seed):
+    from scipy import ndimage
+
+    from digitnet.data.imageops import BOX_ROWS_MIN_WIDTH, box_mean3
+
+    rng = np.random.default_rng(400 + seed)
+    h = int(rng.choice([4, 5, 17, 301]))
+    w = int(rng.choice([BOX_ROWS_MIN_WIDTH, 300, 1031]))
+    x = rng.random((h, w), dtype=np.float32) ** np.float32(rng.choice([1, 8])) * np.float32(
+        rng.choice([1, 1e6, 1e-6]))
+    x[rng.random((h, w)) < 0.3] = 0
+    if seed % 3 == 0:
+        x[rng.random((h, w)) < 0.2] = -0.0
+    if seed % 4 == 1:
+        x.flat[int(rng.integers(x.size))] = np.inf
+    for a in (x, x[:, 1:-2], x.T.copy()[:, :h]):
+        assert _same(box_mean3(a), ndimage.uniform_filter(a, 3, mode="nearest")), (seed, a.shape)
