@@ -321,7 +321,7 @@ def histogram(a: np.ndarray, bins: int, low: float, top: float) -> tuple[np.ndar
     index = estimate.astype(np.uint8)  # truncation: the values are >= 0
     counts = Image.frombuffer("L", (a.shape[1], a.shape[0]), index, "raw", "L", 0, 1).histogram()
     hist = np.array(counts[:bins], dtype=np.intp)
-    estimate -= index  # the fraction of a bin past the estimated bin's start
+    estimate -= index.astype(np.float32)  # the fraction of a bin past the estimated bin's start
     near = estimate > 1 - _NEAR_EDGE
     near |= (estimate < _NEAR_EDGE) & (index != 0)  # no edge is inside bin 0's start
     if near.any():
