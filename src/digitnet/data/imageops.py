@@ -56,13 +56,18 @@ def min_filter(a: np.ndarray, size: int) -> np.ndarray:
     return ndimage.minimum_filter(a, size, mode="nearest")
 
 
+MEDIAN_MAX_VALUES = 1 << 23  # window values median_filter copies at most (32 MB; polarity: 2M)
+
+
 def median_filter(a: np.ndarray, size: int) -> np.ndarray:
     """Pillow's `ImageFilter.MedianFilter(size)` of an image as float32 ("F"), edges replicated
     (Pillow expands the image by its edge pixels): each window's middle value, picked by
     np.partition from a view of every window instead of Pillow's selection window by window.
-    An image with -0.0 (which Pillow may pick in place of an equal 0.0) or NaN takes Pillow."""
+    An image with -0.0 (which Pillow may pick in place of an equal 0.0) or NaN takes Pillow, and
+    so does one whose windows would take more than MEDIAN_MAX_VALUES values at once."""
     a = np.asarray(a, dtype=np.float32)
-    if np.signbit(a).any() or not np.isfinite(a).all():
+    if (a.size * size * size > MEDIAN_MAX_VALUES or np.signbit(a).any()
+            or not np.isfinite(a).all()):
         return np.asarray(Image.fromarray(a).filter(ImageFilter.MedianFilter(size)))
     reach = size // 2
     windows = np.lib.stride_tricks.sliding_window_view(np.pad(a, reach, mode="edge"),
