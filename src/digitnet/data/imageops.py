@@ -12,6 +12,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 SMALL_FILTER = 9  # bool dilations up to this size are shifted ORs, not scipy's filter
+SPLIT_MIN_SIZE = 262_144  # px; block_reduce pads larger images' partial blocks apart, not whole
 FOLD_MIN_SIZE = 262_144  # px; block sums of 9-32 px blocks fold slices from this size (2x faster
 #                          than numpy's at 1500x1532 px, 16 px blocks; slower on small images)
 
@@ -86,13 +87,14 @@ def block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> 
     if method is None or pad_mode not in ("edge", "constant"):
         return reduce(_blocks(_pad_end(a, -h % factor, -w % factor, pad_mode), factor),
                       axis=(1, 3))
-    # Cell by cell, so the whole blocks are reduced where they lie and only the partial last
-    # block row and column are padded (apart), instead of a padded copy of the whole image.
-    rows, cols = _whole_and_rest(h, factor), _whole_and_rest(w, factor)
-    grid = [[method(_blocks(_pad_end(a[r, c], -(r.stop - r.start) % factor,
-                                     -(c.stop - c.start) % factor, pad_mode), factor))
-             for c in cols] for r in rows]
-    out = grid[0][0] if len(rows) == len(cols) == 1 else np.block(grid)
+    if a.size < SPLIT_MIN_SIZE:  # one padded copy costs less than the parts' calls
+        out = method(_blocks(_pad_end(a, -h % factor, -w % factor, pad_mode), factor))
+    else:  # cell by cell: the whole blocks where they lie, only the partial ones padded apart
+        rows, cols = _whole_and_rest(h, factor), _whole_and_rest(w, factor)
+        grid = [[method(_blocks(_pad_end(a[r, c], -(r.stop - r.start) % factor,
+                                         -(c.stop - c.start) % factor, pad_mode), factor))
+                 for c in cols] for r in rows]
+        out = grid[0][0] if len(rows) == len(cols) == 1 else np.block(grid)
     if method is _EXTREMES.get(reduce) and not out.all() and np.signbit(a).any():
         # a zero minimum or maximum where -0.0 and 0.0 may tie: numpy's order decides which
         return reduce(_blocks(_pad_end(a, -h % factor, -w % factor, pad_mode), factor),
