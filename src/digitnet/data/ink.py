@@ -210,12 +210,6 @@ def _stretch(found: _Detection) -> np.ndarray:
     return np.clip(stretched, 0.0, 1.0, out=stretched).astype(np.float32, copy=False)
 
 
-def _off_lines(ink: np.ndarray, off: np.ndarray) -> np.ndarray:
-    """ink * off: the ink with the lines' pixels zeroed; the ink itself where there is no line
-    (the same values, without a pass over the window)."""
-    return ink if off.all() else ink * off
-
-
 def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndarray,
             fallback: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Ink and mask found again in a window around the digit's box, at full resolution and by
@@ -230,15 +224,16 @@ def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndar
     window = np.s_[max(0, int(top - margin)):min(h, int(bottom + margin)),
                    max(0, int(left - margin)):min(w, int(right + margin))]
     off = ~lines[window]
+    clear = off.all()  # no line in the window: ink * off is the ink itself, without the pass
     keep, page_factor = None, _coarse_factor(residual.shape)  # pieces join as on the page
     if size < REFINE_MAX_SIZE * min(h, w):  # a small digit: measured in its own window
         found = _best_detection(residual[window])
         if not found.reason:
             ink, mask = _stretch(found), found.mask
-            keep = keep_main_components(mask & off, _off_lines(ink, off), page_factor) & off
+            keep = keep_main_components(mask & off, ink if clear else ink * off, page_factor) & off
     if keep is None or np.count_nonzero(mask & keep) < MIN_INK_PIXELS:
         ink, mask = fallback[0][window], fallback[1][window]
-        keep = keep_main_components(mask & off, _off_lines(ink, off), page_factor) & off
+        keep = keep_main_components(mask & off, ink if clear else ink * off, page_factor) & off
     full_ink, full_mask = np.zeros_like(residual), np.zeros(residual.shape, dtype=bool)
     np.multiply(ink, keep, out=full_ink[window])  # ink * keep, written in place
     np.logical_and(mask, keep, out=full_mask[window])
