@@ -1,17 +1,27 @@
-"""Array operations of the new-image pipeline on float32 images: filters, pooling, resizing, robust
-statistics, Otsu's threshold and connected components (scipy.ndimage, scikit-image, Pillow)."""
+"""Array operations of the new-image pipeline on float32 images: filters, pooling, resizing and
+connected components (scipy.ndimage, Pillow); the statistics (robust level and noise, Otsu's
+threshold, 8-bit counts) are in `imagestats`, and re-exported here."""
 
 from __future__ import annotations
 
-import functools
-import math
-
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from scipy import ndimage
-from skimage.filters import threshold_otsu
+
+from digitnet.data.imagestats import (  # noqa: F401  (re-exported: the statistics' old home)
+    BYTE_LEVELS,
+    Counted,
+    byte_codes,
+    histogram,
+    median,
+    otsu_threshold,
+    robust_stats,
+)
 
 SMALL_FILTER = 9  # bool dilations up to this size are shifted ORs, not scipy's filter
+SPLIT_MIN_SIZE = 262_144  # px; block_reduce pads larger images' partial blocks apart, not whole
+FOLD_MIN_SIZE = 262_144  # px; block sums of 9-32 px blocks fold slices from this size (2x faster
+#                          than numpy's at 1500x1532 px, 16 px blocks; slower on small images)
 
 
 def odd(value: float) -> int:
@@ -54,30 +64,92 @@ def min_filter(a: np.ndarray, size: int) -> np.ndarray:
     return ndimage.minimum_filter(a, size, mode="nearest")
 
 
+MEDIAN_MAX_VALUES = 1 << 23  # window values median_filter copies at most (32 MB; polarity: 2M)
+
+
+def median_filter(a: np.ndarray, size: int) -> np.ndarray:
+    """Pillow's `ImageFilter.MedianFilter(size)` of an image as float32 ("F"), edges replicated
+    (Pillow expands the image by its edge pixels): each window's middle value, picked by
+    np.partition from a view of every window instead of Pillow's selection window by window.
+    An image with -0.0 (which Pillow may pick in place of an equal 0.0) or NaN takes Pillow, and
+    so does one whose windows would take more than MEDIAN_MAX_VALUES values at once."""
+    a = np.asarray(a, dtype=np.float32)
+    if (a.size * size * size > MEDIAN_MAX_VALUES or np.signbit(a).any()
+            or not np.isfinite(a).all()):
+        return np.asarray(Image.fromarray(a).filter(ImageFilter.MedianFilter(size)))
+    reach = size // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(a, reach, mode="edge"),
+                                                       (size, size))
+    middle = size * size // 2
+    return np.partition(windows.reshape(a.size, size * size), middle, axis=1)[:, middle].reshape(
+        a.shape)
+
+
 def block_reduce(a: np.ndarray, factor: int, reduce, pad_mode: str = "edge") -> np.ndarray:
     """Apply `reduce` (np.min, np.max, np.sum) over factor x factor blocks."""
     if factor == 1:
         return a
     h, w = a.shape
-    ph, pw = -h % factor, -w % factor
-    a = _pad_end(a, ph, pw, pad_mode)
-    blocks = a.reshape((h + ph) // factor, factor, (w + pw) // factor, factor)
+    method = _block_method(a, factor, reduce)
+    if method is None or pad_mode not in ("edge", "constant"):
+        return reduce(_blocks(_pad_end(a, -h % factor, -w % factor, pad_mode), factor),
+                      axis=(1, 3))
+    if a.size < SPLIT_MIN_SIZE:  # one padded copy costs less than the parts' calls
+        out = method(_blocks(_pad_end(a, -h % factor, -w % factor, pad_mode), factor))
+    else:  # cell by cell: the whole blocks where they lie, only the partial ones padded apart
+        rows, cols = _whole_and_rest(h, factor), _whole_and_rest(w, factor)
+        grid = [[method(_blocks(_pad_end(a[r, c], -(r.stop - r.start) % factor,
+                                         -(c.stop - c.start) % factor, pad_mode), factor))
+                 for c in cols] for r in rows]
+        out = grid[0][0] if len(rows) == len(cols) == 1 else np.block(grid)
+    if method is _EXTREMES.get(reduce) and not out.all() and np.signbit(a).any():
+        # a zero minimum or maximum where -0.0 and 0.0 may tie: numpy's order decides which
+        return reduce(_blocks(_pad_end(a, -h % factor, -w % factor, pad_mode), factor),
+                      axis=(1, 3))
+    return out
+
+
+def _whole_and_rest(n: int, factor: int) -> list[slice]:
+    """The slices of a side of n px in whole blocks and in the partial last block."""
+    whole = n - n % factor
+    return [slice(0, whole), slice(whole, n)] if 0 < whole < n else [slice(0, n)]
+
+
+def _blocks(a: np.ndarray, factor: int) -> np.ndarray:
+    """(rows, factor, columns, factor) view of an image whose sides are multiples of factor."""
+    h, w = a.shape
+    return a.reshape(h // factor, factor, w // factor, factor)
+
+
+_EXTREMES = {reduce: lambda blocks, reduce=reduce: reduce(reduce(blocks, axis=1), axis=2)
+             for reduce in (np.min, np.max)}
+
+
+def _block_method(a: np.ndarray, factor: int, reduce):
+    """The reduction of a (rows, factor, columns, factor) array of blocks that gives numpy's
+    `reduce(blocks, axis=(1, 3))` of the padded image cell by cell, whatever the array's shape;
+    None where only numpy's own reduction does (its order depends on the array's shape)."""
     if (reduce is np.min or reduce is np.max) and a.dtype == np.bool_:
         fold = np.logical_or if reduce is np.max else np.logical_and  # exact in any order
-        return _fold([_fold([blocks[:, i, :, j] for j in range(factor)], fold)
-                      for i in range(factor)], fold)
-    if (reduce is np.min or reduce is np.max) and a.dtype.kind == "f" and not np.signbit(a).any():
-        return reduce(reduce(blocks, axis=1), axis=2)  # exact in any order without -0.0
-    if reduce is np.sum and a.dtype.kind == "f" and blocks.shape[2] > 1 and factor <= 8:
-        rows = [_pairwise_sum([blocks[:, i, :, j] for j in range(factor)])
-                for i in range(factor)]
-        return _fold([rows[0] + a.dtype.type(0), *rows[1:]], np.add)
-    return reduce(blocks, axis=(1, 3))
+        return lambda blocks: _fold([_fold([blocks[:, i, :, j] for j in range(factor)], fold)
+                                     for i in range(factor)], fold)
+    if (reduce is np.min or reduce is np.max) and a.dtype.kind == "f":
+        return _EXTREMES[reduce]  # exact in any order but between -0.0 and 0.0: see the caller
+    folds = factor <= 8 or (factor <= 32 and a.size >= FOLD_MIN_SIZE)
+    if reduce is np.sum and a.dtype.kind == "f" and -(-a.shape[1] // factor) > 1 and folds:
+        def pairwise(blocks):
+            rows = [_pairwise_sum([blocks[:, i, :, j] for j in range(factor)])
+                    for i in range(factor)]
+            return _fold([rows[0] + a.dtype.type(0), *rows[1:]], np.add)
+        return pairwise
+    return None
 
 
 def _pad_end(a: np.ndarray, ph: int, pw: int, mode: str) -> np.ndarray:
     """np.pad(a, [(0, ph), (0, pw)], mode) for "edge" and "constant" (zeros), by two slice
     copies instead of np.pad's general machinery."""
+    if not ph and not pw:
+        return a
     if mode not in ("edge", "constant"):
         return np.pad(a, [(0, ph), (0, pw)], mode=mode)
     h, w = a.shape
@@ -124,7 +196,13 @@ def repeat_blocks(a: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndar
     `block_reduce`."""
     if factor == 1:
         return a[: shape[0], : shape[1]]
+    if a.dtype == np.bool_ and not a.any():  # no line on the page, say: nothing to repeat
+        return np.zeros((min(shape[0], a.shape[0] * factor), min(shape[1], a.shape[1] * factor)),
+                        dtype=bool)
     return np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)[: shape[0], : shape[1]]
+
+
+LARGE_RESIZE = 65_536  # px; larger results are read by np.asarray (12 MB: 3.8 ms, not 5.4 ms)
 
 
 def resize(a: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
@@ -133,9 +211,12 @@ def resize(a: np.ndarray, width: int, height: int, resample: Image.Resampling) -
     (Image.fromarray and np.asarray, without their generic checks: the same image in and the
     same bytes out.)"""
     a = np.ascontiguousarray(a, dtype=np.float32)
-    img = Image.frombuffer("F", (a.shape[1], a.shape[0]), a, "raw", "F", 0, 1)
+    img = Image.new("F", (a.shape[1], a.shape[0]), None)  # not filled: frombytes fills it
+    img.frombytes(a, "raw", "F", 0, 1)  # what Image.frombuffer does for "F", less a zero fill
     out = img.resize((width, height), resample)
-    return np.frombuffer(out.tobytes(), dtype=np.float32).reshape(height, width)
+    if width * height < LARGE_RESIZE:
+        return np.frombuffer(out.tobytes(), dtype=np.float32).reshape(height, width)
+    return np.asarray(out)  # one copy instead of tobytes' chunks and their join
 
 
 def shrink(a: np.ndarray, max_side: int) -> np.ndarray:
@@ -156,35 +237,6 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def robust_stats(a: np.ndarray | Counted) -> tuple[float, float]:
-    """Median and noise standard deviation (1.4826 x median absolute deviation) of `a` (an image,
-    a 1-D array of pixel values, or such values counted: up to the subsample's size)."""
-    if isinstance(a, Counted):
-        if a.size > 1_000_000:
-            raise ValueError("robust_stats subsamples more than 1,000,000 values: pass the array")
-        median = float(a.median())
-        return median, 1.4826 * float(a.deviations(median).median())
-    step = max(1, math.ceil(math.sqrt(a.size / 1_000_000)))  # a subsample suffices for big images
-    sample = a[::step, ::step] if a.ndim == 2 else a[:: step * step]
-    median = float(np.median(sample))
-    return median, 1.4826 * float(np.median(np.abs(sample - median)))
-
-
-def otsu_threshold(a: np.ndarray, bins: int = 256, low: float = 0.0,
-                   counted: Counted | None = None) -> float:
-    """Otsu's threshold between two classes of values (scikit-image), on a histogram over
-    [low, max]; `low` for an image with no value above it. `counted`: a's values, counted (the
-    same histogram, from the counts)."""
-    top = float(a.max())
-    if top <= low:
-        return low
-    if counted is not None:
-        hist, edges = counted.histogram(bins, (low, top))
-    else:
-        hist, edges = np.histogram(a, bins=bins, range=(low, top))
-    return float(threshold_otsu(hist=(hist, (edges[:-1] + edges[1:]) / 2)))
-
-
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -193,113 +245,36 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(mask, structure=_EIGHT_CONNECTED)
 
 
+BOX_ROWS_MIN_WIDTH = 256  # px; narrower images take scipy's first pass too (a call per row)
+
+
 def box_mean3(a: np.ndarray) -> np.ndarray:
-    """Mean over each pixel's 3x3 neighbourhood, edges replicated."""
-    return ndimage.uniform_filter(a, 3, mode="nearest")
+    """Mean over each pixel's 3x3 neighbourhood, edges replicated: scipy.ndimage's
+    uniform_filter(a, 3, mode="nearest") bit for bit. Its first pass, down the columns, is slow
+    in scipy (each column copied out and back); here it runs row by row (`_mean3_down`)."""
+    if a.dtype != np.float32 or a.ndim != 2 or a.shape[0] < 4 or a.shape[1] < BOX_ROWS_MIN_WIDTH:
+        return ndimage.uniform_filter(a, 3, mode="nearest")
+    return ndimage.uniform_filter1d(_mean3_down(a), 3, axis=1, mode="nearest")
 
 
-# --------------------------------------------------------------------- 8-bit images, counted
-BYTE_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255)  # an 8-bit image read as float
-
-
-def byte_codes(a: np.ndarray) -> np.ndarray | None:
-    """The 8-bit codes k of a float32 image whose every value is exactly k / 255 (bit for bit: a
-    PNG or JPEG read as float), else None. With the codes, histograms and order statistics are
-    computed from 256 counts (`Counted`) instead of every pixel, with the same results."""
-    if a.dtype != np.float32 or a.size == 0:
-        return None
-    head = a.flat[:64]  # fails fast on a large image that is not 8-bit (a photo's residual)
-    if a.size > 1024 and not np.array_equal(
-            BYTE_LEVELS[np.rint(head * 255).astype(np.uint8)].view(np.uint32),
-            head.view(np.uint32)):
-        return None
-    codes = np.rint(a * 255).astype(np.uint8)
-    if not np.array_equal(BYTE_LEVELS[codes].view(np.uint32), a.view(np.uint32)):
-        return None
-    return codes
-
-
-@functools.lru_cache(maxsize=512)  # 512 ranges, 1.5 MB
-def _level_bins(bins: int, low: float, top: float) -> tuple[np.ndarray, np.ndarray]:
-    """(1 + the bin np.histogram(a, bins, (low, top)) puts each of the 256 levels in, 0 where it
-    leaves it out; the bin edges). numpy keeps the values in [low, top] and corrects its
-    estimate until edges[i] <= value < edges[i + 1] (the top value in the last bin), so a value's
-    bin is the count of inner edges at or below it."""
-    edges = np.histogram_bin_edges(BYTE_LEVELS, bins=bins, range=(low, top))
-    inside = (BYTE_LEVELS >= low) & (BYTE_LEVELS <= top)
-    index = np.searchsorted(edges[1:-1], BYTE_LEVELS, side="right") + 1
-    index[~inside] = 0
-    index.flags.writeable = False
-    edges.flags.writeable = False
-    return index, edges
-
-
-class Counted:
-    """A multiset of float32 values as its distinct values and their counts: the median,
-    percentiles and Otsu histogram that numpy and scikit-image compute on the whole array, bit
-    for bit (the same arithmetic on the same order statistics), from the counts alone."""
-
-    def __init__(self, values: np.ndarray, counts: np.ndarray):
-        if values is BYTE_LEVELS:  # sorted already
-            self.values, self.counts = values, counts
-        else:
-            order = np.argsort(values, kind="stable")
-            self.values, self.counts = values[order], counts[order]
-        self.cumulative = np.cumsum(self.counts)
-        self.size = int(self.cumulative[-1]) if len(self.cumulative) else 0
-
-    @classmethod
-    def of_codes(cls, codes: np.ndarray) -> Counted:
-        return cls(BYTE_LEVELS, np.bincount(codes.ravel(), minlength=256))
-
-    def _at(self, positions) -> np.ndarray:
-        """The values at these positions (0-based, negative from the end) of the sorted array."""
-        positions = np.asarray(positions, dtype=np.intp) % self.size
-        return self.values[np.searchsorted(self.cumulative, positions, side="right")]
-
-    def median(self) -> np.floating:
-        """np.median of the array: the mean (in its dtype) of the middle one or two values."""
-        n = self.size
-        middle = self._at([n // 2 - 1, n // 2] if n % 2 == 0 else [(n - 1) // 2])
-        # np.mean of those: their float32 sum over the count as an intp (float64), as float32
-        # (the sum starts from -0.0, which changes no value)
-        total = middle[0] + middle[1] if len(middle) == 2 else middle[0]
-        return total.dtype.type(total / np.intp(len(middle)))
-
-    def deviations(self, center: float) -> Counted:
-        """|values - center| (elementwise, as numpy computes it on the array), counted."""
-        return Counted(np.abs(self.values - center), self.counts)
-
-    def percentile(self, q: list[float]) -> np.ndarray:
-        """np.percentile(array, q) with the default "linear" method: the same float64 arithmetic
-        on the same two neighbouring order statistics (numpy's _quantile and _lerp)."""
-        out = []
-        for quantile in np.true_divide(q, 100).tolist():
-            virtual = (self.size - 1) * quantile
-            if virtual >= self.size - 1:
-                previous = following = -1
-            elif virtual < 0:
-                previous = following = 0
-            else:
-                previous = math.floor(virtual)
-                following = previous + 1
-            gamma = virtual - previous
-            a, b = self._at([previous, following])
-            diff_b_a = float(b - a)  # float32, as numpy subtracts the two
-            if gamma >= 0.5:
-                out.append(float(b) - diff_b_a * (1 - gamma))
-            else:
-                out.append(float(a) + diff_b_a * gamma)
-        return np.array(out, dtype=np.float64)
-
-    def histogram(self, bins: int, value_range: tuple[float, float]) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
-        """np.histogram(array, bins, range): its edges (for the values' dtype), and each value's
-        count added in the bin numpy puts that value in."""
-        if self.values is BYTE_LEVELS:  # the bin of each level, looked up once per range
-            index, edges = _level_bins(bins, *value_range)
-            hist = np.bincount(index, weights=self.counts, minlength=bins + 1)[1:]
-        else:
-            hist, edges = np.histogram(self.values, bins=bins, range=value_range,
-                                       weights=self.counts)
-        return hist.astype(np.intp), edges
+def _mean3_down(a: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.uniform_filter1d(a, 3, axis=0, mode="nearest") of a float32 image, by
+    scipy's arithmetic: a running sum in float64 down each column (the first three values from
+    0.0, then each step adding the value entering minus the one leaving), divided by 3 and
+    stored as float32; here for a whole row of columns at a time (1500x2000 px: 10 ms, scipy
+    16 ms)."""
+    h = a.shape[0]
+    out = np.empty_like(a)
+    with np.errstate(all="ignore"):  # as scipy: inf - inf is NaN without a warning
+        total = np.add(0.0, a[0], dtype=np.float64)
+        total += a[0]  # the edge replicated
+        total += a[1]
+        row = np.empty_like(total)
+        np.divide(total, 3.0, out=row)
+        out[0] = row
+        for k in range(1, h):
+            np.subtract(a[min(k + 1, h - 1)], a[max(k - 2, 0)], out=row, dtype=np.float64)
+            total += row
+            np.divide(total, 3.0, out=row)
+            out[k] = row
+    return out

@@ -27,6 +27,7 @@ from digitnet.data.imageops import (
     byte_codes,
     label_components,
     max_filter,
+    median,
     min_filter,
     odd,
     otsu_threshold,
@@ -104,10 +105,12 @@ def remove_background(gray: np.ndarray, polarity: str,
         background = up[:h, :w]
     else:
         background = opened
-    residual = x - background
+    fresh = x is not gray and np.result_type(x, background) == x.dtype
+    residual = np.subtract(x, background, out=x if fresh else None)
     if polarity == DARK_ON_LIGHT:
-        residual /= np.maximum(1.0 - background, MIN_PAPER_BRIGHTNESS)
-    return np.clip(residual, 0.0, 1.0), background
+        paper = np.subtract(1.0, background)
+        residual /= np.maximum(paper, MIN_PAPER_BRIGHTNESS, out=paper)
+    return np.clip(residual, 0.0, 1.0, out=residual), background
 
 
 def keep_main_components(mask: np.ndarray, ink: np.ndarray, factor: int = 0) -> np.ndarray:
@@ -163,26 +166,27 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
     level, noise = robust_stats(residual)
     noise = max(noise, 1.0 / 255.0)  # 8-bit quantisation
     no_mask = np.zeros(residual.shape, dtype=bool)
-    spread = float(residual.max()) - level
+    top = float(residual.max())
+    spread = top - level
     if spread < MIN_CONTRAST:
         return _Detection(residual, no_mask, level, noise, 0.0,
                           f"blank image (contrast {spread:.3f}, expected >= {MIN_CONTRAST})")
-    threshold = max(otsu_threshold(residual), level + 4 * noise)
+    threshold = max(otsu_threshold(residual, top=top), level + 4 * noise)
     mask = residual > threshold
-    contrast = float(np.median(residual[mask])) - level if mask.any() else 0.0
+    contrast = float(median(residual[mask])) - level if mask.any() else 0.0
     if np.count_nonzero(mask) >= MIN_INK_PIXELS and (
             contrast < MIN_CONTRAST or contrast < MIN_SNR * noise):
         # too faint, or too close to the noise, as a whole: a broad, faint region (the edge of a
         # shadow that the paper's estimate did not follow) may hold the ink; Otsu's threshold
         # again within it
-        higher = residual > max(otsu_threshold(residual, low=threshold), threshold)
+        higher = residual > max(otsu_threshold(residual, low=threshold, top=top), threshold)
         if np.count_nonzero(higher) >= MIN_INK_PIXELS:
             mask = higher
+            contrast = float(median(residual[mask])) - level
     count = np.count_nonzero(mask)
     if count < MIN_INK_PIXELS:
         return _Detection(residual, no_mask, level, noise, 0.0,
                           f"only {count} ink pixels (expected >= {MIN_INK_PIXELS})")
-    contrast = float(np.median(residual[mask])) - level
     snr = contrast / noise
     reason = ""
     if contrast < MIN_CONTRAST:
@@ -212,7 +216,9 @@ def _stretch(found: _Detection) -> np.ndarray:
     values = found.residual[found.mask]
     low = found.level + 3 * found.noise
     high = max(float(np.percentile(values, INK_WHITE_PERCENTILE)), low + 1e-3)
-    return np.clip((found.residual - low) / (high - low), 0.0, 1.0).astype(np.float32)
+    stretched = np.subtract(found.residual, low)
+    stretched /= high - low
+    return np.clip(stretched, 0.0, 1.0, out=stretched).astype(np.float32, copy=False)
 
 
 def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndarray,
@@ -229,17 +235,19 @@ def _refine(residual: np.ndarray, box: tuple[int, int, int, int], lines: np.ndar
     window = np.s_[max(0, int(top - margin)):min(h, int(bottom + margin)),
                    max(0, int(left - margin)):min(w, int(right + margin))]
     off = ~lines[window]
+    clear = off.all()  # no line in the window: ink * off is the ink itself, without the pass
     keep, page_factor = None, _coarse_factor(residual.shape)  # pieces join as on the page
     if size < REFINE_MAX_SIZE * min(h, w):  # a small digit: measured in its own window
         found = _best_detection(residual[window])
         if not found.reason:
             ink, mask = _stretch(found), found.mask
-            keep = keep_main_components(mask & off, ink * off, page_factor) & off
+            keep = keep_main_components(mask & off, ink if clear else ink * off, page_factor) & off
     if keep is None or np.count_nonzero(mask & keep) < MIN_INK_PIXELS:
         ink, mask = fallback[0][window], fallback[1][window]
-        keep = keep_main_components(mask & off, ink * off, page_factor) & off
+        keep = keep_main_components(mask & off, ink if clear else ink * off, page_factor) & off
     full_ink, full_mask = np.zeros_like(residual), np.zeros(residual.shape, dtype=bool)
-    full_ink[window], full_mask[window] = ink * keep, mask & keep
+    np.multiply(ink, keep, out=full_ink[window])  # ink * keep, written in place
+    np.logical_and(mask, keep, out=full_mask[window])
     return full_ink, full_mask
 
 
@@ -390,7 +398,7 @@ def split_clean(gray: np.ndarray) -> CleanSplit | None:
         ink = float(ink_px.median())
     else:
         low, high = np.percentile(paper_px, [1, 99])
-        ink = float(np.median(ink_px))
+        ink = float(median(ink_px))
     paper, noise = robust_stats(paper_px)
     frame_ink = 1.0 - ring_dark if polarity == LIGHT_ON_DARK else ring_dark
     return CleanSplit(polarity, paper, ink, noise, float(high - low),

@@ -6,9 +6,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageFilter
 
-from digitnet.data.imageops import block_reduce, max_filter, min_filter, odd, robust_stats, shrink
+from digitnet.data.imageops import (
+    block_reduce,
+    max_filter,
+    median_filter,
+    min_filter,
+    odd,
+    robust_stats,
+    shrink,
+)
 
 FINE_SIDE = 128  # px; the fine evidence is taken on a grid of at most this many cells a side
 POLARITY_SIDE = 64  # px; the coarse evidence on an area-averaged copy this size
@@ -55,8 +62,7 @@ def detect_polarity(gray: np.ndarray, pooled: list | None = None) -> str:
                      float(np.clip(light - floor, 0, None).sum()))
     small = shrink(gray, POLARITY_SIDE)
     size = odd(min(small.shape) / 2)
-    background = Image.fromarray(small).filter(ImageFilter.MedianFilter(size))
-    diff = small - np.asarray(background, dtype=np.float32)
+    diff = small - median_filter(small, size)
     _, noise = robust_stats(diff)
     coarse = _evidence(float(np.clip(-diff - 3 * noise, 0, None).sum()),
                        float(np.clip(diff - 3 * noise, 0, None).sum()))

@@ -4,7 +4,7 @@
 an image, bit for bit, by the same arithmetic on the same values.
 
 Those general functions are written for images of any size: subsampling, a coarse grid, 256-level
-statistics through `imageops.Counted` objects. On a 16x16 scan their Python-level calls into numpy
+statistics through `imagestats.Counted` objects. On a 16x16 scan their Python-level calls into numpy
 cost several times the pixels' arithmetic, so a small scan took ~0.35 ms; here the 256-level counts
 are taken once per class and the order statistics read from them directly, and the one-blob case
 of the component filter (the usual one) skips the blob bookkeeping. tests/test_small.py compares
@@ -20,7 +20,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from digitnet.data.imageops import BYTE_LEVELS, _level_bins, byte_codes, max_filter
+from digitnet.data.imageops import max_filter
+from digitnet.data.imagestats import BYTE_LEVELS, _level_bins, byte_codes
 from digitnet.data.ink import (
     DARK_ON_LIGHT,
     LIGHT_ON_DARK,
@@ -39,7 +40,7 @@ _QUANTILES = (0.01, 0.99)  # np.true_divide([1, 99], 100): the paper's 1st and 9
 def small_codes(gray: np.ndarray) -> np.ndarray | None:
     """The 8-bit codes of `gray` (float32 (H, W)) when it takes this module's route: at most
     SMALL_SIDE px a side (so no subsampling, no coarse grid, and `is_clean` asks for contrast
-    alone) and 8-bit (`imageops.byte_codes`); else None."""
+    alone) and 8-bit (`imagestats.byte_codes`); else None."""
     if gray.ndim != 2 or max(gray.shape) > SMALL_SIDE:
         return None
     return byte_codes(gray)
@@ -147,7 +148,7 @@ def keep_small(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=4096)
 def _otsu_bins(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """(the bin of each byte level, the bin centres) of `otsu_threshold`'s 256-bin histogram over
-    [level lo, level hi], as `imageops._level_bins` and `otsu_threshold` compute them."""
+    [level lo, level hi], as `imagestats._level_bins` and `otsu_threshold` compute them."""
     index, edges = _level_bins(256, float(BYTE_LEVELS[lo]), float(BYTE_LEVELS[hi]))
     return index, (edges[:-1] + edges[1:]) / 2
 
