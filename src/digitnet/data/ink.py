@@ -161,8 +161,9 @@ class _Detection(NamedTuple):
     reason: str  # why there is no ink; "" when there is
 
 
-def _detect_ink(residual: np.ndarray) -> _Detection:
-    """Otsu's threshold, raised above the noise, and the checks that tell ink from noise."""
+def _detect_ink(residual: np.ndarray, again: bool = False) -> _Detection:
+    """Otsu's threshold, raised above the noise, and the checks that tell ink from noise; with
+    `again`, a mask too faint or too noisy as a whole is thresholded again within itself."""
     level, noise = robust_stats(residual)
     noise = max(noise, 1.0 / 255.0)  # 8-bit quantisation
     no_mask = np.zeros(residual.shape, dtype=bool)
@@ -174,7 +175,7 @@ def _detect_ink(residual: np.ndarray) -> _Detection:
     threshold = max(otsu_threshold(residual, top=top), level + 4 * noise)
     mask = residual > threshold
     contrast = float(median(residual[mask])) - level if mask.any() else 0.0
-    if np.count_nonzero(mask) >= MIN_INK_PIXELS and (
+    if again and np.count_nonzero(mask) >= MIN_INK_PIXELS and (
             contrast < MIN_CONTRAST or contrast < MIN_SNR * noise):
         # too faint, or too close to the noise, as a whole: a broad, faint region (the edge of a
         # shadow that the paper's estimate did not follow) may hold the ink; Otsu's threshold
@@ -206,9 +207,14 @@ class InkFound(NamedTuple):
 
 def _best_detection(residual: np.ndarray) -> _Detection:
     """Ink looked for pixel by pixel and after 3x3 averaging: the scale where it stands out more
-    from the noise wins (averaging rescues broad strokes in a noisy photo, 1 px ones not)."""
-    return max((_detect_ink(r) for r in (residual, box_mean3(residual))),
-               key=lambda d: (not d.reason, d.snr))
+    from the noise wins (averaging rescues broad strokes in a noisy photo, 1 px ones not). Found
+    at neither, it is looked for again within a faint region (`_detect_ink`'s `again`)."""
+    scales = (residual, box_mean3(residual))
+    found = max((_detect_ink(r) for r in scales), key=lambda d: (not d.reason, d.snr))
+    if found.reason:  # at neither scale: thresholded again within the faint region, if any
+        found = max((_detect_ink(r, again=True) for r in scales),
+                    key=lambda d: (not d.reason, d.snr))
+    return found
 
 
 def _stretch(found: _Detection) -> np.ndarray:
@@ -274,10 +280,10 @@ def _refine_best(residual, detection: Detection, lines, fallback):
     return ink, mask, detection._replace(picked=picked, groups=groups)
 
 
-def _pick(residual, mask, ink, lines, faint: bool) -> tuple[Detection, float]:
+def _pick(residual, mask, ink, lines, faint: bool, mass=None) -> tuple[Detection, float]:
     """The page's marks (`find_digit`) and the digit's share of the weight of the marks that
     might be it (not other marks, nor specks far smaller): noise gives many alike."""
-    detection = find_digit(residual, mask, ink, lines, faint)
+    detection = find_digit(residual, mask, ink, lines, faint, mass)
     picked = detection.picked
     if picked is None:
         return detection, 0.0
@@ -319,20 +325,21 @@ def find_ink(residual: np.ndarray) -> InkFound:
         return InkFound(np.zeros_like(residual), found.mask, found.reason)
     ink = _stretch(found)
     lines = line_pixels(found.mask)
-    detection, share = _pick(residual, found.mask, ink, lines, faint=False)
+    mass = marks.ink_mass(ink, lines)  # the same weights for every look at the marks
+    detection, share = _pick(residual, found.mask, ink, lines, faint=False, mass=mass)
     # Dark marks raise the page's threshold above a faint pencil digit's strokes: the marks are
     # looked at again down to FAINT_SNR noise levels, and a digit found there apart from the
     # first pick, and outweighing it, is taken (show-through merges with a dark digit there).
     # Lines and edges stay as the first look saw them: their faint halo would make them broad.
     faint = found.residual > found.level + FAINT_SNR * found.noise
     seen = found.mask | (faint & ~_near_rejected(detection, found.mask.shape))
-    again, share_again = _pick(residual, seen, ink, lines, faint=False)
+    again, share_again = _pick(residual, seen, ink, lines, faint=False, mass=mass)
     if again.picked is not None and not again.forced and share_again >= MIN_KEPT_SHARE and (
             detection.picked is None or (_apart(again.picked.box, detection.picked.box)
                                          and again.picked.weight > detection.picked.weight)):
         detection, share = again, share_again
     if detection.forced or share < MIN_KEPT_SHARE:  # look again, for fainter marks too
-        again, share_again = _pick(residual, found.mask, ink, lines, faint=True)
+        again, share_again = _pick(residual, found.mask, ink, lines, faint=True, mass=mass)
         if not again.forced and share_again >= MIN_KEPT_SHARE:
             detection, share = again, share_again
     reason = f"only scattered specks (the largest group of blobs holds {share:.0%} of the ink)"
