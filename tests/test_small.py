@@ -1,5 +1,5 @@
 """The fast route for small 8-bit images (data/small.py, preprocess_many) gives what the general
-route gives, bit for bit: split_small and split_many against ink.split_clean, keep_small against
+route gives, bit for bit: split_small and split_many against clean.split_clean, keep_small against
 ink.keep_main_components, and preprocess_many against preprocess, on varied images (random
 levels, two classes with noise, flat, binary, 1 px to SMALL_SIDE px a side, either polarity)."""
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from digitnet.data.clean import SMALL_SIDE, clean_ink, is_clean, split_clean
 from digitnet.data.imageops import BYTE_LEVELS
-from digitnet.data.ink import SMALL_SIDE, clean_ink, is_clean, keep_main_components, split_clean
+from digitnet.data.ink import keep_main_components
 from digitnet.data.preprocess import ImageError, preprocess, preprocess_batch, preprocess_many
 from digitnet.data.small import keep_small, small_codes, split_many, split_small
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from digitnet.constants import IMAGE_SIZE
 from digitnet.data.candidates import picture as candidates_picture
+from digitnet.data.clean import clean_ink, is_clean, split_clean, touches_frame
 from digitnet.data.imageops import bounding_box, max_filter, resize, shrink
 from digitnet.data.images import (  # noqa: F401  (re-exported: the pipeline's public names)
     MAX_PIXELS,
@@ -38,14 +39,10 @@ from digitnet.data.ink import (
     DARK_ON_LIGHT,
     LIGHT_ON_DARK,
     MIN_INK_PIXELS,
-    clean_ink,
     detect_polarity,
     find_ink,
-    is_clean,
     keep_main_components,
     remove_background,
-    split_clean,
-    touches_frame,
 )
 from digitnet.data.small import keep_small, small_codes, split_many, split_small
 from digitnet.fileio import atomic_write_bytes

@@ -1,6 +1,6 @@
 """The ink of a small 8-bit image (a scan cell, a digit set's bitmap, a thumbnail: up to
-`ink.SMALL_SIDE` px a side, every value k / 255) in a fraction of the calls: `split_small` and
-`keep_small` return exactly what `ink.split_clean` and `ink.keep_main_components` return for such
+`clean.SMALL_SIDE` px a side, every value k / 255) in a fraction of the calls: `split_small` and
+`keep_small` return exactly what `clean.split_clean` and `ink.keep_main_components` return for such
 an image, bit for bit, by the same arithmetic on the same values.
 
 Those general functions are written for images of any size: subsampling, a coarse grid, 256-level
@@ -20,15 +20,13 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from digitnet.data.clean import SCAN_MAX_SIDE, SMALL_SIDE, CleanSplit
 from digitnet.data.imageops import max_filter
 from digitnet.data.imagestats import BYTE_LEVELS, _level_bins, byte_codes
 from digitnet.data.ink import (
     DARK_ON_LIGHT,
     LIGHT_ON_DARK,
     MIN_CONTRAST,
-    SCAN_MAX_SIDE,
-    SMALL_SIDE,
-    CleanSplit,
     ink_is_light,
     keep_main_components,
 )
@@ -98,7 +96,7 @@ def _paper_stats(counts: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def split_small(gray: np.ndarray, codes: np.ndarray) -> CleanSplit | None:
-    """`ink.split_clean(gray)` for an image that `small_codes` gave `codes` for."""
+    """`clean.split_clean(gray)` for an image that `small_codes` gave `codes` for."""
     lo, hi = float(BYTE_LEVELS[codes.min()]), float(BYTE_LEVELS[codes.max()])
     if hi - lo < MIN_CONTRAST:
         return None
@@ -190,7 +188,7 @@ def _rows_median(cumulative: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def split_many(gray: np.ndarray, codes: np.ndarray) -> list[CleanSplit | None]:
-    """`ink.split_clean` of each image of an (N, H, W) stack that `small_codes` gave the codes
+    """`clean.split_clean` of each image of an (N, H, W) stack that `small_codes` gave the codes
     of: `split_small`'s arithmetic, element by element, for all N at once (the rows of images
     that split_clean refuses, flat or one-class, compute garbage quietly and give None)."""
     with np.errstate(divide="ignore", invalid="ignore"):
