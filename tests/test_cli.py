@@ -213,7 +213,7 @@ def test_train_flags_are_generated_from_the_config_fields(capsys):
     assert flags[:len(fields)] == [
         "--arch-version" if f.name == "version" else f"--{f.name.replace('_', '-')}"
         for f in fields]
-    for phrase in ("--epochs EPOCHS full passes over the training split, 1-10000 (default: 6)",
+    for phrase in ("--epochs EPOCHS full passes over the training split, 1-10000 (default: 9)",
                    "--optimizer {sgd,adamw}", "--augment-kind {warp,shift,handwriting}",
                    "--augment, --no-augment augment training batches (default: on)",
                    "--lr LR peak learning rate (one-cycle schedule), > 0 and finite (default: 0.3)",
