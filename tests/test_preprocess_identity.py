@@ -108,7 +108,7 @@ def test_pooling_and_dilation_are_numpys_and_scipys_bit_for_bit():
 
 
 def test_counted_statistics_are_numpys_bit_for_bit():
-    from digitnet.data.imageops import BYTE_LEVELS, Counted, byte_codes, robust_stats
+    from digitnet.data.imagestats import BYTE_LEVELS, Counted, byte_codes, robust_stats
 
     rng = np.random.default_rng(11)
     for _ in range(400):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from digitnet.data.clean import SMALL_SIDE, clean_ink, is_clean, split_clean
-from digitnet.data.imageops import BYTE_LEVELS
+from digitnet.data.imagestats import BYTE_LEVELS
 from digitnet.data.ink import keep_main_components
 from digitnet.data.preprocess import ImageError, preprocess, preprocess_batch, preprocess_many
 from digitnet.data.small import keep_small, small_codes, split_many, split_small

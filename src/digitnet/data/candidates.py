@@ -29,13 +29,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import hough_line, hough_line_peaks
 
-from digitnet.data.imageops import (
-    block_reduce,
-    bounding_box,
-    label_components,
-    repeat_blocks,
-    robust_stats,
-)
+from digitnet.data.imageops import block_reduce, bounding_box, label_components, repeat_blocks
+from digitnet.data.imagestats import robust_stats
 
 DETECT_SIDE = 512  # px; blobs are found on a grid this size (thin strokes survive max pooling)
 DETECT_SNR = 4.0  # a cell whose mean stands out this much from the page's is a mark

@@ -11,15 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from digitnet.data.imageops import (
-    Counted,
-    bounding_box,
-    byte_codes,
-    max_filter,
-    median,
-    otsu_threshold,
-    robust_stats,
-)
+from digitnet.data.imageops import bounding_box, max_filter
+from digitnet.data.imagestats import Counted, byte_codes, median, otsu_threshold, robust_stats
 from digitnet.data.ink import MIN_CONTRAST
 from digitnet.data.polarity import DARK_ON_LIGHT, LIGHT_ON_DARK, ink_is_light
 

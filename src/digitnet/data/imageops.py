@@ -1,22 +1,12 @@
 """Array operations of the new-image pipeline on float32 images: filters, pooling, resizing and
 connected components (scipy.ndimage, Pillow); the statistics (robust level and noise, Otsu's
-threshold, 8-bit counts) are in `imagestats`, and re-exported here."""
+threshold, 8-bit counts) are in `imagestats`."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
-
-from digitnet.data.imagestats import (  # noqa: F401  (re-exported: the statistics' old home)
-    BYTE_LEVELS,
-    Counted,
-    byte_codes,
-    histogram,
-    median,
-    otsu_threshold,
-    robust_stats,
-)
 
 SMALL_FILTER = 9  # bool dilations up to this size are shifted ORs, not scipy's filter
 SPLIT_MIN_SIZE = 262_144  # px; block_reduce pads larger images' partial blocks apart, not whole

@@ -24,14 +24,12 @@ from digitnet.data.imageops import (
     box_mean3,
     label_components,
     max_filter,
-    median,
     min_filter,
     odd,
-    otsu_threshold,
     repeat_blocks,
     resize,
-    robust_stats,
 )
+from digitnet.data.imagestats import median, otsu_threshold, robust_stats
 from digitnet.data.polarity import (  # noqa: F401  (re-exported: preprocess imports them here)
     DARK_ON_LIGHT,
     LIGHT_ON_DARK,

@@ -7,15 +7,8 @@ import math
 
 import numpy as np
 
-from digitnet.data.imageops import (
-    block_reduce,
-    max_filter,
-    median_filter,
-    min_filter,
-    odd,
-    robust_stats,
-    shrink,
-)
+from digitnet.data.imageops import block_reduce, max_filter, median_filter, min_filter, odd, shrink
+from digitnet.data.imagestats import robust_stats
 
 FINE_SIDE = 128  # px; the fine evidence is taken on a grid of at most this many cells a side
 POLARITY_SIDE = 64  # px; the coarse evidence on an area-averaged copy this size
